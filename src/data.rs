@@ -1,0 +1,276 @@
+//! Data sources and sinks: where a transfer's bytes come from and go to.
+//!
+//! The protocol machines in [`crate::proto`] never open files. They read the
+//! blocks they send through a [`Source`] and write the blocks they receive
+//! through a [`Sink`]. Both are positional, so a file is never loaded whole and
+//! a window can be re-read after a timeout without keeping it in memory.
+//!
+//! Two implementations live here: in-memory buffers ([`MemSource`],
+//! [`MemSink`]) and plain files ([`FileSource`], [`FileSink`]). The store
+//! supplies its own sink for uploads (temporary file, renamed on commit), and
+//! [`crate::netascii`] wraps any source or sink to convert line endings.
+
+use std::fs::File;
+use std::io;
+
+/// Where a sender's bytes come from.
+pub trait Source {
+    /// Reads into `buf` from byte `offset`, filling it completely unless the
+    /// end of the data is reached first. Returns the number of bytes read;
+    /// fewer than `buf.len()` means the data ends there.
+    ///
+    /// The sender reads each block once in order, and re-reads from the start
+    /// of the unacknowledged window after a timeout; offsets never go below
+    /// the last [`Source::release_before`] point.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The total size in bytes if it is known up front (used for the `tsize`
+    /// option). `None` when the size is only known at the end (netascii).
+    fn size(&self) -> Option<u64>;
+
+    /// The sender promises never to read below `offset` again. Sources that
+    /// keep state to allow re-reading (netascii checkpoints) can drop it.
+    fn release_before(&mut self, _offset: u64) {}
+}
+
+/// Where a receiver's bytes go.
+pub trait Sink {
+    /// Writes `data` at byte `offset`. The receiver writes blocks strictly in
+    /// order and never writes the same block twice, so `offset` always equals
+    /// the number of bytes written so far.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// The last block is in: make the data durable and visible (for an upload,
+    /// rename the temporary file into place). Called at most once.
+    fn commit(&mut self) -> io::Result<()>;
+
+    /// The transfer failed: discard everything written. Must leave no partial
+    /// data behind and must not fail; called at most once, never after
+    /// [`Sink::commit`] succeeded.
+    fn abort(&mut self);
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(offset, buf)
+    }
+    fn size(&self) -> Option<u64> {
+        (**self).size()
+    }
+    fn release_before(&mut self, offset: u64) {
+        (**self).release_before(offset)
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        (**self).commit()
+    }
+    fn abort(&mut self) {
+        (**self).abort()
+    }
+}
+
+/// A source over bytes held in memory.
+#[derive(Debug, Clone)]
+pub struct MemSource<B> {
+    data: B,
+}
+
+impl<B: AsRef<[u8]>> MemSource<B> {
+    pub fn new(data: B) -> Self {
+        MemSource { data }
+    }
+}
+
+impl<B: AsRef<[u8]>> Source for MemSource<B> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let data = self.data.as_ref();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+    fn size(&self) -> Option<u64> {
+        Some(self.data.as_ref().len() as u64)
+    }
+}
+
+/// A sink that collects bytes in memory; `committed` tells whether the
+/// transfer finished.
+#[derive(Debug, Clone, Default)]
+pub struct MemSink {
+    pub data: Vec<u8>,
+    pub committed: bool,
+    pub aborted: bool,
+}
+
+impl MemSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Sink for MemSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let offset = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        if offset != self.data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write at {offset} but {} bytes written so far",
+                    self.data.len()
+                ),
+            ));
+        }
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        self.committed = true;
+        Ok(())
+    }
+    fn abort(&mut self) {
+        self.aborted = true;
+        self.data.clear();
+    }
+}
+
+/// A source over an open file, read with positional reads (`pread`).
+#[derive(Debug)]
+pub struct FileSource {
+    file: File,
+    size: u64,
+}
+
+impl FileSource {
+    pub fn new(file: File) -> io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size })
+    }
+}
+
+impl Source for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match read_at(&self.file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn size(&self) -> Option<u64> {
+        Some(self.size)
+    }
+}
+
+/// A sink that writes into an already open file with positional writes. It
+/// does nothing on commit or abort beyond syncing: atomic replacement is the
+/// store's job.
+#[derive(Debug)]
+pub struct FileSink {
+    file: File,
+}
+
+impl FileSink {
+    pub fn new(file: File) -> Self {
+        FileSink { file }
+    }
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+}
+
+impl Sink for FileSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        write_all_at(&self.file, data, offset)
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn abort(&mut self) {}
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(unix)]
+pub(crate) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, data, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, data, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_source_reads_short_at_end_and_empty_past_it() {
+        let mut src = MemSource::new(b"hello world".to_vec());
+        let mut buf = [0u8; 8];
+        assert_eq!(src.read_at(0, &mut buf).unwrap(), 8);
+        assert_eq!(&buf, b"hello wo");
+        assert_eq!(src.read_at(8, &mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"rld");
+        assert_eq!(src.read_at(11, &mut buf).unwrap(), 0);
+        assert_eq!(src.read_at(u64::MAX, &mut buf).unwrap(), 0);
+        assert_eq!(src.size(), Some(11));
+    }
+
+    #[test]
+    fn mem_sink_refuses_out_of_order_writes() {
+        let mut sink = MemSink::new();
+        sink.write_at(0, b"ab").unwrap();
+        assert!(sink.write_at(5, b"cd").is_err());
+        sink.write_at(2, b"cd").unwrap();
+        assert_eq!(sink.data, b"abcd");
+        sink.abort();
+        assert!(sink.data.is_empty() && sink.aborted);
+    }
+
+    #[test]
+    fn file_source_and_sink_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tftplab-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        let mut sink = FileSink::new(File::create(&path).unwrap());
+        sink.write_at(0, b"0123").unwrap();
+        sink.write_at(4, b"4567").unwrap();
+        sink.commit().unwrap();
+        let mut src = FileSource::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(src.size(), Some(8));
+        let mut buf = [0u8; 5];
+        assert_eq!(src.read_at(6, &mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"67");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,142 @@
+//! The client's side: [`ClientGet`] downloads, [`ClientPut`] uploads.
+//!
+//! Both send their request to the server's well-known address and take the
+//! transfer ID from the first answer that comes from the server's IP; later
+//! datagrams from any other address or port get ERROR 5.
+
+use super::common::{Link, Transfer, TransferError};
+use super::receiver::{Receiver, WireSink};
+use super::receiving::RecvMachine;
+use super::sender::{Sender, WireSource};
+use super::sending::{initial_timer, Handshake, SendMachine};
+use super::server::delegate_transfer;
+use crate::data::{Sink, Source};
+use crate::options::{Negotiated, OptionRequest};
+use crate::wire::{ErrorCode, Mode};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How a client asks and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub mode: Mode,
+    pub options: OptionRequest,
+    /// Retransmission timeout, unless `options.timeout` is set (then that).
+    pub timeout: Duration,
+    pub retries: u32,
+    /// Largest download accepted (ERROR 3 beyond it).
+    pub max_size: Option<u64>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            mode: Mode::Octet,
+            options: OptionRequest::default(),
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            max_size: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    fn rto(&self) -> Duration {
+        self.options
+            .timeout
+            .map_or(self.timeout, |s| Duration::from_secs(s.into()))
+    }
+}
+
+fn check_request(filename: &str, config: &ClientConfig) -> Result<(), TransferError> {
+    let bad = |message: &str| TransferError::Local {
+        code: ErrorCode::ILLEGAL_OPERATION,
+        message: message.to_string(),
+    };
+    if filename.is_empty() {
+        return Err(bad("empty filename"));
+    }
+    if filename.contains('\0') {
+        return Err(bad("filename contains a NUL byte"));
+    }
+    if filename.len() > 4096 {
+        return Err(bad("filename longer than 4096 bytes"));
+    }
+    if config.mode == Mode::Mail {
+        return Err(bad("mail mode is not supported"));
+    }
+    Ok(())
+}
+
+/// Downloads `filename` from a server into a sink.
+pub struct ClientGet<K: Sink>(RecvMachine<K>);
+
+impl<K: Sink> ClientGet<K> {
+    /// The RRQ is ready to send at once.
+    pub fn new(
+        now: Instant,
+        server: SocketAddr,
+        filename: &str,
+        sink: K,
+        config: &ClientConfig,
+    ) -> Result<Self, TransferError> {
+        check_request(filename, config)?;
+        let timer = initial_timer(config.rto(), config.retries);
+        Ok(ClientGet(RecvMachine {
+            link: Link::new(now, None, server),
+            handshake: Handshake::Request {
+                owed: true,
+                filename: filename.to_string(),
+                mode: config.mode,
+                options: config.options,
+            },
+            negotiated: Negotiated::default(),
+            receiver: Receiver::new(WireSink::new(sink, config.mode), config.max_size, timer),
+            oack_is_ack0: false,
+            default_rto: config.timeout,
+            finished: false,
+            dally_until: None,
+            closed: false,
+        }))
+    }
+}
+
+delegate_transfer!(ClientGet<K: Sink>);
+
+/// Uploads a source to `filename` on a server.
+pub struct ClientPut<S: Source>(SendMachine<S>);
+
+impl<S: Source> ClientPut<S> {
+    /// The WRQ is ready to send at once. When `config.options.tsize` is set,
+    /// the source's real size is announced instead (or none, if unknown).
+    pub fn new(
+        now: Instant,
+        server: SocketAddr,
+        filename: &str,
+        source: S,
+        config: &ClientConfig,
+    ) -> Result<Self, TransferError> {
+        check_request(filename, config)?;
+        let source = WireSource::new(source, config.mode);
+        let mut options = config.options;
+        if options.tsize.is_some() {
+            options.tsize = source.size();
+        }
+        let timer = initial_timer(config.rto(), config.retries);
+        Ok(ClientPut(SendMachine {
+            link: Link::new(now, None, server),
+            handshake: Handshake::Request {
+                owed: true,
+                filename: filename.to_string(),
+                mode: config.mode,
+                options,
+            },
+            negotiated: Negotiated::default(),
+            sender: Sender::new(source, timer),
+            default_rto: config.timeout,
+            finished: false,
+        }))
+    }
+}
+
+delegate_transfer!(ClientPut<S: Source>);

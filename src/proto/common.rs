@@ -1,0 +1,335 @@
+//! Types shared by the four machines: the driver-facing trait, outcomes,
+//! counters, and the peer link that enforces transfer IDs.
+
+use crate::options::Negotiated;
+use crate::wire::{emit_error, ErrorCode};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A datagram written by [`Transfer::poll_transmit`]: send `buf[..len]` to
+/// `dest` from the transfer's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub len: usize,
+}
+
+/// What a machine reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The options are settled (after an OACK, or on the first DATA/ACK when
+    /// the peer ignored them). Reported once, before any data moves.
+    Negotiated(Negotiated),
+    /// The transfer ended. Reported once. A receiver that succeeded may stay
+    /// open a little longer to re-acknowledge a repeated last block.
+    Finished(Result<Summary, TransferError>),
+}
+
+/// A successful transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub bytes: u64,
+    pub blocks: u64,
+    /// DATA blocks sent again (sender) or ACKs sent again (receiver).
+    pub retransmissions: u64,
+    pub duration: Duration,
+    pub negotiated: Negotiated,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// The peer sent an ERROR packet; nothing was sent back.
+    #[error("peer sent ERROR {code}: {message}")]
+    Peer { code: ErrorCode, message: String },
+    /// Retries ran out; an ERROR was sent to the peer.
+    #[error("timed out after {retries} retries")]
+    TimedOut { retries: u32 },
+    /// This side ended the transfer (I/O error, size limit, rejected OACK,
+    /// explicit abort) and sent the peer ERROR `code`.
+    #[error("aborted with ERROR {code}: {message}")]
+    Local { code: ErrorCode, message: String },
+}
+
+impl TransferError {
+    /// The TFTP error code involved, if any side sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            TransferError::Peer { code, .. } | TransferError::Local { code, .. } => Some(*code),
+            TransferError::TimedOut { .. } => None,
+        }
+    }
+}
+
+/// Everything a machine counts. Cheap to copy; drivers and the simulator
+/// read it for traces and packet-count bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    /// DATA packets sent, first transmissions and retransmissions alike.
+    pub data_sent: u64,
+    /// DATA packets sent for a block that had been sent before.
+    pub data_retransmitted: u64,
+    pub acks_sent: u64,
+    /// ACKs sent again after a timeout or for a duplicate DATA.
+    pub acks_retransmitted: u64,
+    /// Requests or OACKs sent again after a timeout.
+    pub control_retransmitted: u64,
+    /// ACKs that acknowledged nothing new (ignored by design).
+    pub duplicate_acks: u64,
+    /// DATA blocks received that had already been received.
+    pub duplicate_data: u64,
+    /// Datagrams from a source other than the peer (answered with ERROR 5).
+    pub unknown_tid: u64,
+    /// Datagrams that did not parse, or did not fit the transfer's state.
+    pub ignored: u64,
+    pub timeouts: u64,
+}
+
+/// The driver-facing API shared by every machine. See the module docs for
+/// the calling order.
+pub trait Transfer {
+    /// Feeds one datagram received on this transfer's socket from `from`.
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]);
+
+    /// Writes the next datagram to send into `buf` (at least
+    /// [`crate::wire::MAX_DATAGRAM`] bytes, or 4 + the negotiated blksize).
+    /// Call until `None` after every `handle_*` call.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+
+    /// When [`Transfer::handle_timeout`] must next be called; `None` when the
+    /// machine waits for nothing (it is closed, or has datagrams to send).
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Tells the machine that `now` is at or past its deadline.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// Takes the next application event.
+    fn poll_event(&mut self) -> Option<Event>;
+
+    /// True once nothing more will be sent or accepted: drop the machine.
+    fn is_closed(&self) -> bool;
+
+    /// Snapshot of the counters.
+    fn counters(&self) -> Counters;
+
+    /// Ends the transfer from this side: the peer gets ERROR `code` with
+    /// `message` (if its address is known) and [`Event::Finished`] reports
+    /// [`TransferError::Local`]. Does nothing once the transfer has ended.
+    /// Used by clients that probe and abort (UEFI's tsize probe answers the
+    /// OACK with ERROR 8) and by a server that is shutting down.
+    fn abort(&mut self, code: ErrorCode, message: &str);
+}
+
+/// Retransmission timer with a retry budget. The deadline is armed when a
+/// datagram is sent and only then: receiving a duplicate never moves it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timer {
+    pub rto: Duration,
+    pub max_retries: u32,
+    pub retries: u32,
+    pub deadline: Option<Instant>,
+}
+
+impl Timer {
+    pub fn new(rto: Duration, max_retries: u32) -> Self {
+        Timer {
+            rto,
+            max_retries,
+            retries: 0,
+            deadline: None,
+        }
+    }
+
+    /// A datagram was just sent: the timer runs from now.
+    pub fn arm(&mut self, now: Instant) {
+        self.deadline = Some(now + self.rto);
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// The peer made progress: the retry budget starts over.
+    pub fn progress(&mut self) {
+        self.retries = 0;
+    }
+
+    /// Consumes one retry; `false` when the budget is spent.
+    pub fn retry(&mut self) -> bool {
+        self.deadline = None;
+        if self.retries >= self.max_retries {
+            return false;
+        }
+        self.retries += 1;
+        true
+    }
+}
+
+/// Maps a 16-bit block number onto the 64-bit block index space, given the
+/// index the number is expected to be close to (rollover 65535 -> 0).
+/// Returns the signed distance from `reference`.
+pub(crate) fn block_distance(reference: u64, block: u16) -> i64 {
+    i64::from(block.wrapping_sub(reference as u16) as i16)
+}
+
+/// The wire block number of a block index.
+pub(crate) fn wire_block(index: u64) -> u16 {
+    index as u16
+}
+
+/// The peer's address and transfer ID, plus the control datagrams (ERRORs)
+/// waiting to go out. Every machine owns one.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The peer's address; `None` for a client that has not heard back yet.
+    pub peer: Option<SocketAddr>,
+    /// Where the request goes before the peer's TID is known.
+    pub server: SocketAddr,
+    /// An ERROR 5 owed to a stranger. One slot: a flood of strangers must
+    /// not grow memory or make us a reflector.
+    stranger: Option<SocketAddr>,
+    /// The ERROR this side ends the transfer with.
+    final_error: Option<(ErrorCode, String)>,
+    pub final_error_sent: bool,
+    pub counters: Counters,
+    pub started: Instant,
+    events: [Option<Event>; 2],
+}
+
+/// What [`Link::accept`] decided about an incoming datagram.
+pub(crate) enum Accept {
+    /// From the peer (or, for a client, from the server's address while the
+    /// TID is not yet known): process it.
+    Peer,
+    /// From anyone else: already answered with ERROR 5, ignore it.
+    Stranger,
+}
+
+impl Link {
+    pub fn new(now: Instant, peer: Option<SocketAddr>, server: SocketAddr) -> Self {
+        Link {
+            peer,
+            server,
+            stranger: None,
+            final_error: None,
+            final_error_sent: false,
+            counters: Counters::default(),
+            started: now,
+            events: [None, None],
+        }
+    }
+
+    pub fn accept(&mut self, from: SocketAddr) -> Accept {
+        self.counters.datagrams_received += 1;
+        let ok = match self.peer {
+            Some(peer) => peer == from,
+            None => from.ip() == self.server.ip(),
+        };
+        if ok {
+            return Accept::Peer;
+        }
+        self.counters.unknown_tid += 1;
+        if self.stranger.is_none() {
+            self.stranger = Some(from);
+        }
+        Accept::Stranger
+    }
+
+    /// Queues the ERROR that ends this transfer from our side.
+    pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+        if self.final_error.is_none() {
+            self.final_error = Some((code, message.into()));
+        }
+    }
+
+    /// Nothing left to send: no ERROR owed to the peer or a stranger.
+    pub fn idle(&self) -> bool {
+        self.stranger.is_none() && (self.final_error.is_none() || self.final_error_sent)
+    }
+
+    /// Emits a pending ERROR (ours, or ERROR 5 for a stranger), if any.
+    pub fn poll_control(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(dest) = self.stranger.take() {
+            let len = emit_error(buf, ErrorCode::UNKNOWN_TID, "unknown transfer ID").ok()?;
+            return Some(self.sent(dest, len));
+        }
+        if self.final_error_sent {
+            return None;
+        }
+        let (code, message) = self.final_error.as_ref()?;
+        self.final_error_sent = true;
+        // A client that never heard back has no peer to tell.
+        let dest = self.peer?;
+        let len = emit_error(buf, *code, message).ok()?;
+        Some(self.sent(dest, len))
+    }
+
+    pub fn sent(&mut self, dest: SocketAddr, len: usize) -> Transmit {
+        self.counters.datagrams_sent += 1;
+        Transmit { dest, len }
+    }
+
+    pub fn push_event(&mut self, event: Event) {
+        if let Some(slot) = self.events.iter_mut().find(|e| e.is_none()) {
+            *slot = Some(event);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let first = self.events[0].take();
+        self.events.swap(0, 1);
+        first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_distance_handles_rollover() {
+        assert_eq!(block_distance(1, 1), 0);
+        assert_eq!(block_distance(65535, 0), 1);
+        assert_eq!(block_distance(65536, 65535), -1);
+        assert_eq!(block_distance(65536 + 3, 2), -1);
+        assert_eq!(block_distance(10, 9), -1);
+        assert_eq!(block_distance(10, 10 + 100), 100);
+        assert_eq!(wire_block(65536), 0);
+        assert_eq!(wire_block(65537), 1);
+    }
+
+    #[test]
+    fn timer_budget_and_progress() {
+        let now = Instant::now();
+        let mut t = Timer::new(Duration::from_secs(1), 2);
+        assert!(!t.expired(now));
+        t.arm(now);
+        assert!(!t.expired(now + Duration::from_millis(999)));
+        assert!(t.expired(now + Duration::from_secs(1)));
+        assert!(t.retry());
+        assert!(t.retry());
+        assert!(!t.retry());
+        t.progress();
+        assert!(t.retry());
+    }
+
+    #[test]
+    fn link_answers_one_stranger_at_a_time() {
+        let now = Instant::now();
+        let peer: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        let mut link = Link::new(now, Some(peer), peer);
+        assert!(matches!(link.accept(peer), Accept::Peer));
+        for port in 2000..2010 {
+            let from = SocketAddr::new(peer.ip(), port);
+            assert!(matches!(link.accept(from), Accept::Stranger));
+        }
+        let mut buf = [0u8; 64];
+        let t = link.poll_control(&mut buf).unwrap();
+        assert_eq!(t.dest.port(), 2000);
+        assert_eq!(&buf[..4], b"\x00\x05\x00\x05");
+        assert!(link.poll_control(&mut buf).is_none());
+        assert_eq!(link.counters.unknown_tid, 10);
+    }
+}

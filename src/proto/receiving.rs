@@ -1,0 +1,221 @@
+//! The receiving side of a transfer: the windowed [`Receiver`] behind an
+//! optional client handshake (the RRQ). [`super::ServerWrite`] and
+//! [`super::ClientGet`] are this machine; the server's OACK stands in for
+//! ACK 0.
+
+use super::common::{Accept, Event, Link, Summary, Transfer, TransferError, Transmit};
+use super::receiver::{DataOutcome, Receiver};
+use super::sender::Failure;
+use super::sending::Handshake;
+use crate::data::Sink;
+use crate::options::Negotiated;
+use crate::wire::{emit_ack, ErrorCode, Opcode, Packet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub(crate) struct RecvMachine<K: Sink> {
+    pub link: Link,
+    /// `Request` for a client until the server answers; otherwise `Done`.
+    pub handshake: Handshake,
+    pub negotiated: Negotiated,
+    pub receiver: Receiver<K>,
+    /// A server that accepted options answers "ACK 0" with its OACK.
+    pub oack_is_ack0: bool,
+    pub default_rto: Duration,
+    pub finished: bool,
+    /// After success: stay until then to re-acknowledge a repeated last block.
+    pub dally_until: Option<Instant>,
+    pub closed: bool,
+}
+
+impl<K: Sink> RecvMachine<K> {
+    pub fn settle(&mut self, negotiated: Negotiated) {
+        self.negotiated = negotiated;
+        self.receiver
+            .configure(negotiated.blksize, negotiated.windowsize);
+        self.receiver.timer.rto = self.rto();
+        self.link.push_event(Event::Negotiated(negotiated));
+    }
+
+    fn rto(&self) -> Duration {
+        self.negotiated
+            .timeout
+            .map_or(self.default_rto, |s| Duration::from_secs(s.into()))
+    }
+
+    fn fail(&mut self, (code, message): Failure) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.receiver.abort_sink();
+        self.link.fail(code, message.clone());
+        self.link
+            .push_event(Event::Finished(Err(TransferError::Local { code, message })));
+    }
+
+    fn time_out(&mut self) {
+        self.finished = true;
+        self.receiver.abort_sink();
+        let retries = self.receiver.timer.max_retries;
+        self.link.fail(ErrorCode::UNDEFINED, "timed out");
+        self.link
+            .push_event(Event::Finished(Err(TransferError::TimedOut { retries })));
+    }
+
+    fn complete(&mut self, now: Instant) {
+        self.finished = true;
+        // Long enough for the sender to time out and resend the last block
+        // at least once after losing our final ACK.
+        self.dally_until = Some(now + 2 * self.rto());
+        let summary = Summary {
+            bytes: self.receiver.bytes(),
+            blocks: self.receiver.blocks(),
+            retransmissions: self.link.counters.acks_retransmitted,
+            duration: now.saturating_duration_since(self.link.started),
+            negotiated: self.negotiated,
+        };
+        self.link.push_event(Event::Finished(Ok(summary)));
+    }
+
+    fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
+        let waiting = matches!(self.handshake, Handshake::Request { .. });
+        match packet {
+            Packet::Error { code, message } if !self.finished => {
+                self.finished = true;
+                self.link.peer.get_or_insert(from);
+                self.receiver.abort_sink();
+                let message = message.to_string();
+                self.link
+                    .push_event(Event::Finished(Err(TransferError::Peer { code, message })));
+            }
+            Packet::Oack { options } if waiting => {
+                self.link.peer = Some(from);
+                let validated = match &self.handshake {
+                    Handshake::Request { options: asked, .. } => asked.validate_oack(&options),
+                    _ => return,
+                };
+                self.handshake = Handshake::Done;
+                self.receiver.timer.progress();
+                match validated {
+                    Ok(n) => {
+                        self.settle(n);
+                        self.receiver.owe_ack();
+                    }
+                    Err(e) => self.fail((ErrorCode::OPTION_NEGOTIATION, e.to_string())),
+                }
+            }
+            Packet::Data { block, data } => {
+                if waiting {
+                    // The server ignored our options: RFC 1350 defaults.
+                    self.link.peer = Some(from);
+                    self.handshake = Handshake::Done;
+                    self.settle(Negotiated::default());
+                }
+                if self.finished && self.dally_until.is_none() {
+                    self.link.counters.ignored += 1;
+                    return;
+                }
+                let counters = &mut self.link.counters;
+                match self.receiver.handle_data(now, block, data, counters) {
+                    Ok(DataOutcome::Complete) => self.complete(now),
+                    Ok(DataOutcome::Continue) => {}
+                    Err(failure) => self.fail(failure),
+                }
+            }
+            _ => self.link.counters.ignored += 1,
+        }
+    }
+
+    fn poll_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let index = self.receiver.take_ack(now, &mut self.link.counters)?;
+        let len = if index == 0 && self.oack_is_ack0 {
+            self.negotiated.emit_oack(buf).ok()?
+        } else {
+            self.link.counters.acks_sent += 1;
+            emit_ack(buf, Receiver::<K>::wire_ack(index)).ok()?
+        };
+        let dest = self.link.peer.unwrap_or(self.link.server);
+        Some(self.link.sent(dest, len))
+    }
+}
+
+impl<K: Sink> Transfer for RecvMachine<K> {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if self.closed {
+            return;
+        }
+        if let Accept::Stranger = self.link.accept(from) {
+            return;
+        }
+        match Packet::parse(datagram) {
+            Ok(packet) => self.handle_packet(now, from, packet),
+            Err(_) => self.link.counters.ignored += 1,
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(t) = self.link.poll_control(buf) {
+            return Some(t);
+        }
+        if self.closed || (self.finished && self.dally_until.is_none()) {
+            return None;
+        }
+        if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Rrq) {
+            self.receiver.timer.arm(now);
+            return Some(self.link.sent(self.link.server, len));
+        }
+        self.poll_ack(now, buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        match self.dally_until {
+            Some(t) => Some(t),
+            None if self.finished => None,
+            None => self.receiver.timer.deadline,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(until) = self.dally_until {
+            self.closed |= now >= until;
+            return;
+        }
+        if self.finished || !self.receiver.timer.expired(now) {
+            return;
+        }
+        if let Handshake::Done = self.handshake {
+            if !self.receiver.handle_timeout(now, &mut self.link.counters) {
+                self.time_out();
+            }
+            return;
+        }
+        self.link.counters.timeouts += 1;
+        if self.receiver.timer.retry() {
+            self.link.counters.control_retransmitted += 1;
+            self.handshake.set_owed();
+        } else {
+            self.time_out();
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.link.poll_event()
+    }
+
+    fn is_closed(&self) -> bool {
+        let done = self.closed || (self.finished && self.dally_until.is_none());
+        done && self.link.idle()
+    }
+
+    fn counters(&self) -> super::Counters {
+        self.link.counters
+    }
+
+    fn abort(&mut self, code: ErrorCode, message: &str) {
+        self.fail((code, message.to_string()));
+    }
+}

@@ -1,0 +1,209 @@
+//! The server's side: turning a request datagram into a transfer machine.
+//!
+//! The driver listens on the well-known port, hands each datagram to
+//! [`parse_request`], opens the file through the store, and builds a
+//! [`ServerRead`] or [`ServerWrite`] bound to a fresh socket (a new TID).
+//! Anything refused on the way comes back as a [`Refusal`] to send.
+
+use super::common::{Link, Transfer};
+use super::receiver::{Receiver, WireSink};
+use super::receiving::RecvMachine;
+use super::sender::{Sender, WireSource};
+use super::sending::{initial_timer, Handshake, SendMachine};
+use crate::data::{Sink, Source};
+use crate::options::{negotiate, Direction, Limits, Negotiated};
+use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Packet, Request};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How the server runs its transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Retransmission timeout when the client negotiates none.
+    pub timeout: Duration,
+    /// Retransmissions of one datagram before giving up.
+    pub retries: u32,
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A request the server will not serve, and the ERROR that says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ERROR {code}: {message}")]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Writes the ERROR packet; returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        emit_error(buf, self.code, &self.message)
+    }
+}
+
+/// Classifies a datagram that arrived on the listening port. `Ok(None)`:
+/// not a request (a stray ACK or DATA), to be ignored without a reply so the
+/// server cannot be used as a reflector.
+pub fn parse_request(datagram: &[u8]) -> Result<Option<(Direction, Request<'_>)>, Refusal> {
+    let packet = Packet::parse(datagram).map_err(|e| Refusal::new(e.error_code(), e.to_string()));
+    let (direction, request) = match packet {
+        Ok(Packet::Rrq(r)) => (Direction::Read, r),
+        Ok(Packet::Wrq(r)) => (Direction::Write, r),
+        Ok(_) => return Ok(None),
+        Err(refusal) if is_request(datagram) => return Err(refusal),
+        Err(_) => return Ok(None),
+    };
+    if request.mode == Mode::Mail {
+        return Err(Refusal::new(
+            ErrorCode::ILLEGAL_OPERATION,
+            "mail mode is not supported",
+        ));
+    }
+    Ok(Some((direction, request)))
+}
+
+fn is_request(datagram: &[u8]) -> bool {
+    matches!(datagram, [0, 1 | 2, ..])
+}
+
+fn negotiate_or_refuse(
+    request: &Request<'_>,
+    direction: Direction,
+    size: Option<u64>,
+    config: &ServerConfig,
+) -> Result<Negotiated, Refusal> {
+    if request.mode == Mode::Mail {
+        return Err(Refusal::new(
+            ErrorCode::ILLEGAL_OPERATION,
+            "mail mode is not supported",
+        ));
+    }
+    negotiate(request, direction, size, &config.limits)
+        .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
+}
+
+macro_rules! delegate_transfer {
+    ($outer:ident < $p:ident : $bound:path >) => {
+        impl<$p: $bound> Transfer for $outer<$p> {
+            fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+                self.0.handle_datagram(now, from, datagram)
+            }
+            fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<super::Transmit> {
+                self.0.poll_transmit(now, buf)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                self.0.poll_timeout()
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                self.0.handle_timeout(now)
+            }
+            fn poll_event(&mut self) -> Option<super::Event> {
+                self.0.poll_event()
+            }
+            fn is_closed(&self) -> bool {
+                self.0.is_closed()
+            }
+            fn counters(&self) -> super::Counters {
+                self.0.counters()
+            }
+            fn abort(&mut self, code: ErrorCode, message: &str) {
+                self.0.abort(code, message)
+            }
+        }
+    };
+}
+pub(crate) use delegate_transfer;
+
+/// Serves an RRQ: sends the file (after an OACK when options were accepted).
+pub struct ServerRead<S: Source>(SendMachine<S>);
+
+impl<S: Source> ServerRead<S> {
+    /// Builds the machine for `request` from `peer`, reading `source`.
+    /// The first datagram (OACK or DATA 1) is ready at once.
+    pub fn new(
+        now: Instant,
+        peer: SocketAddr,
+        request: &Request<'_>,
+        source: S,
+        config: &ServerConfig,
+    ) -> Result<Self, Refusal> {
+        let source = WireSource::new(source, request.mode);
+        let negotiated = negotiate_or_refuse(request, Direction::Read, source.size(), config)?;
+        let timer = initial_timer(config.timeout, config.retries);
+        let mut machine = SendMachine {
+            link: Link::new(now, Some(peer), peer),
+            handshake: if negotiated.has_oack() {
+                Handshake::Oack { owed: true }
+            } else {
+                Handshake::Done
+            },
+            negotiated,
+            sender: Sender::new(source, timer),
+            default_rto: config.timeout,
+            finished: false,
+        };
+        machine.settle(negotiated);
+        Ok(ServerRead(machine))
+    }
+}
+
+delegate_transfer!(ServerRead<S: Source>);
+
+/// Serves a WRQ: receives the file into a sink (committed after the last
+/// block, aborted on any failure).
+pub struct ServerWrite<K: Sink>(RecvMachine<K>);
+
+impl<K: Sink> ServerWrite<K> {
+    /// Builds the machine for `request` from `peer`, writing into `sink`.
+    /// On refusal the sink is aborted. The OACK or ACK 0 is ready at once.
+    pub fn new(
+        now: Instant,
+        peer: SocketAddr,
+        request: &Request<'_>,
+        mut sink: K,
+        config: &ServerConfig,
+    ) -> Result<Self, Refusal> {
+        let negotiated = match negotiate_or_refuse(request, Direction::Write, None, config) {
+            Ok(n) => n,
+            Err(refusal) => {
+                sink.abort();
+                return Err(refusal);
+            }
+        };
+        let timer = initial_timer(config.timeout, config.retries);
+        let sink = WireSink::new(sink, request.mode);
+        let mut machine = RecvMachine {
+            link: Link::new(now, Some(peer), peer),
+            handshake: Handshake::Done,
+            negotiated,
+            receiver: Receiver::new(sink, config.limits.max_upload, timer),
+            oack_is_ack0: negotiated.has_oack(),
+            default_rto: config.timeout,
+            finished: false,
+            dally_until: None,
+            closed: false,
+        };
+        machine.settle(negotiated);
+        machine.receiver.owe_ack();
+        Ok(ServerWrite(machine))
+    }
+}
+
+delegate_transfer!(ServerWrite<K: Sink>);
