@@ -10,6 +10,8 @@
 //! - [`proto`]: the four transfer state machines (server read, server write,
 //!   client get, client put). Datagrams and time in; datagrams and the next
 //!   deadline out. No sockets, clocks or files.
+//! - [`store`]: the server's root directory: path confinement, write
+//!   policy, atomic uploads, and the management API.
 //! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
 //!   a server machine against each other under a fake clock.
 
@@ -18,4 +20,5 @@ pub mod memnet;
 pub mod netascii;
 pub mod options;
 pub mod proto;
+pub mod store;
 pub mod wire;

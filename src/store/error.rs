@@ -1,0 +1,170 @@
+//! Store errors and their TFTP ERROR codes.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::wire::ErrorCode;
+
+/// Why a request was refused with ERROR 2. Kept apart from the error so a
+/// log line can say exactly which rule fired while the client only learns
+/// "access violation".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// A `..` that would climb above the root, or a symlink whose target lies
+    /// outside the canonical root.
+    OutsideRoot,
+    /// The name contains a NUL byte.
+    NulByte,
+    /// A component that cannot be a plain file name on this platform (a
+    /// drive prefix on Windows, for instance).
+    BadComponent,
+    /// The name looks like one of the store's own temporary upload files.
+    Reserved,
+    /// The write policy is `off`.
+    WritesDisabled,
+    /// The operating system said no.
+    Permission,
+    /// An upload aimed at a directory (or the root itself) or at something
+    /// that is not a regular file.
+    NotRegularTarget,
+    /// An upload through a symlink whose target does not exist, so its
+    /// destination cannot be checked.
+    DanglingLink,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DenyReason::OutsideRoot => "path leaves the root",
+            DenyReason::NulByte => "name contains a NUL byte",
+            DenyReason::BadComponent => "invalid path component",
+            DenyReason::Reserved => "reserved name",
+            DenyReason::WritesDisabled => "uploads are disabled",
+            DenyReason::Permission => "permission denied",
+            DenyReason::NotRegularTarget => "not a regular file",
+            DenyReason::DanglingLink => "dangling symlink",
+        })
+    }
+}
+
+/// A refused or failed store operation. `name` is always the name the client
+/// or operator asked for, never a host path, so `Display` is safe to log next
+/// to the peer address and [`StoreError::message`] is safe to send.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{name:?}: file not found")]
+    NotFound { name: String },
+    /// A directory, the root itself, a FIFO or a device asked for by a read.
+    #[error("{name:?}: not a regular file")]
+    NotAFile { name: String },
+    #[error("{name:?}: access violation: {reason}")]
+    Denied { name: String, reason: DenyReason },
+    #[error("{name:?}: file already exists")]
+    Exists { name: String },
+    #[error("{name:?}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A management `put_file` could not read its local input. Operator-only:
+    /// this one does carry a host path.
+    #[error("reading {}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// The code to put in the TFTP ERROR packet. Refusals are 1, 2 or 6,
+    /// never 0: U-Boot retries on 0, which turns a policy refusal into a loop.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound { .. } | StoreError::NotAFile { .. } => ErrorCode::FILE_NOT_FOUND,
+            StoreError::Denied { .. } => ErrorCode::ACCESS_VIOLATION,
+            StoreError::Exists { .. } => ErrorCode::FILE_EXISTS,
+            StoreError::Io { source, .. } | StoreError::Local { source, .. } => {
+                io_error_code(source)
+            }
+        }
+    }
+
+    /// The text for the ERROR packet: short, and free of host paths and of
+    /// which rule fired (that would help someone probing the root).
+    pub fn message(&self) -> String {
+        match self {
+            StoreError::NotFound { .. } | StoreError::NotAFile { .. } => "File not found".into(),
+            StoreError::Denied { .. } => "Access violation".into(),
+            StoreError::Exists { .. } => "File already exists".into(),
+            StoreError::Io { source, .. } | StoreError::Local { source, .. } => io_message(source),
+        }
+    }
+
+    /// The name the request asked for (empty for [`StoreError::Local`]).
+    pub fn name(&self) -> &str {
+        match self {
+            StoreError::NotFound { name }
+            | StoreError::NotAFile { name }
+            | StoreError::Denied { name, .. }
+            | StoreError::Exists { name }
+            | StoreError::Io { name, .. } => name,
+            StoreError::Local { .. } => "",
+        }
+    }
+
+    pub(crate) fn denied(name: &str, reason: DenyReason) -> Self {
+        StoreError::Denied {
+            name: name.to_owned(),
+            reason,
+        }
+    }
+
+    /// Classifies an OS error met while looking a name up or opening it, so
+    /// that "missing" and "forbidden" get their own codes instead of 0.
+    pub(crate) fn from_io(name: &str, e: io::Error) -> Self {
+        let name = name.to_owned();
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NotFound { name },
+            io::ErrorKind::PermissionDenied => StoreError::Denied {
+                name,
+                reason: DenyReason::Permission,
+            },
+            io::ErrorKind::AlreadyExists => StoreError::Exists { name },
+            _ => StoreError::Io { name, source: e },
+        }
+    }
+}
+
+/// Maps an I/O error from a [`crate::data::Sink`] or [`crate::data::Source`]
+/// to an ERROR code. The protocol layer uses it for errors that surface in the
+/// middle of a transfer, where it only has an `io::Error`.
+pub fn io_error_code(e: &io::Error) -> ErrorCode {
+    match e.kind() {
+        io::ErrorKind::NotFound => ErrorCode::FILE_NOT_FOUND,
+        io::ErrorKind::PermissionDenied => ErrorCode::ACCESS_VIOLATION,
+        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded => {
+            ErrorCode::DISK_FULL
+        }
+        io::ErrorKind::AlreadyExists => ErrorCode::FILE_EXISTS,
+        _ => ErrorCode::UNDEFINED,
+    }
+}
+
+/// A path-free message for an I/O error: the kind's description, or the
+/// store's own wording for the size limit.
+fn io_message(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::FileTooLarge => "File too large".into(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "Disk full".into(),
+        kind => {
+            let mut s = kind.to_string();
+            if let Some(first) = s.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The file store: the server's root directory, and the only code that turns
+//! client-supplied names into host paths.
+//!
+//! Everything a board or a client can reach goes through [`Store::resolve`],
+//! which confines names to the root (the rules are documented in `path.rs`).
+//! Reads get a [`FileSource`]; uploads get an [`UploadSink`] that only makes
+//! the file visible on commit (`upload.rs`). The operator stages files through
+//! the management calls ([`Store::put_file`] and friends, `manage.rs`), which
+//! share the same confinement and atomicity but not the TFTP write policy.
+//!
+//! Choices where the TFTP servers in the wild differ:
+//! - `a/../b` is accepted as `b` (tftpd-hpa refuses any `..`); only a `..`
+//!   that would climb above the root is refused, with ERROR 2.
+//! - Uploads into a missing directory get ERROR 1 unless `create_dirs` is on,
+//!   so a typo in a board's upload path does not silently grow the tree.
+//! - Uploads to a directory, a dangling symlink or a non-regular file get
+//!   ERROR 2; reads of them get ERROR 1.
+
+mod error;
+mod manage;
+mod path;
+mod upload;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+pub use error::{io_error_code, DenyReason, StoreError};
+pub use manage::{Entry, PutOutcome};
+pub use path::Intent;
+pub use upload::UploadSink;
+
+use crate::data::FileSource;
+use upload::Commit;
+
+/// What TFTP write requests may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WritePolicy {
+    /// Every write request gets ERROR 2. The default: a netboot server that
+    /// accepts uploads is a way to replace what boards boot.
+    #[default]
+    Off,
+    /// New files only; an existing name gets ERROR 6, also when it appears
+    /// while the upload runs.
+    Create,
+    /// New files, and atomic replacement of existing ones.
+    Overwrite,
+}
+
+impl fmt::Display for WritePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WritePolicy::Off => "off",
+            WritePolicy::Create => "create",
+            WritePolicy::Overwrite => "overwrite",
+        })
+    }
+}
+
+/// A write policy string that is none of `off`, `create`, `overwrite`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown write policy {0:?} (expected off, create or overwrite)")]
+pub struct ParseWritePolicyError(pub String);
+
+impl FromStr for WritePolicy {
+    type Err = ParseWritePolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            WritePolicy::Off,
+            WritePolicy::Create,
+            WritePolicy::Overwrite,
+        ]
+        .into_iter()
+        .find(|p| p.to_string().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| ParseWritePolicyError(s.to_owned()))
+    }
+}
+
+/// How the store behaves. Build with [`StoreConfig::new`] and the setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    pub write: WritePolicy,
+    /// Largest TFTP upload in bytes; larger ones fail with ERROR 3.
+    pub max_upload: Option<u64>,
+    /// Treat `\` as a separator, for clients that send Windows paths.
+    pub backslash_to_slash: bool,
+    /// Let TFTP uploads create missing directories inside the root.
+    pub create_dirs: bool,
+    /// Make [`Store::close`] remove the files that puts created.
+    pub remove_created_on_close: bool,
+}
+
+impl StoreConfig {
+    /// Read-only, no size limit, no conversions, nothing removed on close.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            root: root.into(),
+            write: WritePolicy::Off,
+            max_upload: None,
+            backslash_to_slash: false,
+            create_dirs: false,
+            remove_created_on_close: false,
+        }
+    }
+    pub fn write(mut self, policy: WritePolicy) -> Self {
+        self.write = policy;
+        self
+    }
+    pub fn max_upload(mut self, limit: Option<u64>) -> Self {
+        self.max_upload = limit;
+        self
+    }
+    pub fn backslash_to_slash(mut self, on: bool) -> Self {
+        self.backslash_to_slash = on;
+        self
+    }
+    pub fn create_dirs(mut self, on: bool) -> Self {
+        self.create_dirs = on;
+        self
+    }
+    pub fn remove_created_on_close(mut self, on: bool) -> Self {
+        self.remove_created_on_close = on;
+        self
+    }
+}
+
+/// The root directory and its rules. Shared by all transfers (`Send + Sync`);
+/// the only lock guards the set of files to remove on close.
+#[derive(Debug)]
+pub struct Store {
+    /// Canonical, so symlink targets can be compared against it.
+    root: PathBuf,
+    config: StoreConfig,
+    created: Mutex<manage::Created>,
+}
+
+impl Store {
+    /// Fails if the root does not exist or is not a directory; the error
+    /// names the path, as it goes to the operator.
+    pub fn new(mut config: StoreConfig) -> io::Result<Store> {
+        let context = |e: io::Error| {
+            let msg = format!("TFTP root {}: {e}", config.root.display());
+            io::Error::new(e.kind(), msg)
+        };
+        let root = fs::canonicalize(&config.root).map_err(context)?;
+        if !fs::metadata(&root).map_err(context)?.is_dir() {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a directory");
+            return Err(context(e));
+        }
+        config.root = root.clone();
+        Ok(Store {
+            root,
+            config,
+            created: Mutex::default(),
+        })
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Opens a file for a read request.
+    pub fn open_read(&self, name: &str) -> Result<FileSource, StoreError> {
+        let path = self.resolve(name, Intent::Read)?;
+        let file = File::open(path).map_err(|e| StoreError::from_io(name, e))?;
+        FileSource::new(file).map_err(|e| StoreError::from_io(name, e))
+    }
+
+    /// Starts an upload for a write request, applying the write policy, the
+    /// size limit and `create_dirs`. With [`WritePolicy::Create`] an existing
+    /// name is refused now, and one that appears before the commit makes
+    /// [`crate::data::Sink::commit`] fail with `AlreadyExists`.
+    pub fn open_write(&self, name: &str) -> Result<UploadSink, StoreError> {
+        let commit = match self.config.write {
+            WritePolicy::Off => return Err(StoreError::denied(name, DenyReason::WritesDisabled)),
+            WritePolicy::Create => Commit::NoClobber,
+            WritePolicy::Overwrite => Commit::Replace,
+        };
+        let target = self.resolve_write(name, self.config.create_dirs)?;
+        if target.existed && commit == Commit::NoClobber {
+            return Err(StoreError::Exists {
+                name: name.to_owned(),
+            });
+        }
+        let (target, _) = self.make_dirs(name, target)?;
+        UploadSink::create(target.path, commit, self.config.max_upload)
+            .map_err(|e| StoreError::from_io(name, e))
+    }
+}
