@@ -34,7 +34,6 @@ mod server;
 
 pub use client::{ClientConfig, ClientGet, ClientPut};
 pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
-pub use sender::io_error_code;
 pub use server::{parse_request, Refusal, ServerConfig, ServerRead, ServerWrite};
 
 #[cfg(test)]

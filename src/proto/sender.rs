@@ -68,20 +68,7 @@ pub(crate) enum AckOutcome {
 pub(crate) type Failure = (ErrorCode, String);
 
 pub(crate) fn io_failure(what: &str, e: &io::Error) -> Failure {
-    (io_error_code(e), format!("{what}: {e}"))
-}
-
-/// The ERROR code for an I/O error from a source or sink.
-pub fn io_error_code(e: &io::Error) -> ErrorCode {
-    match e.kind() {
-        io::ErrorKind::NotFound => ErrorCode::FILE_NOT_FOUND,
-        io::ErrorKind::PermissionDenied => ErrorCode::ACCESS_VIOLATION,
-        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded => {
-            ErrorCode::DISK_FULL
-        }
-        io::ErrorKind::AlreadyExists => ErrorCode::FILE_EXISTS,
-        _ => ErrorCode::UNDEFINED,
-    }
+    (ErrorCode::for_io_error(e), format!("{what}: {e}"))
 }
 
 pub(crate) struct Sender<S: Source> {

@@ -87,7 +87,7 @@ impl StoreError {
             StoreError::Denied { .. } => ErrorCode::ACCESS_VIOLATION,
             StoreError::Exists { .. } => ErrorCode::FILE_EXISTS,
             StoreError::Io { source, .. } | StoreError::Local { source, .. } => {
-                io_error_code(source)
+                ErrorCode::for_io_error(source)
             }
         }
     }
@@ -135,21 +135,6 @@ impl StoreError {
             io::ErrorKind::AlreadyExists => StoreError::Exists { name },
             _ => StoreError::Io { name, source: e },
         }
-    }
-}
-
-/// Maps an I/O error from a [`crate::data::Sink`] or [`crate::data::Source`]
-/// to an ERROR code. The protocol layer uses it for errors that surface in the
-/// middle of a transfer, where it only has an `io::Error`.
-pub fn io_error_code(e: &io::Error) -> ErrorCode {
-    match e.kind() {
-        io::ErrorKind::NotFound => ErrorCode::FILE_NOT_FOUND,
-        io::ErrorKind::PermissionDenied => ErrorCode::ACCESS_VIOLATION,
-        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded => {
-            ErrorCode::DISK_FULL
-        }
-        io::ErrorKind::AlreadyExists => ErrorCode::FILE_EXISTS,
-        _ => ErrorCode::UNDEFINED,
     }
 }
 

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
-pub use error::{io_error_code, DenyReason, StoreError};
+pub use error::{DenyReason, StoreError};
 pub use manage::{Entry, PutOutcome};
 pub use path::Intent;
 pub use upload::UploadSink;

@@ -3,6 +3,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
+use crate::wire::ErrorCode;
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -311,7 +312,7 @@ fn size_limit_refuses_excess_and_leaves_nothing() {
     sink.write_at(0, b"12345678").unwrap();
     let err = sink.write_at(8, b"9abc").unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
-    assert_eq!(io_error_code(&err).0, 3);
+    assert_eq!(ErrorCode::for_io_error(&err).0, 3);
     drop(sink);
     assert!(dir_names(store.root()).is_empty());
     // Exactly at the limit is fine.
@@ -348,7 +349,7 @@ fn concurrent_create_uploads_one_wins_whole() {
     assert_eq!(wins, 1, "{results:?}");
     let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
     assert_eq!(loser.kind(), io::ErrorKind::AlreadyExists);
-    assert_eq!(io_error_code(loser).0, 6);
+    assert_eq!(ErrorCode::for_io_error(loser).0, 6);
     let got = fs::read(store.root().join("img")).unwrap();
     assert!(inputs.contains(&got));
     assert_eq!(dir_names(store.root()), ["img"]);
@@ -568,7 +569,7 @@ fn io_error_codes() {
         (TimedOut, 0),
     ];
     for (kind, want) in cases {
-        assert_eq!(io_error_code(&kind.into()).0, want, "{kind:?}");
+        assert_eq!(ErrorCode::for_io_error(&kind.into()).0, want, "{kind:?}");
     }
 }
 

@@ -140,10 +140,9 @@ impl UploadSink {
     }
 }
 
-/// `FileTooLarge` is what `io_error_code` maps to ERROR 3. It needs Rust
-/// 1.83, above the workspace's declared 1.80 (which should be raised to 1.85,
-/// also for the kinds matched in `io_error_code`).
-#[allow(clippy::incompatible_msrv)]
+/// `FileTooLarge` is what [`ErrorCode::for_io_error`] maps to ERROR 3.
+///
+/// [`ErrorCode::for_io_error`]: crate::wire::ErrorCode::for_io_error
 fn too_large(limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::FileTooLarge,

@@ -1,6 +1,6 @@
 //! TFTP ERROR codes (RFC 1350 section 5, RFC 2347 for code 8).
 
-use std::fmt;
+use std::{fmt, io};
 
 /// A TFTP ERROR code. Any 16-bit value can arrive on the wire, so this is a
 /// newtype with named constants rather than a closed enum.
@@ -41,6 +41,22 @@ impl ErrorCode {
             7 => "no such user",
             8 => "option negotiation failed",
             _ => "unknown error code",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code for an I/O error from a source or sink, for errors that
+    /// surface mid-transfer where only an `io::Error` is at hand.
+    pub fn for_io_error(e: &io::Error) -> ErrorCode {
+        match e.kind() {
+            io::ErrorKind::NotFound => ErrorCode::FILE_NOT_FOUND,
+            io::ErrorKind::PermissionDenied => ErrorCode::ACCESS_VIOLATION,
+            io::ErrorKind::StorageFull
+            | io::ErrorKind::FileTooLarge
+            | io::ErrorKind::QuotaExceeded => ErrorCode::DISK_FULL,
+            io::ErrorKind::AlreadyExists => ErrorCode::FILE_EXISTS,
+            _ => ErrorCode::UNDEFINED,
         }
     }
 }

