@@ -10,6 +10,8 @@
 //! - [`proto`]: the four transfer state machines (server read, server write,
 //!   client get, client put). Datagrams and time in; datagrams and the next
 //!   deadline out. No sockets, clocks or files.
+//! - [`runtime`]: the server and client that drive the machines over any
+//!   datagram socket (tokio's UDP, turmoil's, a raw link).
 //! - [`store`]: the server's root directory: path confinement, write
 //!   policy, atomic uploads, and the management API.
 //! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
@@ -20,5 +22,6 @@ pub mod memnet;
 pub mod netascii;
 pub mod options;
 pub mod proto;
+pub mod runtime;
 pub mod store;
 pub mod wire;

@@ -114,12 +114,46 @@ pub trait Transfer {
     /// Snapshot of the counters.
     fn counters(&self) -> Counters;
 
+    /// Data bytes moved so far: acknowledged by the peer (sender) or
+    /// received in order (receiver). For progress displays.
+    fn bytes_transferred(&self) -> u64;
+
     /// Ends the transfer from this side: the peer gets ERROR `code` with
     /// `message` (if its address is known) and [`Event::Finished`] reports
     /// [`TransferError::Local`]. Does nothing once the transfer has ended.
     /// Used by clients that probe and abort (UEFI's tsize probe answers the
     /// OACK with ERROR 8) and by a server that is shutting down.
     fn abort(&mut self, code: ErrorCode, message: &str);
+}
+
+impl<T: Transfer + ?Sized> Transfer for Box<T> {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        (**self).handle_datagram(now, from, datagram)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        (**self).poll_transmit(now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        (**self).poll_event()
+    }
+    fn is_closed(&self) -> bool {
+        (**self).is_closed()
+    }
+    fn counters(&self) -> Counters {
+        (**self).counters()
+    }
+    fn bytes_transferred(&self) -> u64 {
+        (**self).bytes_transferred()
+    }
+    fn abort(&mut self, code: ErrorCode, message: &str) {
+        (**self).abort(code, message)
+    }
 }
 
 /// Retransmission timer with a retry budget. The deadline is armed when a

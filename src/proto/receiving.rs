@@ -215,6 +215,10 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         self.link.counters
     }
 
+    fn bytes_transferred(&self) -> u64 {
+        self.receiver.bytes()
+    }
+
     fn abort(&mut self, code: ErrorCode, message: &str) {
         self.fail((code, message.to_string()));
     }

@@ -227,6 +227,10 @@ impl<S: Source> Transfer for SendMachine<S> {
         self.link.counters
     }
 
+    fn bytes_transferred(&self) -> u64 {
+        self.sender.bytes_acked()
+    }
+
     fn abort(&mut self, code: ErrorCode, message: &str) {
         self.fail((code, message.to_string()));
     }

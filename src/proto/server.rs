@@ -123,6 +123,9 @@ macro_rules! delegate_transfer {
             fn counters(&self) -> super::Counters {
                 self.0.counters()
             }
+            fn bytes_transferred(&self) -> u64 {
+                self.0.bytes_transferred()
+            }
             fn abort(&mut self, code: ErrorCode, message: &str) {
                 self.0.abort(code, message)
             }

@@ -76,6 +76,13 @@ pub struct UploadSink {
 }
 
 impl UploadSink {
+    /// An atomic writer for any local path (the client's downloads use it):
+    /// the file appears under `target`, replacing what was there, only on
+    /// commit.
+    pub fn replacing(target: PathBuf) -> io::Result<Self> {
+        Self::create(target, Commit::Replace, None)
+    }
+
     pub(crate) fn create(target: PathBuf, commit: Commit, limit: Option<u64>) -> io::Result<Self> {
         let dir = target.parent().ok_or(io::ErrorKind::InvalidInput)?;
         let file_name = target

@@ -1,0 +1,221 @@
+//! The TFTP client: downloads and uploads over any [`Network`].
+
+use super::driver::{drive, now, Cancel, Until};
+use super::socket::{DatagramSocket, Network};
+use crate::data::{MemSource, Sink, Source};
+use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Summary, Transfer, TransferError};
+use crate::store::UploadSink;
+use crate::wire::ErrorCode;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Why a client transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The transfer ran and ended with a TFTP error or a timeout.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// A local problem before or after the transfer (socket, file).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl ClientError {
+    /// The TFTP ERROR code involved, if any (the server's, or the one this
+    /// side sent).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Transfer(e) => e.code(),
+            ClientError::Io(_) => None,
+        }
+    }
+}
+
+/// Progress of a running transfer: bytes so far and the total, when the
+/// server announced one (`tsize`) or the source knows its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub bytes: u64,
+    pub total: Option<u64>,
+}
+
+/// A TFTP client over a network.
+#[derive(Clone)]
+pub struct Client<N: Network> {
+    net: N,
+    config: ClientConfig,
+}
+
+/// A sink into shared memory, so the bytes survive the machine.
+#[derive(Clone, Default)]
+struct SharedVec(Arc<Mutex<Vec<u8>>>);
+
+impl Sink for SharedVec {
+    fn write_at(&mut self, _offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut v = self.0.lock().map_err(|_| io::Error::other("poisoned"))?;
+        v.extend_from_slice(data);
+        Ok(())
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn abort(&mut self) {
+        if let Ok(mut v) = self.0.lock() {
+            v.clear();
+        }
+    }
+}
+
+impl<N: Network> Client<N> {
+    pub fn new(net: N, config: ClientConfig) -> Self {
+        Client { net, config }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Downloads `remote` into `sink`.
+    pub async fn get<K: Sink + Send + 'static>(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+        sink: K,
+        progress: impl FnMut(Progress),
+    ) -> Result<Summary, ClientError> {
+        let socket = self.bind_for(server).await?;
+        let machine = ClientGet::new(now(), server, remote, sink, &self.config)?;
+        run(machine, socket, None, progress).await
+    }
+
+    /// Downloads `remote` into memory.
+    pub async fn get_bytes(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let sink = SharedVec::default();
+        self.get(server, remote, sink.clone(), |_| {}).await?;
+        let data = std::mem::take(&mut *sink.0.lock().map_err(|_| io::Error::other("poisoned"))?);
+        Ok(data)
+    }
+
+    /// Downloads `remote` to the local path `local`. The file appears only
+    /// when the download is complete; a failure leaves any old file as it was.
+    pub async fn get_file(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+        local: &Path,
+        progress: impl FnMut(Progress),
+    ) -> Result<Summary, ClientError> {
+        let sink = UploadSink::replacing(local.to_path_buf())?;
+        self.get(server, remote, sink, progress).await
+    }
+
+    /// Uploads `source` as `remote`.
+    pub async fn put<S: Source + Send + 'static>(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+        source: S,
+        progress: impl FnMut(Progress),
+    ) -> Result<Summary, ClientError> {
+        let total = source.size();
+        let socket = self.bind_for(server).await?;
+        let machine = ClientPut::new(now(), server, remote, source, &self.config)?;
+        run(machine, socket, total, progress).await
+    }
+
+    pub async fn put_bytes(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+        data: Vec<u8>,
+    ) -> Result<Summary, ClientError> {
+        self.put(server, remote, MemSource::new(data), |_| {}).await
+    }
+
+    pub async fn put_file(
+        &self,
+        server: SocketAddr,
+        remote: &str,
+        local: &Path,
+        progress: impl FnMut(Progress),
+    ) -> Result<Summary, ClientError> {
+        let source = crate::data::FileSource::new(std::fs::File::open(local)?)?;
+        self.put(server, remote, source, progress).await
+    }
+
+    /// A socket of the server's address family on an OS-chosen port.
+    async fn bind_for(&self, server: SocketAddr) -> io::Result<N::Socket> {
+        let any = match server.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.net.bind(SocketAddr::new(any, 0)).await
+    }
+}
+
+/// Drives a client machine until it reports its outcome, then leaves it
+/// dallying in the background (if a runtime is still around) so a lost
+/// final ACK can be answered.
+async fn run<T, S>(
+    mut machine: T,
+    socket: S,
+    total: Option<u64>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Summary, ClientError>
+where
+    T: Transfer + Send + 'static,
+    S: DatagramSocket,
+{
+    let (_keep, mut cancel) = watch::channel(Cancel::Run);
+    let mut result = None;
+    let total = std::cell::Cell::new(total);
+    let on_event = |event| match event {
+        Event::Negotiated(n) => total.set(total.get().or(n.tsize)),
+        Event::Finished(r) => result = Some(r),
+    };
+    let mut last = 0;
+    let on_progress = |bytes| {
+        if bytes != last {
+            last = bytes;
+            progress(Progress {
+                bytes,
+                total: total.get(),
+            });
+        }
+    };
+    drive(
+        &mut machine,
+        &socket,
+        &mut cancel,
+        Until::Finished,
+        on_event,
+        on_progress,
+    )
+    .await;
+    if !machine.is_closed() {
+        tokio::spawn(async move {
+            let (_keep, mut cancel) = watch::channel(Cancel::Run);
+            drive(
+                &mut machine,
+                &socket,
+                &mut cancel,
+                Until::Closed,
+                |_| {},
+                |_| {},
+            )
+            .await;
+        });
+    }
+    match result {
+        Some(Ok(summary)) => Ok(summary),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(io::Error::other("transfer ended without an outcome").into()),
+    }
+}

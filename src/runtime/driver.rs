@@ -1,0 +1,99 @@
+//! Runs one transfer machine over one socket: the loop from
+//! [`crate::proto`]'s docs, with tokio's clock (which turmoil simulates).
+//! No protocol decisions are made here.
+
+use super::socket::DatagramSocket;
+use crate::proto::{Event, Transfer};
+use crate::wire::{ErrorCode, MAX_DATAGRAM};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// The clock every driver reads: tokio's, so a simulator can control it.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Why [`drive`] should stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    Run,
+    /// Abort the transfer with ERROR 0 (server shutting down, client gave up).
+    Abort,
+}
+
+/// How far to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Until the machine is closed (a server transfer, or a dallying client).
+    Closed,
+    /// Until it reports [`Event::Finished`].
+    Finished,
+}
+
+/// Drives `machine` on `socket` until `until`, handing every event to
+/// `on_event`. Sends failures are retried by the machine's own timer, so
+/// they are only logged.
+pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
+    machine: &mut T,
+    socket: &S,
+    cancel: &mut watch::Receiver<Cancel>,
+    until: Until,
+    mut on_event: impl FnMut(Event),
+    mut on_progress: impl FnMut(u64),
+) {
+    let mut tx = vec![0u8; MAX_DATAGRAM];
+    let mut rx = vec![0u8; MAX_DATAGRAM + 1];
+    let mut finished = false;
+    let mut cancel_live = true;
+    let mut aborting = false;
+    let mut recv_errors = 0u32;
+    loop {
+        let t = now();
+        while let Some(out) = machine.poll_transmit(t, &mut tx) {
+            if let Err(e) = socket.send_to(&tx[..out.len], out.dest).await {
+                tracing::debug!(dest = %out.dest, error = %e, "send failed");
+            }
+        }
+        while let Some(event) = machine.poll_event() {
+            finished |= matches!(event, Event::Finished(_));
+            on_event(event);
+        }
+        if aborting || machine.is_closed() || (finished && until == Until::Finished) {
+            return;
+        }
+        let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            received = socket.recv_from(&mut rx) => match received {
+                Ok((len, from)) => {
+                    recv_errors = 0;
+                    machine.handle_datagram(now(), from, &rx[..len]);
+                    on_progress(machine.bytes_transferred());
+                }
+                Err(e) => {
+                    // A broken socket must not spin: give up after a run of errors.
+                    recv_errors += 1;
+                    tracing::debug!(error = %e, "receive failed");
+                    if recv_errors > 100 {
+                        machine.abort(ErrorCode::UNDEFINED, "socket failed");
+                        aborting = true;
+                    }
+                }
+            },
+            _ = sleep => machine.handle_timeout(now()),
+            changed = cancel.changed(), if cancel_live => {
+                cancel_live = changed.is_ok();
+                if *cancel.borrow() == Cancel::Abort {
+                    machine.abort(ErrorCode::UNDEFINED, "server shutting down");
+                    aborting = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The TFTP server: a listener on the well-known address that starts one
+//! task per transfer, each on its own socket (its own TID).
+
+use super::driver::{drive, now, Cancel, Until};
+use super::socket::{DatagramSocket, Network};
+use crate::options::Direction;
+use crate::proto::{
+    parse_request, Counters, Event, Refusal, ServerConfig, ServerRead, ServerWrite, Summary,
+    Transfer, TransferError,
+};
+use crate::store::{Store, StoreError};
+use crate::wire::{ErrorCode, MAX_DATAGRAM};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+/// How the server listens and how many transfers it runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The listening address (`0.0.0.0:69` by default; `[::]:69` serves
+    /// IPv6 and, where the OS allows, IPv4 too).
+    pub bind: SocketAddr,
+    /// Timeouts, retries and option caps for each transfer.
+    pub transfer: ServerConfig,
+    /// Concurrent transfers; requests beyond get ERROR 0 "server busy".
+    pub max_transfers: usize,
+    /// Ports for transfer sockets; `None` lets the OS choose.
+    pub port_range: Option<RangeInclusive<u16>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            bind: SocketAddr::from(([0, 0, 0, 0], 69)),
+            transfer: ServerConfig::default(),
+            max_transfers: 512,
+            port_range: None,
+        }
+    }
+}
+
+/// What the server reports to the program embedding it.
+#[derive(Debug, Clone)]
+pub enum ServerEvent {
+    Started {
+        id: u64,
+        peer: SocketAddr,
+        filename: String,
+        direction: Direction,
+    },
+    Finished {
+        id: u64,
+        peer: SocketAddr,
+        filename: String,
+        direction: Direction,
+        result: Result<Summary, TransferError>,
+        counters: Counters,
+    },
+    /// A request answered with an ERROR instead of a transfer.
+    Refused {
+        peer: SocketAddr,
+        filename: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Counters over the server's life.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub started: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+    /// Requests refused with "server busy" because of `max_transfers`.
+    pub busy: AtomicU64,
+    /// Retransmitted requests from a client whose transfer is running.
+    pub duplicate_requests: AtomicU64,
+}
+
+/// A snapshot of [`ServerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub started: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub refused: u64,
+    pub busy: u64,
+    pub duplicate_requests: u64,
+    pub active: u64,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    options: ServerOptions,
+    events: broadcast::Sender<ServerEvent>,
+    stats: ServerStats,
+    /// Live transfers by client address: a repeated request from the same
+    /// address and port must not start a second one.
+    active: Mutex<BTreeMap<SocketAddr, u64>>,
+    next_id: AtomicU64,
+    next_port: AtomicU64,
+}
+
+/// A running server. Dropping it without [`ServerHandle::stop`] aborts the
+/// listener and every transfer at once.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<Option<Duration>>,
+    listener: Option<tokio::task::JoinHandle<usize>>,
+}
+
+/// What [`ServerHandle::stop`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Transfers still running when the grace period ran out (aborted with
+    /// ERROR 0).
+    pub aborted: usize,
+    /// Files removed because `remove_created_on_close` was set.
+    pub removed: Vec<String>,
+}
+
+/// Starts a server on `net`, serving `store`.
+pub async fn serve<N: Network>(
+    net: N,
+    store: Arc<Store>,
+    options: ServerOptions,
+) -> io::Result<ServerHandle> {
+    let socket = net.bind(options.bind).await?;
+    let local_addr = socket.local_addr()?;
+    let (events, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        store,
+        options,
+        events,
+        stats: ServerStats::default(),
+        active: Mutex::new(BTreeMap::new()),
+        next_id: AtomicU64::new(1),
+        next_port: AtomicU64::new(0),
+    });
+    let (stop, stop_rx) = watch::channel(None);
+    let listener = tokio::spawn(listen(net, socket, shared.clone(), stop_rx));
+    tracing::info!(%local_addr, root = %shared.store.root().display(), "serving");
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        stop,
+        listener: Some(listener),
+    })
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the OS-chosen port if the
+    /// configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn host(&self) -> std::net::IpAddr {
+        self.local_addr.ip()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// A stream of events from now on. A subscriber that falls more than
+    /// 1024 events behind loses the oldest ones (and is told so).
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            started: get(&s.started),
+            succeeded: get(&s.succeeded),
+            failed: get(&s.failed),
+            refused: get(&s.refused),
+            busy: get(&s.busy),
+            duplicate_requests: get(&s.duplicate_requests),
+            active: self.shared.active.lock().map_or(0, |a| a.len() as u64),
+        }
+    }
+
+    /// Stops accepting requests, lets live transfers finish for up to
+    /// `grace`, aborts the rest with ERROR 0, releases every socket, and
+    /// (when the store has `remove_created_on_close`) removes the files put
+    /// during this session.
+    pub async fn stop(mut self, grace: Duration) -> StopReport {
+        let _ = self.stop.send(Some(grace));
+        let mut report = StopReport::default();
+        if let Some(listener) = self.listener.take() {
+            report.aborted = listener.await.unwrap_or(0);
+        }
+        match self.shared.store.close() {
+            Ok(removed) => report.removed = removed,
+            Err(e) => tracing::warn!(error = %e, "removing created files failed"),
+        }
+        tracing::info!(aborted = report.aborted, "stopped");
+        report
+    }
+}
+
+/// The listener task. Returns how many transfers it had to abort.
+async fn listen<N: Network>(
+    net: N,
+    socket: N::Socket,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> usize {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut tasks = JoinSet::new();
+    let (cancel, cancel_rx) = watch::channel(Cancel::Run);
+    let grace = loop {
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                // A dropped handle means stop now.
+                break if changed.is_ok() { (*stop.borrow()).unwrap_or_default() } else { Duration::ZERO };
+            }
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, peer)) => {
+                    let request = Incoming { net: &net, shared: &shared, listener: &socket, peer };
+                    if let Some(task) = request.handle(&buf[..len]).await {
+                        tasks.spawn(task.run(cancel_rx.clone()));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "listener receive failed"),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+    drop(socket);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_ok() {
+        return 0;
+    }
+    let aborted = tasks.len();
+    let _ = cancel.send(Cancel::Abort);
+    while tasks.join_next().await.is_some() {}
+    aborted
+}
+
+/// One datagram that arrived at the listener.
+struct Incoming<'a, N: Network> {
+    net: &'a N,
+    shared: &'a Arc<Shared>,
+    listener: &'a N::Socket,
+    peer: SocketAddr,
+}
+
+impl<N: Network> Incoming<'_, N> {
+    /// Answers the datagram; returns the transfer to run, if one starts.
+    async fn handle(self, datagram: &[u8]) -> Option<TransferTask<N::Socket>> {
+        let (direction, request) = match parse_request(datagram) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(refusal) => return self.refuse(None, refusal).await,
+        };
+        let filename = request.filename.to_string();
+        match self.admit() {
+            Admit::Yes => {}
+            Admit::Duplicate => return None,
+            Admit::Busy => {
+                let busy = Refusal::new(ErrorCode::UNDEFINED, "server busy, try again later");
+                return self.refuse(Some(filename), busy).await;
+            }
+        }
+        let socket = match self.bind_transfer_socket().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot bind a transfer socket");
+                let refusal = Refusal::new(ErrorCode::UNDEFINED, "server out of sockets");
+                return self.refuse(Some(filename), refusal).await;
+            }
+        };
+        let store = &self.shared.store;
+        let config = &self.shared.options.transfer;
+        let t = now();
+        let machine: Result<Box<dyn Transfer + Send>, Refusal> = match direction {
+            Direction::Read => store
+                .open_read(&filename)
+                .map_err(store_refusal)
+                .and_then(|src| ServerRead::new(t, self.peer, &request, src, config))
+                .map(|m| Box::new(m) as Box<dyn Transfer + Send>),
+            Direction::Write => store
+                .open_write(&filename)
+                .map_err(store_refusal)
+                .and_then(|sink| ServerWrite::new(t, self.peer, &request, sink, config))
+                .map(|m| Box::new(m) as Box<dyn Transfer + Send>),
+        };
+        let machine = match machine {
+            Ok(m) => m,
+            Err(refusal) => return self.refuse(Some(filename), refusal).await,
+        };
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.active.lock().ok()?.insert(self.peer, id);
+        self.shared.stats.started.fetch_add(1, Ordering::Relaxed);
+        let _ = self.shared.events.send(ServerEvent::Started {
+            id,
+            peer: self.peer,
+            filename: filename.clone(),
+            direction,
+        });
+        Some(TransferTask {
+            id,
+            peer: self.peer,
+            filename,
+            direction,
+            machine,
+            socket,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Whether a request from this peer may start a transfer now.
+    fn admit(&self) -> Admit {
+        let stats = &self.shared.stats;
+        let Ok(active) = self.shared.active.lock() else {
+            return Admit::Busy;
+        };
+        if active.contains_key(&self.peer) {
+            stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
+            Admit::Duplicate
+        } else if active.len() >= self.shared.options.max_transfers {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            Admit::Busy
+        } else {
+            Admit::Yes
+        }
+    }
+
+    async fn refuse(
+        self,
+        filename: Option<String>,
+        refusal: Refusal,
+    ) -> Option<TransferTask<N::Socket>> {
+        let mut buf = [0u8; 512];
+        if let Ok(len) = refusal.emit(&mut buf) {
+            let _ = self.listener.send_to(&buf[..len], self.peer).await;
+        }
+        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %self.peer, file = ?filename, code = refusal.code.0, message = %refusal.message, "refused");
+        let _ = self.shared.events.send(ServerEvent::Refused {
+            peer: self.peer,
+            filename,
+            code: refusal.code,
+            message: refusal.message,
+        });
+        None
+    }
+
+    /// A fresh socket on the listener's address: an OS-chosen port, or the
+    /// next free one in the configured range.
+    async fn bind_transfer_socket(&self) -> io::Result<N::Socket> {
+        let ip = self.shared.options.bind.ip();
+        let Some(range) = self.shared.options.port_range.clone() else {
+            return self.net.bind(SocketAddr::new(ip, 0)).await;
+        };
+        let (first, count) = (u64::from(*range.start()), range.len() as u64);
+        let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "port range exhausted");
+        for _ in 0..count {
+            let i = self.shared.next_port.fetch_add(1, Ordering::Relaxed) % count;
+            match self.net.bind(SocketAddr::new(ip, (first + i) as u16)).await {
+                Ok(socket) => return Ok(socket),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+}
+
+enum Admit {
+    Yes,
+    /// A retransmitted request for a transfer already running.
+    Duplicate,
+    /// `max_transfers` reached.
+    Busy,
+}
+
+fn store_refusal(e: StoreError) -> Refusal {
+    Refusal::new(e.error_code(), e.message())
+}
+
+/// A transfer that has been accepted and is ready to run.
+struct TransferTask<S: DatagramSocket> {
+    id: u64,
+    peer: SocketAddr,
+    filename: String,
+    direction: Direction,
+    machine: Box<dyn Transfer + Send>,
+    socket: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: DatagramSocket> TransferTask<S> {
+    async fn run(mut self, mut cancel: watch::Receiver<Cancel>) {
+        let mut result = None;
+        let on_event = |event| {
+            if let Event::Finished(r) = event {
+                result = Some(r);
+            }
+        };
+        drive(
+            &mut self.machine,
+            &self.socket,
+            &mut cancel,
+            Until::Closed,
+            on_event,
+            |_| {},
+        )
+        .await;
+        if let Ok(mut active) = self.shared.active.lock() {
+            active.remove(&self.peer);
+        }
+        let result = result.unwrap_or(Err(TransferError::Local {
+            code: ErrorCode::UNDEFINED,
+            message: "transfer ended without an outcome".into(),
+        }));
+        self.report(result);
+    }
+
+    fn report(self, result: Result<Summary, TransferError>) {
+        let stats = &self.shared.stats;
+        let counters = self.machine.counters();
+        match &result {
+            Ok(s) => {
+                stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                let secs = s.duration.as_secs_f64();
+                let mbps = if secs > 0.0 {
+                    s.bytes as f64 / secs / 1e6
+                } else {
+                    0.0
+                };
+                tracing::info!(
+                    peer = %self.peer, file = %self.filename, direction = ?self.direction,
+                    bytes = s.bytes, secs = format_args!("{secs:.3}"), mb_per_s = format_args!("{mbps:.1}"),
+                    retransmissions = s.retransmissions, "transfer complete"
+                );
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %self.peer, file = %self.filename, direction = ?self.direction, error = %e, "transfer failed");
+            }
+        }
+        let _ = self.shared.events.send(ServerEvent::Finished {
+            id: self.id,
+            peer: self.peer,
+            filename: self.filename,
+            direction: self.direction,
+            result,
+            counters,
+        });
+    }
+}

@@ -1,0 +1,311 @@
+//! The server and client over real UDP sockets on loopback.
+
+use super::*;
+use crate::options::OptionRequest;
+use crate::proto::{ClientConfig, ServerConfig, TransferError};
+use crate::store::{Store, StoreConfig, WritePolicy};
+use crate::wire::{ErrorCode, Packet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::net::UdpSocket;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 9) as u8)
+        .collect()
+}
+
+struct Lab {
+    _dir: TempDir,
+    server: ServerHandle,
+}
+
+async fn lab(configure: impl FnOnce(StoreConfig) -> StoreConfig, options: ServerOptions) -> Lab {
+    let dir = TempDir::new().unwrap();
+    let store = Store::new(configure(StoreConfig::new(dir.path()))).unwrap();
+    let options = ServerOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..options
+    };
+    let server = serve(TokioNet, Arc::new(store), options).await.unwrap();
+    Lab { _dir: dir, server }
+}
+
+fn client(options: OptionRequest) -> Client<TokioNet> {
+    Client::new(
+        TokioNet,
+        ClientConfig {
+            options,
+            timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
+        },
+    )
+}
+
+fn fast_server() -> ServerOptions {
+    ServerOptions {
+        transfer: ServerConfig {
+            timeout: Duration::from_millis(200),
+            retries: 3,
+            ..ServerConfig::default()
+        },
+        ..ServerOptions::default()
+    }
+}
+
+/// The Jumpstarter driver's example, as this project's own test: start,
+/// upload through the store, see it listed, fetch it over UDP, delete it,
+/// see it gone and get ERROR 1.
+#[tokio::test]
+async fn jumpstarter_style_upload_list_fetch_delete() {
+    let lab = lab(|c| c, fast_server()).await;
+    let addr = lab.server.local_addr();
+    assert_ne!(lab.server.port(), 0);
+    let store = lab.server.store().clone();
+    let data = pattern(100_000, 7);
+    let put = store.put_bytes("test.bin", &data).unwrap();
+    assert!(put.created);
+    let listed = store.list().unwrap();
+    assert!(listed
+        .iter()
+        .any(|e| e.name == "test.bin" && e.size == 100_000));
+    let fetched = client(OptionRequest::default())
+        .get_bytes(addr, "test.bin")
+        .await
+        .unwrap();
+    assert!(fetched == data);
+    store.delete("test.bin").unwrap();
+    assert!(!store.exists("test.bin"));
+    let err = client(OptionRequest::default())
+        .get_bytes(addr, "test.bin")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::FILE_NOT_FOUND));
+    lab.server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn nested_paths_and_options_rpi4_style() {
+    let lab = lab(|c| c, fast_server()).await;
+    let data = pattern(2_228_224 / 8, 1);
+    lab.server
+        .store()
+        .put_bytes("9ffefdef/start4.elf", &data)
+        .unwrap();
+    let c = client(OptionRequest {
+        tsize: Some(0),
+        blksize: Some(1024),
+        ..OptionRequest::default()
+    });
+    let mut seen_total = None;
+    let dir = TempDir::new().unwrap();
+    let local = dir.path().join("start4.elf");
+    let summary = c
+        .get_file(
+            lab.server.local_addr(),
+            "9ffefdef/start4.elf",
+            &local,
+            |p| seen_total = p.total,
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.negotiated.blksize, 1024);
+    assert_eq!(seen_total, Some(data.len() as u64));
+    assert!(std::fs::read(&local).unwrap() == data);
+    lab.server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn uploads_follow_the_write_policy() {
+    let off = lab(|c| c, fast_server()).await;
+    let err = client(OptionRequest::default())
+        .put_bytes(off.server.local_addr(), "x.bin", vec![1, 2, 3])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ACCESS_VIOLATION));
+
+    let create = lab(|c| c.write(WritePolicy::Create), fast_server()).await;
+    let addr = create.server.local_addr();
+    let c = client(OptionRequest {
+        blksize: Some(1468),
+        windowsize: Some(8),
+        tsize: Some(0),
+        ..OptionRequest::default()
+    });
+    let data = pattern(300_000, 3);
+    c.put_bytes(addr, "up/new.bin", data.clone())
+        .await
+        .unwrap_err();
+    std::fs::create_dir(create.server.store().root().join("up")).unwrap();
+    c.put_bytes(addr, "up/new.bin", data.clone()).await.unwrap();
+    assert!(std::fs::read(create.server.store().root().join("up/new.bin")).unwrap() == data);
+    let again = c.put_bytes(addr, "up/new.bin", vec![9]).await.unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::FILE_EXISTS));
+    assert!(std::fs::read(create.server.store().root().join("up/new.bin")).unwrap() == data);
+}
+
+#[tokio::test]
+async fn traversal_and_mail_mode_are_refused() {
+    let lab = lab(|c| c, fast_server()).await;
+    let addr = lab.server.local_addr();
+    let c = client(OptionRequest::default());
+    let err = c.get_bytes(addr, "../etc/passwd").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ACCESS_VIOLATION));
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    raw.send_to(b"\x00\x01file\x00mail\x00", addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 600];
+    let (n, _) = raw.recv_from(&mut buf).await.unwrap();
+    assert!(matches!(
+        Packet::parse(&buf[..n]),
+        Ok(Packet::Error {
+            code: ErrorCode::ILLEGAL_OPERATION,
+            ..
+        })
+    ));
+}
+
+async fn recv(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from)
+}
+
+#[tokio::test]
+async fn duplicate_request_starts_one_transfer_and_strangers_get_error_5() {
+    let lab = lab(|c| c, fast_server()).await;
+    lab.server
+        .store()
+        .put_bytes("f", &pattern(2000, 0))
+        .unwrap();
+    let addr = lab.server.local_addr();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    let (first, tid) = recv(&sock).await;
+    assert_eq!(&first[..4], b"\x00\x03\x00\x01");
+    sock.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    // A stranger on the transfer's port gets ERROR 5; the transfer goes on.
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(b"\x00\x04\x00\x01", tid).await.unwrap();
+    let (err, _) = recv(&stranger).await;
+    assert_eq!(&err[..4], b"\x00\x05\x00\x05");
+    sock.send_to(b"\x00\x04\x00\x01", tid).await.unwrap();
+    let (second, from) = recv(&sock).await;
+    assert_eq!((&second[..4], from), (&b"\x00\x03\x00\x02"[..], tid));
+    assert_eq!(lab.server.stats().started, 1);
+    assert_eq!(lab.server.stats().duplicate_requests, 1);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_cap_get_server_busy() {
+    let options = ServerOptions {
+        max_transfers: 1,
+        ..fast_server()
+    };
+    let lab = lab(|c| c, options).await;
+    lab.server
+        .store()
+        .put_bytes("f", &pattern(5000, 0))
+        .unwrap();
+    let addr = lab.server.local_addr();
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    a.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    recv(&a).await; // DATA 1, transfer running
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    b.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    let (busy, _) = recv(&b).await;
+    match Packet::parse(&busy) {
+        Ok(Packet::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::UNDEFINED);
+            assert!(message.contains("busy"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lab.server.stats().busy, 1);
+}
+
+#[tokio::test]
+async fn stop_aborts_stalled_transfers_after_the_grace_period() {
+    let lab = lab(|c| c.remove_created_on_close(true), fast_server()).await;
+    let store = lab.server.store().clone();
+    store.put_bytes("staged.bin", &pattern(9000, 0)).unwrap();
+    let mut events = lab.server.subscribe();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"\x00\x01staged.bin\x00octet\x00", lab.server.local_addr())
+        .await
+        .unwrap();
+    recv(&sock).await; // DATA 1; the client never ACKs.
+    let root = store.root().to_path_buf();
+    let report = lab.server.stop(Duration::from_millis(50)).await;
+    assert_eq!(report.aborted, 1);
+    assert_eq!(report.removed, vec!["staged.bin".to_string()]);
+    assert!(!root.join("staged.bin").exists());
+    // The client is told: possibly a retransmitted DATA 1 first, then ERROR 0.
+    loop {
+        let (pkt, _) = recv(&sock).await;
+        if pkt[1] == 5 {
+            assert_eq!(&pkt[..4], b"\x00\x05\x00\x00");
+            break;
+        }
+    }
+    let mut finished = None;
+    while let Ok(ev) = events.try_recv() {
+        if let ServerEvent::Finished { result, .. } = ev {
+            finished = Some(result);
+        }
+    }
+    assert!(matches!(finished, Some(Err(TransferError::Local { .. }))));
+}
+
+#[tokio::test]
+async fn client_times_out_against_a_silent_server() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let c = Client::new(
+        TokioNet,
+        ClientConfig {
+            timeout: Duration::from_millis(20),
+            retries: 2,
+            ..ClientConfig::default()
+        },
+    );
+    let err = c
+        .get_bytes(silent.local_addr().unwrap(), "f")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Transfer(TransferError::TimedOut { retries: 2 })
+    ));
+    // The RRQ was sent three times.
+    for _ in 0..3 {
+        let (pkt, _) = recv(&silent).await;
+        assert_eq!(&pkt[..2], b"\x00\x01");
+    }
+}
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(Store::new(StoreConfig::new(dir.path())).unwrap());
+    let options = ServerOptions {
+        bind: "[::1]:0".parse().unwrap(),
+        ..fast_server()
+    };
+    let Ok(server) = serve(TokioNet, store, options).await else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    server.store().put_bytes("v6.bin", b"over ipv6").unwrap();
+    let got = client(OptionRequest::default())
+        .get_bytes(server.local_addr(), "v6.bin")
+        .await
+        .unwrap();
+    assert_eq!(got, b"over ipv6");
+}
