@@ -353,7 +353,8 @@ impl<N: Network> Incoming<'_, N> {
             let _ = self.listener.send_to(&buf[..len], self.peer).await;
         }
         self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(peer = %self.peer, file = ?filename, code = refusal.code.0, message = %refusal.message, "refused");
+        let file = filename.as_deref().unwrap_or("-");
+        tracing::info!(peer = %self.peer, file, code = refusal.code.0, message = %refusal.message, "refused");
         let _ = self.shared.events.send(ServerEvent::Refused {
             peer: self.peer,
             filename,
@@ -407,6 +408,9 @@ struct TransferTask<S: DatagramSocket> {
 }
 
 impl<S: DatagramSocket> TransferTask<S> {
+    /// Runs the transfer, reports its outcome as soon as it is known, then
+    /// keeps the machine (and its place in the duplicate-request table)
+    /// until it closes, so a receiver can dally.
     async fn run(mut self, mut cancel: watch::Receiver<Cancel>) {
         let mut result = None;
         let on_event = |event| {
@@ -414,28 +418,31 @@ impl<S: DatagramSocket> TransferTask<S> {
                 result = Some(r);
             }
         };
+        let (machine, socket) = (&mut self.machine, &self.socket);
         drive(
-            &mut self.machine,
-            &self.socket,
+            machine,
+            socket,
             &mut cancel,
-            Until::Closed,
+            Until::Finished,
             on_event,
             |_| {},
         )
         .await;
-        if let Ok(mut active) = self.shared.active.lock() {
-            active.remove(&self.peer);
-        }
+        let counters = self.machine.counters();
         let result = result.unwrap_or(Err(TransferError::Local {
             code: ErrorCode::UNDEFINED,
             message: "transfer ended without an outcome".into(),
         }));
-        self.report(result);
+        self.report(result, counters);
+        let (machine, socket) = (&mut self.machine, &self.socket);
+        drive(machine, socket, &mut cancel, Until::Closed, |_| {}, |_| {}).await;
+        if let Ok(mut active) = self.shared.active.lock() {
+            active.remove(&self.peer);
+        }
     }
 
-    fn report(self, result: Result<Summary, TransferError>) {
+    fn report(&self, result: Result<Summary, TransferError>, counters: Counters) {
         let stats = &self.shared.stats;
-        let counters = self.machine.counters();
         match &result {
             Ok(s) => {
                 stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +466,7 @@ impl<S: DatagramSocket> TransferTask<S> {
         let _ = self.shared.events.send(ServerEvent::Finished {
             id: self.id,
             peer: self.peer,
-            filename: self.filename,
+            filename: self.filename.clone(),
             direction: self.direction,
             result,
             counters,

@@ -1,0 +1,222 @@
+//! Command-line arguments. The doc comments here are the `--help` text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// A TFTP server and client for netbooting lab boards (RFC 1350, 2347, 2348,
+/// 2349, 7440).
+///
+/// Examples:
+///   tftplab serve --root /srv/tftp --bind 0.0.0.0:69
+///   tftplab get 192.168.1.10 9ffefdef/start4.elf --blksize 1468
+///   tftplab put --windowsize 16 192.168.1.10:6969 ./kernel.img boot/kernel.img
+///   tftplab store --root /srv/tftp ls
+#[derive(Debug, Parser)]
+#[command(name = "tftplab", version, about, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a directory over TFTP until SIGINT or SIGTERM.
+    ///
+    /// Every request is confined to --root: nested paths work
+    /// (`9ffefdef/start4.elf`), `..` that would leave the root, NUL bytes and
+    /// symlinks pointing outside get ERROR 2. Uploads are off unless --write
+    /// says otherwise, and land atomically: a failed upload leaves the old
+    /// file as it was and no partial file behind. One log line per finished
+    /// transfer (bytes, time, throughput, retransmissions) goes to stderr;
+    /// set RUST_LOG=debug for more.
+    Serve(ServeArgs),
+    /// Download a file: tftplab get HOST[:PORT] REMOTE [LOCAL].
+    Get(GetArgs),
+    /// Upload a file: tftplab put HOST[:PORT] LOCAL [REMOTE].
+    Put(PutArgs),
+    /// Manage the files a server serves (no server needed).
+    Store(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory to serve.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Address and port to listen on; use [::]:69 for IPv6 (and IPv4 where
+    /// the OS maps it).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:69")]
+    pub bind: std::net::SocketAddr,
+    /// What write requests may do: off (refuse, ERROR 2), create (new files
+    /// only, ERROR 6 for existing ones), overwrite.
+    #[arg(long, value_name = "POLICY", default_value = "off")]
+    pub write: WriteArg,
+    /// Largest upload accepted in bytes (ERROR 3 beyond).
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload: Option<u64>,
+    /// Let uploads create missing directories under the root.
+    #[arg(long)]
+    pub create_dirs: bool,
+    /// Treat `\` in requested names as `/` (Windows-style clients).
+    #[arg(long)]
+    pub backslash: bool,
+    /// Largest block size granted (8..=65464).
+    #[arg(long, value_name = "N", default_value_t = 65464,
+          value_parser = clap::value_parser!(u16).range(8..=65464))]
+    pub max_blksize: u16,
+    /// Largest window granted (1..=65535).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_windowsize: u16,
+    /// Retransmission timeout in seconds when the client negotiates none.
+    #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
+    pub timeout: f64,
+    /// Retransmissions of one packet before a transfer is abandoned.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Concurrent transfers; more requests get ERROR 0 "server busy".
+    #[arg(long, value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_transfers: u64,
+    /// Ports for transfer sockets, e.g. 50000-50100 (default: OS-chosen).
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    pub port_range: Option<(u16, u16)>,
+    /// Seconds live transfers get to finish after SIGINT/SIGTERM.
+    #[arg(long, value_name = "S", default_value_t = 5.0, value_parser = parse_seconds)]
+    pub grace: f64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WriteArg {
+    Off,
+    Create,
+    Overwrite,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ModeArg {
+    Octet,
+    Netascii,
+}
+
+/// Options both transfer directions share.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Ask for this block size (8..=65464; RFC 2348).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(8..=65464))]
+    pub blksize: Option<u16>,
+    /// Ask for this window size (1..=65535; RFC 7440).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub windowsize: Option<u16>,
+    /// Ask for this retransmission timeout in seconds (1..=255; RFC 2349);
+    /// also this side's own timeout.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u8).range(1..))]
+    pub timeout: Option<u8>,
+    /// Ask for (get) or announce (put) the file size (RFC 2349).
+    #[arg(long)]
+    pub tsize: bool,
+    /// Transfer mode.
+    #[arg(long, value_name = "MODE", default_value = "octet")]
+    pub mode: ModeArg,
+    /// Retransmissions of one packet before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// No progress bar, even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Server, as HOST or HOST:PORT (port 69 by default; [v6addr]:PORT).
+    #[arg(value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// Name of the file on the server.
+    pub remote: String,
+    /// Where to write it (default: the remote name's last component in the
+    /// current directory; `-` for stdout).
+    pub local: Option<PathBuf>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Server, as HOST or HOST:PORT (port 69 by default; [v6addr]:PORT).
+    #[arg(value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// The local file to send.
+    pub local: PathBuf,
+    /// Name on the server (default: the local file's name).
+    pub remote: Option<String>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The server's root directory.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub action: StoreAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// List every file under the root with its size.
+    Ls,
+    /// Copy a local file in (skipped when the SHA-256 already matches).
+    Put {
+        local: PathBuf,
+        /// Name in the store (default: the local file's name).
+        name: Option<String>,
+    },
+    /// Delete a file.
+    Rm { name: String },
+    /// Print a file's SHA-256.
+    Sum { name: String },
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v.is_finite() && (0.001..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is outside 0.001..=3600 seconds"))
+    }
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{s}` is not a port range like 50000-50100");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ranges_and_seconds() {
+        assert_eq!(parse_range("50000-50100"), Ok((50000, 50100)));
+        assert!(parse_range("5-1").is_err());
+        assert!(parse_range("0-1").is_err());
+        assert!(parse_range("x").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("-1").is_err());
+    }
+}

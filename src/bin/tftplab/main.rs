@@ -1,0 +1,381 @@
+//! `tftplab`: serve a directory over TFTP, fetch and send files, manage the
+//! served files. `tftplab --help` is the manual.
+
+mod args;
+
+use args::{
+    Cli, Command, GetArgs, ModeArg, PutArgs, ServeArgs, StoreAction, StoreArgs, TransferArgs,
+    WriteArg,
+};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tftplab::options::{Limits, OptionRequest};
+use tftplab::proto::{ClientConfig, ServerConfig, Summary, TransferError};
+use tftplab::runtime::{serve, Client, ClientError, Progress, ServerOptions, TokioNet};
+use tftplab::store::{Store, StoreConfig, WritePolicy};
+use tftplab::wire::Mode;
+
+/// A failure to report: one line, and what to do about it where that helps.
+type Failure = String;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: Failure) -> ExitCode {
+    eprintln!("tftplab: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(a) => run_serve(a).await,
+        Command::Get(a) => run_get(a).await,
+        Command::Put(a) => run_put(a).await,
+        Command::Store(a) => run_store(a),
+    }
+}
+
+async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
+    let policy = match a.write {
+        WriteArg::Off => WritePolicy::Off,
+        WriteArg::Create => WritePolicy::Create,
+        WriteArg::Overwrite => WritePolicy::Overwrite,
+    };
+    let config = StoreConfig::new(&a.root)
+        .write(policy)
+        .max_upload(a.max_upload)
+        .create_dirs(a.create_dirs)
+        .backslash_to_slash(a.backslash);
+    let store =
+        Store::new(config).map_err(|e| format!("cannot serve {}: {e}", a.root.display()))?;
+    let options = ServerOptions {
+        bind: a.bind,
+        transfer: ServerConfig {
+            timeout: Duration::from_secs_f64(a.timeout),
+            retries: a.retries,
+            limits: Limits {
+                max_blksize: a.max_blksize,
+                max_windowsize: a.max_windowsize,
+                max_upload: a.max_upload,
+            },
+        },
+        max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
+        port_range: a.port_range.map(|(lo, hi)| lo..=hi),
+    };
+    let server = serve(TokioNet, Arc::new(store), options).await.map_err(|e| {
+        let hint = if a.bind.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use --bind with a high port)"
+        } else {
+            ""
+        };
+        format!("cannot listen on {}: {e}{hint}", a.bind)
+    })?;
+    eprintln!(
+        "tftplab: serving {} on {} (write: {policy}); Ctrl-C to stop",
+        server.store().root().display(),
+        server.local_addr()
+    );
+    wait_for_shutdown_signal().await;
+    let report = server.stop(Duration::from_secs_f64(a.grace)).await;
+    if report.aborted > 0 {
+        eprintln!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address; port 69 by
+/// default.
+fn resolve(server: &str) -> Result<SocketAddr, Failure> {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = server.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 69));
+    }
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("`{p}` in `{server}` is not a port number"))?,
+        ),
+        None => (server, 69),
+    };
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect::<Vec<_>>();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("`{host}` has no address"))
+}
+
+fn client_config(t: &TransferArgs) -> ClientConfig {
+    ClientConfig {
+        mode: match t.mode {
+            ModeArg::Octet => Mode::Octet,
+            ModeArg::Netascii => Mode::Netascii,
+        },
+        options: OptionRequest {
+            blksize: t.blksize,
+            windowsize: t.windowsize,
+            timeout: t.timeout,
+            tsize: t.tsize.then_some(0),
+        },
+        retries: t.retries,
+        ..ClientConfig::default()
+    }
+}
+
+/// One readable line for a failed transfer.
+fn explain(e: ClientError, server: SocketAddr, name: &str) -> Failure {
+    match e {
+        ClientError::Transfer(TransferError::Peer { code, message }) => {
+            format!("{server} refused `{name}`: ERROR {}: {message}", code.0)
+        }
+        ClientError::Transfer(TransferError::TimedOut { retries }) => format!(
+            "no answer from {server} after {retries} retries; is a TFTP server running there, \
+             and does a firewall let UDP through?"
+        ),
+        ClientError::Transfer(TransferError::Local { code, message }) => {
+            format!("gave up on `{name}` (sent ERROR {}): {message}", code.0)
+        }
+        ClientError::Io(e) => format!("`{name}`: {e}"),
+    }
+}
+
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(quiet: bool) -> Bar {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Bar(Some(bar))
+    }
+
+    fn update(&self, p: Progress) {
+        if let Some(bar) = &self.0 {
+            if let Some(total) = p.total {
+                bar.set_length(total);
+            }
+            bar.set_position(p.bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn report(verb: &str, name: &str, s: &Summary, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let secs = s.duration.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.bytes as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    eprintln!(
+        "{verb} {name}: {} bytes in {secs:.3} s ({rate:.1} MB/s), blksize {}, window {}, {} retransmission(s)",
+        s.bytes, s.negotiated.blksize, s.negotiated.windowsize, s.retransmissions
+    );
+}
+
+fn last_component(name: &str) -> &str {
+    name.rsplit(['/', '\\'])
+        .find(|c| !c.is_empty())
+        .unwrap_or(name)
+}
+
+async fn run_get(a: GetArgs) -> Result<(), Failure> {
+    let server = resolve(&a.server)?;
+    let client = Client::new(TokioNet, client_config(&a.transfer));
+    let quiet = a.transfer.quiet;
+    if a.local.as_deref() == Some(Path::new("-")) {
+        let data = client
+            .get_bytes(server, &a.remote)
+            .await
+            .map_err(|e| explain(e, server, &a.remote))?;
+        return std::io::stdout()
+            .write_all(&data)
+            .map_err(|e| format!("writing to stdout: {e}"));
+    }
+    let local = a
+        .local
+        .clone()
+        .unwrap_or_else(|| last_component(&a.remote).into());
+    let bar = Bar::new(quiet);
+    let result = client
+        .get_file(server, &a.remote, &local, |p| bar.update(p))
+        .await;
+    bar.finish();
+    let summary = result.map_err(|e| explain(e, server, &a.remote))?;
+    report("received", &a.remote, &summary, quiet);
+    Ok(())
+}
+
+async fn run_put(a: PutArgs) -> Result<(), Failure> {
+    let server = resolve(&a.server)?;
+    let remote = match &a.remote {
+        Some(r) => r.clone(),
+        None => a
+            .local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("`{}` has no file name; give REMOTE", a.local.display()))?,
+    };
+    if !a.local.is_file() {
+        return Err(format!("`{}` is not a readable file", a.local.display()));
+    }
+    let client = Client::new(TokioNet, client_config(&a.transfer));
+    let bar = Bar::new(a.transfer.quiet);
+    let result = client
+        .put_file(server, &remote, &a.local, |p| bar.update(p))
+        .await;
+    bar.finish();
+    let summary = result.map_err(|e| explain(e, server, &remote))?;
+    report("sent", &remote, &summary, a.transfer.quiet);
+    Ok(())
+}
+
+fn run_store(a: StoreArgs) -> Result<(), Failure> {
+    let store = Store::new(StoreConfig::new(&a.root))
+        .map_err(|e| format!("cannot open store {}: {e}", a.root.display()))?;
+    let mut out = std::io::stdout().lock();
+    let print = |out: &mut dyn Write, line: String| {
+        writeln!(out, "{line}").map_err(|e| format!("writing to stdout: {e}"))
+    };
+    match a.action {
+        StoreAction::Ls => {
+            let entries = store
+                .list()
+                .map_err(|e| format!("cannot list {}: {e}", a.root.display()))?;
+            for e in entries {
+                print(&mut out, format!("{:>12}  {}", e.size, e.name))?;
+            }
+        }
+        StoreAction::Put { local, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("`{}` has no file name; give NAME", local.display()))?,
+            };
+            let outcome = store.put_file(&name, &local).map_err(|e| e.to_string())?;
+            let what = match (outcome.skipped_identical, outcome.created) {
+                (true, _) => "unchanged",
+                (false, true) => "created",
+                (false, false) => "replaced",
+            };
+            print(
+                &mut out,
+                format!(
+                    "{what} {name} ({} bytes, sha256 {})",
+                    outcome.size,
+                    outcome.sha256_hex()
+                ),
+            )?;
+        }
+        StoreAction::Rm { name } => store.delete(&name).map_err(|e| e.to_string())?,
+        StoreAction::Sum { name } => {
+            let sum = store.sha256(&name).map_err(|e| e.to_string())?;
+            print(&mut out, format!("{sum}  {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_every_address_form() {
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            "127.0.0.1:69".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("127.0.0.1:6969").unwrap(),
+            "127.0.0.1:6969".parse().unwrap()
+        );
+        assert_eq!(resolve("::1").unwrap(), "[::1]:69".parse().unwrap());
+        assert_eq!(resolve("[::1]").unwrap(), "[::1]:69".parse().unwrap());
+        assert_eq!(
+            resolve("[::1]:7000").unwrap(),
+            "[::1]:7000".parse().unwrap()
+        );
+        assert_eq!(resolve("localhost:7000").unwrap().port(), 7000);
+        assert!(resolve("127.0.0.1:notaport").is_err());
+    }
+
+    #[test]
+    fn default_local_name_is_the_last_component() {
+        assert_eq!(last_component("9ffefdef/start4.elf"), "start4.elf");
+        assert_eq!(last_component("pxelinux.cfg\\default"), "default");
+        assert_eq!(last_component("plain"), "plain");
+        assert_eq!(last_component("dir/"), "dir");
+    }
+}

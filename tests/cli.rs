@@ -1,0 +1,242 @@
+//! The `tftplab` binary as a user runs it: serve a directory, fetch and send
+//! files, manage the store, and get one readable line for every mistake.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tftplab"))
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tftplab serve` process, stopped with SIGTERM on drop.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Served {
+    fn start(root: &Path, extra: &[&str]) -> Served {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = bin()
+            .args(["serve", "--root"])
+            .arg(root)
+            .args(["--bind", &addr, "--timeout", "0.2"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let served = Served { child, addr };
+        served.wait_ready();
+        served
+    }
+
+    /// Polls with an RRQ for a name that cannot exist until ERROR comes back.
+    fn wait_ready(&self) {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            probe
+                .send_to(b"\x00\x01\x2e\x2e/ready\x00octet\x00", &self.addr)
+                .unwrap();
+            let mut buf = [0u8; 512];
+            if probe.recv_from(&mut buf).is_ok() {
+                return;
+            }
+        }
+        panic!("server on {} did not come up", self.addr);
+    }
+
+    fn stop(mut self) -> Output {
+        terminate(&self.child);
+        let child = std::mem::replace(&mut self.child, bin().arg("--version").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 + i / 700) as u8).collect()
+}
+
+#[test]
+fn serve_get_put_and_graceful_stop() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("9ffefdef")).unwrap();
+    let content = data(1_048_577);
+    std::fs::write(root.path().join("9ffefdef/start4.elf"), &content).unwrap();
+    let served = Served::start(root.path(), &["--write", "create"]);
+
+    let local = work.path().join("start4.elf");
+    let (code, _, err) = run(bin()
+        .args(["get", &served.addr, "9ffefdef/start4.elf"])
+        .arg(&local)
+        .args(["--blksize", "1468", "--windowsize", "16", "--tsize"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&local).unwrap() == content);
+    assert!(
+        err.contains("received 9ffefdef/start4.elf: 1048577 bytes"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(bin()
+        .args(["put", &served.addr])
+        .arg(&local)
+        .arg("copy.elf"));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(root.path().join("copy.elf")).unwrap() == content);
+
+    let (code, _, err) = run(bin()
+        .args(["put", &served.addr])
+        .arg(&local)
+        .arg("copy.elf"));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "tftplab: {} refused `copy.elf`: ERROR 6: File already exists",
+            served.addr
+        )
+    );
+
+    let out = bin()
+        .args(["get", "-q", &served.addr, "copy.elf", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == content, "stdout differs from the file");
+
+    let out = served.stop();
+    assert!(out.status.success(), "serve exited with {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("transfer complete"), "{log}");
+    assert!(log.contains("bytes=1048577"), "{log}");
+}
+
+#[test]
+fn failures_exit_non_zero_with_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let served = Served::start(root.path(), &[]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["get", &served.addr, "missing.bin", "/dev/null"],
+            "ERROR 1: File not found",
+        ),
+        (
+            &["get", &served.addr, "../etc/passwd", "/dev/null"],
+            "ERROR 2: Access violation",
+        ),
+        (&["put", &served.addr, "Cargo.toml", "x"], "ERROR 2"),
+        (
+            &[
+                "get",
+                "--retries",
+                "1",
+                "--timeout",
+                "1",
+                "127.0.0.1:9",
+                "x",
+                "/dev/null",
+            ],
+            "no answer from 127.0.0.1:9",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, _, err) = run(bin().args(args).current_dir(env!("CARGO_MANIFEST_DIR")));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_and_say_what_is_wrong() {
+    let (code, _, err) = run(bin().args(["get", "127.0.0.1", "f", "--blksize", "7"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--blksize"), "{err}");
+    let (code, _, err) = run(bin().args([
+        "serve",
+        "--root",
+        "/nonexistent/dir",
+        "--bind",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("tftplab: cannot serve /nonexistent/dir"),
+        "{err}"
+    );
+    let (code, _, err) = run(bin().args(["get", "no-such-host.invalid", "f"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot resolve `no-such-host.invalid`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn store_commands_manage_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("test.bin");
+    std::fs::write(&local, b"abc").unwrap();
+    let store = |args: &[&str]| run(bin().args(["store", "--root"]).arg(root.path()).args(args));
+    let (code, out, _) = store(&["put", local.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("created test.bin (3 bytes, sha256 ba7816bf"),
+        "{out}"
+    );
+    let (_, out, _) = store(&["put", local.to_str().unwrap()]);
+    assert!(out.starts_with("unchanged test.bin"), "{out}");
+    let (_, out, _) = store(&["ls"]);
+    assert_eq!(out, "           3  test.bin\n");
+    let (_, out, _) = store(&["sum", "test.bin"]);
+    assert_eq!(
+        out,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  test.bin\n"
+    );
+    let (code, _, _) = store(&["rm", "test.bin"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = store(&["ls"]);
+    assert_eq!(out, "");
+    let (code, _, err) = store(&["rm", "test.bin"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1);
+}
