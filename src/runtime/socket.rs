@@ -35,8 +35,27 @@ pub trait Network: Clone + Send + Sync + 'static {
 }
 
 /// The host's UDP stack, through tokio.
+///
+/// Sockets get send and receive buffers of [`SOCKET_BUFFER`] bytes (the
+/// kernel clamps the request to `net.core.rmem_max` / `wmem_max`): a window
+/// of 16 blocks of 8 KiB already overflows Linux's default 208 KiB receive
+/// buffer on loopback, and every overflow costs a retransmission timeout.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioNet;
+
+/// Requested socket buffer size for [`TokioNet`] sockets.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Larger buffers are an optimisation; a kernel that refuses them is fine.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
 
 impl DatagramSocket for tokio::net::UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -63,6 +82,6 @@ impl Network for TokioNet {
     type Socket = tokio::net::UdpSocket;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
-        tokio::net::UdpSocket::bind(addr)
+        std::future::ready(bind_std(addr).and_then(tokio::net::UdpSocket::from_std))
     }
 }
