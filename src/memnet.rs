@@ -97,6 +97,9 @@ pub struct Setup {
     pub script: Option<Script>,
     /// The client gives up on the run after this much simulated time.
     pub time_limit: Duration,
+    /// The run stops (unfinished) once this many datagrams were sent, so a
+    /// retransmission storm ends in a failed check instead of a hang.
+    pub max_datagrams: u64,
 }
 
 impl Setup {
@@ -110,6 +113,7 @@ impl Setup {
             seed: 0,
             script: None,
             time_limit: Duration::from_secs(3600),
+            max_datagrams: 2_000_000,
         }
     }
 
@@ -165,12 +169,15 @@ struct Net {
     /// Keyed by (delivery time, sequence): delivery order is deterministic.
     queue: BTreeMap<(Instant, u64), InFlight>,
     seq: u64,
+    /// Datagrams handed to the network (before faults).
+    sent: u64,
     t0: Instant,
     trace: Vec<String>,
 }
 
 impl Net {
     fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.sent += 1;
         let dir = if to == addr(CLIENT) {
             Dir::ToClient
         } else {
@@ -251,6 +258,7 @@ pub fn run(mut setup: Setup) -> Report {
         script: setup.script.take(),
         queue: BTreeMap::new(),
         seq: 0,
+        sent: 0,
         t0,
         trace: Vec::new(),
     };
@@ -294,7 +302,7 @@ pub fn run(mut setup: Setup) -> Report {
         .flatten()
         .min();
         let Some(next) = next else { break };
-        if next.duration_since(t0) > setup.time_limit {
+        if next.duration_since(t0) > setup.time_limit || net.sent >= setup.max_datagrams {
             break;
         }
         now = next.max(now);
