@@ -14,10 +14,13 @@
 //!   datagram socket (tokio's UDP, turmoil's, a raw link).
 //! - [`store`]: the server's root directory: path confinement, write
 //!   policy, atomic uploads, and the management API.
+//! - [`lab`]: scenarios, fault plans, client profiles, traces and checks,
+//!   shared by the simulator and the hardware runner.
 //! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
 //!   a server machine against each other under a fake clock.
 
 pub mod data;
+pub mod lab;
 pub mod memnet;
 pub mod netascii;
 pub mod options;

@@ -1,6 +1,105 @@
 //! tftplab-sim: runs tftplab scenarios in a deterministic turmoil world.
 //!
-//! This crate is filled by the simulation-lab work; for now it only
-//! re-exports the core so the workspace layout is in place.
+//! [`world::run`] builds the world for one scenario and seed and judges it;
+//! [`run_many`] runs a set of scenarios over many seeds in parallel (each
+//! simulation is single-threaded and deterministic on its own).
 
-pub use tftplab;
+pub mod report;
+pub mod world;
+
+pub use world::{run, SimOptions, SimRun, TurmoilNet};
+
+use report::ScenarioRuns;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tftplab::lab::scenario::Scenario;
+use tftplab::lab::trace::render_text;
+
+/// Loads every `.toml` file named or found (non-recursively) in the given
+/// directories, sorted by path. The first bad file stops with its message.
+pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries =
+                std::fs::read_dir(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err("no scenario files found".into());
+    }
+    files
+        .iter()
+        .map(|f| Scenario::load(Path::new(f)).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub seeds: Vec<u64>,
+    pub check_determinism: bool,
+    pub jobs: usize,
+    pub options: SimOptions,
+    pub progress: bool,
+}
+
+/// Runs every scenario with every seed on `plan.jobs` threads. Results come
+/// back in scenario and seed order whatever the scheduling.
+pub fn run_many(scenarios: &[Scenario], plan: &RunPlan) -> Vec<ScenarioRuns> {
+    let work: Vec<(usize, u64)> = (0..scenarios.len())
+        .flat_map(|i| plan.seeds.iter().map(move |&s| (i, s)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<(SimRun, bool)>>> = work.iter().map(|_| Mutex::new(None)).collect();
+    let bar = report::progress_bar(plan.progress, work.len() as u64);
+    std::thread::scope(|scope| {
+        for _ in 0..plan.jobs.max(1) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, seed)) = work.get(k) else { break };
+                let first = run(&scenarios[i], seed, plan.options);
+                let deterministic = !plan.check_determinism || {
+                    let second = run(&scenarios[i], seed, plan.options);
+                    render_text(&first.trace) == render_text(&second.trace)
+                };
+                if let Ok(mut slot) = slots[k].lock() {
+                    *slot = Some((first, deterministic));
+                }
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            });
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut out: Vec<ScenarioRuns> = scenarios
+        .iter()
+        .map(|s| ScenarioRuns {
+            scenario: s.clone(),
+            runs: Vec::new(),
+            nondeterministic: Vec::new(),
+        })
+        .collect();
+    for (k, slot) in slots.into_iter().enumerate() {
+        let (i, seed) = work[k];
+        if let Ok(Some((run, deterministic))) = slot.into_inner() {
+            if !deterministic {
+                out[i].nondeterministic.push(seed);
+            }
+            out[i].runs.push(run);
+        }
+    }
+    out
+}

@@ -1,121 +1,155 @@
-//! `tftplab-sim`: the project's main job.
-//!
-//! Until the turmoil-based scenario runner lands, this runs the protocol
-//! core's demo: the real client and server machines joined by
-//! `tftplab::memnet` (an in-memory network with seeded loss, duplication and
-//! reordering), over a grid of block and window sizes, and prints one line per
-//! transfer. Any run replays exactly from its seed.
+//! `tftplab-sim`: runs scenario files in a deterministic simulated network.
+//! `tftplab-sim --help` is the manual.
 
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-use tftplab::memnet::{run, Faults, Setup};
-use tftplab::options::{Direction, OptionRequest};
-use tftplab::proto::Summary;
+use std::time::Instant;
+use tftplab_sim::report::{junit, summary_table, ScenarioRuns};
+use tftplab_sim::{load_scenarios, run_many, RunPlan, SimOptions};
 
-fn usage() -> ExitCode {
-    eprintln!("usage: tftplab-sim [--seed N] [--trace]");
-    ExitCode::from(2)
+/// Runs tftplab scenarios under a deterministic simulated network with
+/// loss, duplication, reordering, partitions and crashes. The real server
+/// and client run on every simulated host; one seed decides everything, so
+/// any failure replays exactly.
+///
+/// Examples:
+///   tftplab-sim run                              # every scenario in scenarios/
+///   tftplab-sim run scenarios/rpi4-netboot.toml --seeds 50
+///   tftplab-sim run scenarios/rpi4-netboot.toml --seed 17 --trace rpi4.trace
+#[derive(Debug, Parser)]
+#[command(name = "tftplab-sim", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run scenarios for several seeds and judge each run.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Scenario files or directories (default: scenarios/).
+    paths: Vec<PathBuf>,
+    /// Seeds per scenario (1, 2, ... N).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// Run only this seed (replays a failure).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run everything twice and fail if any trace differs.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Write the text trace of the (last) run here (one line per datagram).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Write the trace as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a Mermaid sequence diagram of the trace here.
+    #[arg(long, value_name = "FILE")]
+    mermaid: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Parallel simulations (default: number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Simulated time per step, in milliseconds.
+    #[arg(long, default_value_t = 1)]
+    tick_ms: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
-    let mut seed = 1u64;
-    let mut show_trace = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--seed" => match args.next().and_then(|s| s.parse().ok()) {
-                Some(s) => seed = s,
-                None => return usage(),
-            },
-            "--trace" => show_trace = true,
-            "-h" | "--help" => {
-                println!("tftplab-sim: runs transfers between the real tftplab machines over a");
-                println!("seeded lossy in-memory network and checks every byte arrives.");
-                println!();
-                println!("  --seed N   seed for the network's faults (default 1)");
-                println!("  --trace    print every datagram of every transfer");
-                return ExitCode::SUCCESS;
-            }
-            _ => return usage(),
+    let Command::Run(args) = Cli::parse().command;
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("tftplab-sim: {message}");
+            ExitCode::from(2)
         }
     }
-    demo(seed, show_trace)
 }
 
-fn demo(seed: u64, show_trace: bool) -> ExitCode {
-    let data: Vec<u8> = (0..2_228_224u32)
-        .map(|i| (i * 31 + i / 977) as u8)
-        .collect();
-    println!(
-        "{:<5} {:>7} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>10}  result",
-        "op", "blksize", "window", "loss", "dup", "bytes", "data", "resent", "sim time"
-    );
-    let mut failures = 0;
-    for (direction, blksize, window, loss, dup) in [
-        (Direction::Read, 1024, 1, 0.0, 0.0),
-        (Direction::Read, 1024, 1, 0.05, 0.05),
-        (Direction::Read, 1468, 8, 0.05, 0.05),
-        (Direction::Read, 8192, 16, 0.02, 0.10),
-        (Direction::Write, 512, 1, 0.05, 0.05),
-        (Direction::Write, 1468, 16, 0.05, 0.05),
-    ] {
-        let mut setup = match direction {
-            Direction::Read => Setup::get(data.clone()),
-            Direction::Write => Setup::put(data.clone()),
-        };
-        setup.client.options = OptionRequest {
-            blksize: Some(blksize),
-            windowsize: Some(window),
-            tsize: Some(0),
-            ..OptionRequest::default()
-        };
-        setup.client.retries = 20;
-        setup.server.retries = 20;
-        setup.faults = Faults {
-            loss,
-            duplicate: dup,
-            reorder: 0.02,
-            reorder_delay: Duration::from_millis(5),
-            latency: Duration::from_micros(200),
-        };
-        setup.seed = seed;
-        let report = run(setup);
-        let sender = report.sender_counters(direction);
-        let ok = report.received == data
-            && matches!(report.client, Some(Ok(_)))
-            && matches!(report.server, Some(Ok(_)));
-        failures += usize::from(!ok);
-        let took = match &report.client {
-            Some(Ok(Summary { duration, .. })) => format!("{:.3}s", duration.as_secs_f64()),
-            _ => "-".into(),
-        };
-        println!(
-            "{:<5} {:>7} {:>6} {:>4}% {:>4}% {:>9} {:>8} {:>8} {:>10}  {}",
-            if direction == Direction::Read {
-                "get"
-            } else {
-                "put"
-            },
-            blksize,
-            window,
-            loss * 100.0,
-            dup * 100.0,
-            report.received.len(),
-            sender.data_sent,
-            sender.data_retransmitted,
-            took,
-            if ok { "intact" } else { "FAILED" }
-        );
-        if show_trace || !ok {
-            for line in &report.trace {
-                println!("    {line}");
+fn run(args: RunArgs) -> Result<bool, String> {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        args.paths.clone()
+    };
+    let scenarios = load_scenarios(&paths)?;
+    let seeds: Vec<u64> = match args.seed {
+        Some(s) => vec![s],
+        None => (1..=args.seeds).collect(),
+    };
+    let plan = RunPlan {
+        seeds,
+        check_determinism: args.check_determinism,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        options: SimOptions {
+            tick: std::time::Duration::from_millis(args.tick_ms.max(1)),
+        },
+        progress: !args.quiet,
+    };
+    let started = Instant::now();
+    let runs: Vec<ScenarioRuns> = run_many(&scenarios, &plan);
+    let wall = started.elapsed();
+    print!("{}", summary_table(&runs, wall));
+    let mut ok = true;
+    for sr in &runs {
+        for r in sr.runs.iter().filter(|r| !r.passed()) {
+            ok = false;
+            println!("\nFAILED {} seed {}:", sr.scenario.name, r.seed);
+            if let Some(e) = &r.sim_error {
+                println!("  simulation error: {e}");
             }
+            for f in &r.verdict.failures {
+                println!("  {f}");
+            }
+            println!(
+                "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
+                sr.scenario.path.display(),
+                r.seed,
+                sr.scenario.name,
+                r.seed
+            );
+        }
+        for d in &sr.nondeterministic {
+            ok = false;
+            println!(
+                "\nNONDETERMINISTIC {} seed {d}: two runs gave different traces",
+                sr.scenario.name
+            );
         }
     }
-    if failures > 0 {
-        println!("{failures} transfer(s) failed; replay with: cargo run -p tftplab-sim -- --seed {seed} --trace");
-        return ExitCode::FAILURE;
+    if let Some(last) = runs.last().and_then(|sr| sr.runs.last()) {
+        use tftplab::lab::trace::{render_json, render_mermaid, render_text};
+        let write = |path: &Option<PathBuf>, text: String| -> Result<(), String> {
+            match path {
+                Some(p) => std::fs::write(p, text)
+                    .map_err(|e| format!("cannot write {}: {e}", p.display())),
+                None => Ok(()),
+            }
+        };
+        write(&args.trace, render_text(&last.trace))?;
+        write(&args.json, render_json(&last.trace))?;
+        write(
+            &args.mermaid,
+            format!("```mermaid\n{}```\n", render_mermaid(&last.trace, 400)),
+        )?;
     }
-    println!("all transfers intact (seed {seed})");
-    ExitCode::SUCCESS
+    if let Some(p) = &args.junit {
+        std::fs::write(p, junit(&runs))
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(ok)
 }

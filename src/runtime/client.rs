@@ -1,6 +1,6 @@
 //! The TFTP client: downloads and uploads over any [`Network`].
 
-use super::driver::{drive, now, Cancel, Until};
+use super::driver::{drive, now, Cancel, Control, Until};
 use super::socket::{DatagramSocket, Network};
 use crate::data::{MemSource, Sink, Source};
 use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Summary, Transfer, TransferError};
@@ -176,9 +176,12 @@ where
     let (_keep, mut cancel) = watch::channel(Cancel::Run);
     let mut result = None;
     let total = std::cell::Cell::new(total);
-    let on_event = |event| match event {
-        Event::Negotiated(n) => total.set(total.get().or(n.tsize)),
-        Event::Finished(r) => result = Some(r),
+    let on_event = |event| {
+        match event {
+            Event::Negotiated(n) => total.set(total.get().or(n.tsize)),
+            Event::Finished(r) => result = Some(r),
+        }
+        Control::Continue
     };
     let mut last = 0;
     let on_progress = |bytes| {
@@ -189,6 +192,7 @@ where
                 total: total.get(),
             });
         }
+        Control::Continue
     };
     drive(
         &mut machine,
@@ -207,8 +211,8 @@ where
                 &socket,
                 &mut cancel,
                 Until::Closed,
-                |_| {},
-                |_| {},
+                |_| Control::Continue,
+                |_| Control::Continue,
             )
             .await;
         });

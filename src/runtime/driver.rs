@@ -21,6 +21,15 @@ pub(crate) enum Cancel {
     Abort,
 }
 
+/// What an event or progress hook wants next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    Continue,
+    /// End the transfer from this side with this ERROR (a client profile
+    /// that probes and aborts, as UEFI and the rpi4 bootloader do).
+    Abort(ErrorCode, &'static str),
+}
+
 /// How far to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Until {
@@ -38,8 +47,8 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     socket: &S,
     cancel: &mut watch::Receiver<Cancel>,
     until: Until,
-    mut on_event: impl FnMut(Event),
-    mut on_progress: impl FnMut(u64),
+    mut on_event: impl FnMut(Event) -> Control,
+    mut on_progress: impl FnMut(u64) -> Control,
 ) {
     let mut tx = vec![0u8; MAX_DATAGRAM];
     let mut rx = vec![0u8; MAX_DATAGRAM + 1];
@@ -54,9 +63,16 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
                 tracing::debug!(dest = %out.dest, error = %e, "send failed");
             }
         }
+        let mut hook_aborted = false;
         while let Some(event) = machine.poll_event() {
             finished |= matches!(event, Event::Finished(_));
-            on_event(event);
+            if let Control::Abort(code, message) = on_event(event) {
+                machine.abort(code, message);
+                hook_aborted = true;
+            }
+        }
+        if hook_aborted {
+            continue; // send the ERROR and collect the outcome first
         }
         if aborting || machine.is_closed() || (finished && until == Until::Finished) {
             return;
@@ -74,7 +90,9 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
                 Ok((len, from)) => {
                     recv_errors = 0;
                     machine.handle_datagram(now(), from, &rx[..len]);
-                    on_progress(machine.bytes_transferred());
+                    if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
+                        machine.abort(code, message);
+                    }
                 }
                 Err(e) => {
                     // A broken socket must not spin: give up after a run of errors.

@@ -9,7 +9,7 @@
 //! - [`client`]: [`Client`] gets and puts files, bytes or any source/sink.
 
 pub mod client;
-mod driver;
+pub(crate) mod driver;
 pub mod server;
 pub mod socket;
 

@@ -1,7 +1,7 @@
 //! The TFTP server: a listener on the well-known address that starts one
 //! task per transfer, each on its own socket (its own TID).
 
-use super::driver::{drive, now, Cancel, Until};
+use super::driver::{drive, now, Cancel, Control, Until};
 use super::socket::{DatagramSocket, Network};
 use crate::options::Direction;
 use crate::proto::{
@@ -417,6 +417,7 @@ impl<S: DatagramSocket> TransferTask<S> {
             if let Event::Finished(r) = event {
                 result = Some(r);
             }
+            Control::Continue
         };
         let (machine, socket) = (&mut self.machine, &self.socket);
         drive(
@@ -425,7 +426,7 @@ impl<S: DatagramSocket> TransferTask<S> {
             &mut cancel,
             Until::Finished,
             on_event,
-            |_| {},
+            |_| Control::Continue,
         )
         .await;
         let counters = self.machine.counters();
@@ -435,7 +436,16 @@ impl<S: DatagramSocket> TransferTask<S> {
         }));
         self.report(result, counters);
         let (machine, socket) = (&mut self.machine, &self.socket);
-        drive(machine, socket, &mut cancel, Until::Closed, |_| {}, |_| {}).await;
+        let idle = |_| Control::Continue;
+        drive(
+            machine,
+            socket,
+            &mut cancel,
+            Until::Closed,
+            |_| Control::Continue,
+            idle,
+        )
+        .await;
         if let Ok(mut active) = self.shared.active.lock() {
             active.remove(&self.peer);
         }

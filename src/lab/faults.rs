@@ -1,0 +1,371 @@
+//! The fault plan: what the network does to each datagram, per direction,
+//! decided by a seeded generator so a run replays exactly from its seed.
+//!
+//! turmoil cannot duplicate datagrams, reorders only through latency jitter
+//! and its `fail_rate` drops whole links, so tftplab decides every
+//! datagram's fate itself. The simulator applies the decision on its
+//! sockets; the hardware runner applies the same decision to frames.
+//!
+//! Damage (bit flips, truncation) is modelled as it happens on a wire: the
+//! receiving UDP stack's checksum catches it and drops the datagram. In the
+//! simulator that is a recorded drop; on hardware the damaged frame really
+//! goes out and the receiver's checksum check does the dropping.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Faults for both directions of every client-server link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultPlan {
+    #[serde(default)]
+    pub client_to_server: LinkFaults,
+    #[serde(default)]
+    pub server_to_client: LinkFaults,
+}
+
+/// Gilbert-Elliott bursty loss: a two-state chain entered with probability
+/// `enter` per datagram and left with `exit`; in the bad state each datagram
+/// is lost with probability `loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    pub enter: f64,
+    pub exit: f64,
+    #[serde(default = "one")]
+    pub loss: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A fraction of datagrams held back by an extra delay in a range, so later
+/// ones overtake them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reorder {
+    pub fraction: f64,
+    pub delay: DelayRange,
+}
+
+/// A delay range written `["1ms", "20ms"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DelayRange {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl<'de> Deserialize<'de> for DelayRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<String> = Vec::deserialize(d)?;
+        let parse = |s: &String| {
+            super::scenario::parse_duration(s).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{s}` is not a duration like 5ms"))
+            })
+        };
+        match v.as_slice() {
+            [a, b] => Ok(DelayRange {
+                min: parse(a)?,
+                max: parse(b)?,
+            }),
+            _ => Err(serde::de::Error::custom(
+                "a delay range is [\"MIN\", \"MAX\"]",
+            )),
+        }
+    }
+}
+
+/// Faults for one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFaults {
+    /// Independent loss probability per datagram.
+    #[serde(default)]
+    pub loss: f64,
+    pub burst: Option<Burst>,
+    /// Probability that a datagram is duplicated.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Extra copies sent when duplicating (default 1).
+    #[serde(default)]
+    pub copies: Option<u32>,
+    pub reorder: Option<Reorder>,
+    /// Probability of bit flips (caught by the UDP checksum).
+    #[serde(default)]
+    pub corrupt: f64,
+    /// Probability of truncation (caught by the UDP length check).
+    #[serde(default)]
+    pub truncate: f64,
+    /// One-way latency, drawn uniformly per datagram.
+    #[serde(default)]
+    pub latency: Option<DelayRange>,
+}
+
+impl FaultPlan {
+    pub fn check(&self) -> Result<(), String> {
+        self.client_to_server
+            .check()
+            .map_err(|m| format!("client_to_server: {m}"))?;
+        self.server_to_client
+            .check()
+            .map_err(|m| format!("server_to_client: {m}"))
+    }
+
+    /// No faults at all in either direction.
+    pub fn is_clean(&self) -> bool {
+        self.client_to_server.is_clean() && self.server_to_client.is_clean()
+    }
+}
+
+impl LinkFaults {
+    fn check(&self) -> Result<(), String> {
+        let p = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} is not a probability in 0..=1"))
+            }
+        };
+        p("loss", self.loss)?;
+        p("duplicate", self.duplicate)?;
+        p("corrupt", self.corrupt)?;
+        p("truncate", self.truncate)?;
+        if let Some(b) = self.burst {
+            p("burst.enter", b.enter)?;
+            p("burst.exit", b.exit)?;
+            p("burst.loss", b.loss)?;
+        }
+        if let Some(r) = self.reorder {
+            p("reorder.fraction", r.fraction)?;
+            range("reorder.delay", r.delay)?;
+        }
+        if let Some(l) = self.latency {
+            range("latency", l)?;
+        }
+        if self.copies.is_some_and(|c| c == 0 || c > 16) {
+            return Err("copies must be 1..=16".into());
+        }
+        Ok(())
+    }
+
+    pub fn is_clean(&self) -> bool {
+        *self
+            == LinkFaults {
+                latency: self.latency,
+                ..LinkFaults::default()
+            }
+    }
+}
+
+fn range(name: &str, r: DelayRange) -> Result<(), String> {
+    if r.min > r.max || r.max > Duration::from_secs(60) {
+        return Err(format!("{name}: need MIN <= MAX <= 60s"));
+    }
+    Ok(())
+}
+
+/// Why a datagram did not arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Loss,
+    Burst,
+    /// Bits flipped on the way; the receiver's checksum dropped it.
+    Corrupted,
+    /// Cut short on the way; the receiver's length check dropped it.
+    Truncated,
+}
+
+/// The fate of one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered once per entry, after that entry's delay (more than one
+    /// entry: duplicated; a delay above the latency: held back).
+    Deliver {
+        delays: Vec<Duration>,
+        held_back: bool,
+    },
+    Dropped(Cause),
+}
+
+/// Decides fates for one direction from its own seeded generator.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    faults: LinkFaults,
+    rng: ChaCha8Rng,
+    in_burst: bool,
+}
+
+impl Injector {
+    pub fn new(faults: LinkFaults, seed: u64) -> Self {
+        Injector {
+            faults,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            in_burst: false,
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p.clamp(0.0, 1.0))
+    }
+
+    fn delay_in(&mut self, r: DelayRange) -> Duration {
+        let span = (r.max - r.min).as_micros() as u64;
+        r.min + Duration::from_micros(self.rng.random_range(0..=span))
+    }
+
+    /// Decides the next datagram's fate. The draws happen in a fixed order,
+    /// so the same seed gives the same fates.
+    pub fn decide(&mut self) -> Fate {
+        let f = self.faults;
+        if let Some(b) = f.burst {
+            self.in_burst = if self.in_burst {
+                !self.chance(b.exit)
+            } else {
+                self.chance(b.enter)
+            };
+            if self.in_burst && self.chance(b.loss) {
+                return Fate::Dropped(Cause::Burst);
+            }
+        }
+        if self.chance(f.loss) {
+            return Fate::Dropped(Cause::Loss);
+        }
+        if self.chance(f.corrupt) {
+            return Fate::Dropped(Cause::Corrupted);
+        }
+        if self.chance(f.truncate) {
+            return Fate::Dropped(Cause::Truncated);
+        }
+        let copies = if self.chance(f.duplicate) {
+            1 + f.copies.unwrap_or(1)
+        } else {
+            1
+        };
+        let mut delays = Vec::with_capacity(copies as usize);
+        let mut held_back = false;
+        for _ in 0..copies {
+            let mut d = f.latency.map_or(Duration::ZERO, |l| self.delay_in(l));
+            if let Some(r) = f.reorder {
+                if self.chance(r.fraction) {
+                    held_back = true;
+                    d += self.delay_in(r.delay);
+                }
+            }
+            delays.push(d);
+        }
+        Fate::Deliver { delays, held_back }
+    }
+
+    /// Flips `bits` random bits of `frame` (for frame-level injection).
+    pub fn damage(&mut self, frame: &mut [u8], bits: usize) {
+        if frame.is_empty() {
+            return;
+        }
+        for _ in 0..bits {
+            let bit = self.rng.random_range(0..frame.len() * 8);
+            frame[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fates(faults: LinkFaults, seed: u64, n: usize) -> Vec<Fate> {
+        let mut inj = Injector::new(faults, seed);
+        (0..n).map(|_| inj.decide()).collect()
+    }
+
+    #[test]
+    fn same_seed_same_fates_and_rates_near_the_plan() {
+        let f = LinkFaults {
+            loss: 0.1,
+            duplicate: 0.2,
+            reorder: Some(Reorder {
+                fraction: 0.3,
+                delay: DelayRange {
+                    min: Duration::from_millis(1),
+                    max: Duration::from_millis(9),
+                },
+            }),
+            ..LinkFaults::default()
+        };
+        let a = fates(f, 7, 20_000);
+        assert_eq!(a, fates(f, 7, 20_000));
+        assert_ne!(a, fates(f, 8, 20_000));
+        let lost = a
+            .iter()
+            .filter(|x| matches!(x, Fate::Dropped(Cause::Loss)))
+            .count();
+        let dup = a
+            .iter()
+            .filter(|x| matches!(x, Fate::Deliver { delays, .. } if delays.len() == 2))
+            .count();
+        assert!((1800..2200).contains(&lost), "{lost}");
+        assert!((3300..3900).contains(&dup), "{dup}"); // 0.9 * 0.2 * 20000 = 3600
+    }
+
+    #[test]
+    fn bursts_cluster_losses() {
+        let f = LinkFaults {
+            burst: Some(Burst {
+                enter: 0.01,
+                exit: 0.25,
+                loss: 1.0,
+            }),
+            ..LinkFaults::default()
+        };
+        let a = fates(f, 1, 50_000);
+        let lost: Vec<bool> = a.iter().map(|x| matches!(x, Fate::Dropped(_))).collect();
+        let total = lost.iter().filter(|&&l| l).count();
+        let runs = lost.windows(2).filter(|w| w[1] && !w[0]).count();
+        // Mean burst length 1/exit = 4: far fewer runs than losses.
+        assert!(
+            total > 1000 && runs * 2 < total,
+            "total {total} runs {runs}"
+        );
+    }
+
+    #[test]
+    fn clean_plan_delivers_everything_once_without_delay() {
+        for f in fates(LinkFaults::default(), 3, 1000) {
+            assert_eq!(
+                f,
+                Fate::Deliver {
+                    delays: vec![Duration::ZERO],
+                    held_back: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn bad_plans_are_rejected() {
+        let bad = LinkFaults {
+            loss: 1.5,
+            ..LinkFaults::default()
+        };
+        assert!(bad.check().is_err());
+        let bad = LinkFaults {
+            latency: Some(DelayRange {
+                min: Duration::from_millis(5),
+                max: Duration::from_millis(1),
+            }),
+            ..LinkFaults::default()
+        };
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn damage_flips_bits() {
+        let mut inj = Injector::new(LinkFaults::default(), 9);
+        let mut frame = [0u8; 64];
+        inj.damage(&mut frame, 3);
+        let flipped: u32 = frame.iter().map(|b| b.count_ones()).sum();
+        assert!((1..=3).contains(&flipped));
+    }
+}

@@ -1,0 +1,176 @@
+//! A [`Network`] wrapper that applies a direction's fault plan to every
+//! datagram sent through it and records each in the trace. The server's
+//! host wraps its network with the server-to-client faults, each client's
+//! host with the client-to-server faults, so every datagram passes exactly
+//! one injector.
+
+use super::faults::{Cause, Fate, Injector};
+use super::trace::{Trace, TraceFate};
+use crate::runtime::{DatagramSocket, Network};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Names hosts in the trace and tells the time since the run started.
+pub trait LabClock: Send + Sync + 'static {
+    fn elapsed(&self) -> Duration;
+    fn name(&self, ip: IpAddr) -> String;
+}
+
+/// Wraps `N` so every send goes through the injector.
+#[derive(Clone)]
+pub struct FaultyNet<N: Network> {
+    inner: N,
+    /// This host's name in the trace.
+    host: Arc<str>,
+    injector: Arc<Mutex<Injector>>,
+    trace: Trace,
+    clock: Arc<dyn LabClock>,
+}
+
+impl<N: Network> FaultyNet<N> {
+    pub fn new(
+        inner: N,
+        host: &str,
+        injector: Injector,
+        trace: Trace,
+        clock: Arc<dyn LabClock>,
+    ) -> Self {
+        FaultyNet {
+            inner,
+            host: host.into(),
+            injector: Arc::new(Mutex::new(injector)),
+            trace,
+            clock,
+        }
+    }
+}
+
+pub struct FaultySocket<S: DatagramSocket> {
+    inner: Arc<S>,
+    host: Arc<str>,
+    local: SocketAddr,
+    injector: Arc<Mutex<Injector>>,
+    trace: Trace,
+    clock: Arc<dyn LabClock>,
+}
+
+impl<N: Network> Network for FaultyNet<N> {
+    type Socket = FaultySocket<N::Socket>;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        let bound = self.inner.bind(addr);
+        let (injector, trace, clock) = (
+            self.injector.clone(),
+            self.trace.clone(),
+            self.clock.clone(),
+        );
+        let host = self.host.clone();
+        async move {
+            let inner = bound.await?;
+            let local = inner.local_addr()?;
+            Ok(FaultySocket {
+                inner: Arc::new(inner),
+                host,
+                local,
+                injector,
+                trace,
+                clock,
+            })
+        }
+    }
+}
+
+impl<S: DatagramSocket> FaultySocket<S> {
+    fn decide(&self) -> Fate {
+        match self.injector.lock() {
+            Ok(mut inj) => inj.decide(),
+            Err(_) => Fate::Deliver {
+                delays: vec![Duration::ZERO],
+                held_back: false,
+            },
+        }
+    }
+
+    fn record(&self, target: SocketAddr, fate: TraceFate, buf: &[u8]) {
+        let from = self.host.to_string();
+        let to = self.clock.name(target.ip());
+        self.trace.record(self.clock.elapsed(), from, to, fate, buf);
+    }
+}
+
+fn cause_name(c: Cause) -> &'static str {
+    match c {
+        Cause::Loss => "loss",
+        Cause::Burst => "burst loss",
+        Cause::Corrupted => "corrupted, bad checksum",
+        Cause::Truncated => "truncated, bad length",
+    }
+}
+
+impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        let fate = self.decide();
+        let (delays, trace_fate) = match fate {
+            Fate::Dropped(cause) => (
+                Vec::new(),
+                TraceFate::Dropped {
+                    cause: cause_name(cause).into(),
+                },
+            ),
+            Fate::Deliver { delays, held_back } => {
+                let fate = if delays.len() > 1 {
+                    TraceFate::Duplicated {
+                        copies: delays.len(),
+                    }
+                } else if held_back {
+                    TraceFate::Delayed {
+                        by_us: delays[0].as_micros() as u64,
+                    }
+                } else {
+                    TraceFate::Delivered
+                };
+                (delays, fate)
+            }
+        };
+        self.record(target, trace_fate, buf);
+        let len = buf.len();
+        let mut now_copies = 0;
+        for d in &delays {
+            if d.is_zero() {
+                now_copies += 1;
+            } else {
+                let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = inner.send_to(&data, target).await;
+                });
+            }
+        }
+        let inner = self.inner.clone();
+        let data = buf.to_vec();
+        async move {
+            for _ in 0..now_copies {
+                inner.send_to(&data, target).await?;
+            }
+            Ok(len)
+        }
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        self.inner.recv_from(buf)
+    }
+}

@@ -1,0 +1,313 @@
+//! Client profiles: real clients' habits, reproduced with the real client
+//! machines over any [`Network`]. In the simulator a profile stands in for
+//! the board; on hardware the board itself does this part.
+
+use super::scenario::{Action, ActionKind, ClientSpec, FileContent, Profile};
+use crate::data::{MemSource, Sink};
+use crate::options::OptionRequest;
+use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Transfer, TransferError};
+use crate::runtime::driver::{drive, now, Cancel, Control, Until};
+use crate::runtime::{DatagramSocket, Network};
+use crate::wire::{ErrorCode, Mode};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How an action ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    /// A download completed with these bytes (compared later), or an upload
+    /// completed.
+    Done { bytes: Vec<u8> },
+    /// An rpi4-style probe got its OACK and block 1, then terminated.
+    Probed,
+    /// The server sent this ERROR.
+    ServerError(u16, String),
+    /// No answer within the retries.
+    TimedOut,
+    /// This side gave up for another reason.
+    Local(u16, String),
+}
+
+/// One action's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionResult {
+    pub client: String,
+    pub index: usize,
+    pub action: Action,
+    pub got: Got,
+    /// Time since the run started when the action ended.
+    pub ended_at: Duration,
+}
+
+/// A sink into shared memory, so the bytes outlive the machine.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<u8>>>);
+
+impl Sink for Collect {
+    fn write_at(&mut self, _offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(data);
+        Ok(())
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn abort(&mut self) {}
+}
+
+/// What a profile asks for on a real download.
+fn get_options(spec: &ClientSpec) -> OptionRequest {
+    let o = spec.options;
+    match spec.profile {
+        Profile::Rpi4Bootloader => OptionRequest {
+            tsize: Some(0),
+            blksize: Some(1024),
+            ..OptionRequest::default()
+        },
+        Profile::UBoot => OptionRequest {
+            timeout: Some(5),
+            blksize: Some(o.blksize.unwrap_or(1468)),
+            windowsize: o.windowsize.filter(|&w| w > 1),
+            ..OptionRequest::default()
+        },
+        Profile::UefiPxe => OptionRequest {
+            blksize: Some(o.blksize.unwrap_or(1468)),
+            ..OptionRequest::default()
+        },
+        Profile::Legacy => OptionRequest::default(),
+        Profile::Custom => OptionRequest {
+            blksize: o.blksize,
+            windowsize: o.windowsize,
+            timeout: o.timeout,
+            tsize: o.tsize.then_some(0),
+        },
+    }
+}
+
+fn config(spec: &ClientSpec, options: OptionRequest) -> ClientConfig {
+    ClientConfig {
+        mode: if spec.options.netascii {
+            Mode::Netascii
+        } else {
+            Mode::Octet
+        },
+        options,
+        timeout: spec.retry_every,
+        retries: spec.retries,
+        max_size: None,
+    }
+}
+
+/// Runs every action of one client in order and reports each.
+pub async fn run_client<N: Network>(
+    net: &N,
+    server: SocketAddr,
+    spec: &ClientSpec,
+    clock: &dyn Fn() -> Duration,
+) -> Vec<ActionResult> {
+    tokio::time::sleep(spec.start).await;
+    let mut results = Vec::new();
+    for (index, action) in spec.actions.iter().enumerate() {
+        let got = match &action.kind {
+            ActionKind::Sleep(d) => {
+                tokio::time::sleep(*d).await;
+                continue;
+            }
+            ActionKind::Get { name, probe } => get(net, server, spec, name, *probe).await,
+            ActionKind::Put { name, content } => put(net, server, spec, name, content).await,
+        };
+        results.push(ActionResult {
+            client: spec.name.clone(),
+            index,
+            action: action.clone(),
+            got,
+            ended_at: clock(),
+        });
+    }
+    results
+}
+
+async fn socket_for<N: Network>(net: &N, server: SocketAddr) -> std::io::Result<N::Socket> {
+    let any = match server.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    net.bind(SocketAddr::new(any, 0)).await
+}
+
+/// When to cut a download short, as probing firmware does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Never,
+    /// UEFI: answer the OACK with ERROR 8.
+    AfterOack,
+    /// rpi4: ERROR 0 "Early terminate" once block 1 is in.
+    AfterBlock1,
+}
+
+async fn get<N: Network>(
+    net: &N,
+    server: SocketAddr,
+    spec: &ClientSpec,
+    name: &str,
+    probe: bool,
+) -> Got {
+    let options = get_options(spec);
+    if spec.profile == Profile::UefiPxe {
+        let probe_options = OptionRequest {
+            tsize: Some(0),
+            ..options
+        };
+        match download(net, server, spec, name, probe_options, Cut::AfterOack).await {
+            Got::Probed => {}
+            other => return other,
+        }
+    }
+    let cut = if probe { Cut::AfterBlock1 } else { Cut::Never };
+    download(net, server, spec, name, options, cut).await
+}
+
+async fn download<N: Network>(
+    net: &N,
+    server: SocketAddr,
+    spec: &ClientSpec,
+    name: &str,
+    options: OptionRequest,
+    cut: Cut,
+) -> Got {
+    let socket = match socket_for(net, server).await {
+        Ok(s) => s,
+        Err(e) => return Got::Local(0, format!("bind: {e}")),
+    };
+    let sink = Collect::default();
+    let machine = match ClientGet::new(now(), server, name, sink.clone(), &config(spec, options)) {
+        Ok(m) => m,
+        Err(e) => return outcome(Err(e), Vec::new()),
+    };
+    let mut probed = false;
+    let on_event = |event: &Event| -> Control {
+        match (event, cut) {
+            (Event::Negotiated(_), Cut::AfterOack) => {
+                probed = true;
+                Control::Abort(ErrorCode::OPTION_NEGOTIATION, "tsize probe")
+            }
+            _ => Control::Continue,
+        }
+    };
+    let result = run(machine, socket, on_event, cut == Cut::AfterBlock1).await;
+    let bytes = sink.0.lock().map(|v| v.clone()).unwrap_or_default();
+    match result {
+        RunEnd::Probed => Got::Probed,
+        RunEnd::Finished(_) if probed => Got::Probed,
+        RunEnd::Finished(r) => outcome(r, bytes),
+    }
+}
+
+async fn put<N: Network>(
+    net: &N,
+    server: SocketAddr,
+    spec: &ClientSpec,
+    name: &str,
+    content: &FileContent,
+) -> Got {
+    let Some(data) = content.bytes() else {
+        return Got::Local(0, "put content must be inline or generated".into());
+    };
+    let socket = match socket_for(net, server).await {
+        Ok(s) => s,
+        Err(e) => return Got::Local(0, format!("bind: {e}")),
+    };
+    let mut options = get_options(spec);
+    options.tsize = spec.options.tsize.then_some(0);
+    let machine = match ClientPut::new(
+        now(),
+        server,
+        name,
+        MemSource::new(data.clone()),
+        &config(spec, options),
+    ) {
+        Ok(m) => m,
+        Err(e) => return outcome(Err(e), Vec::new()),
+    };
+    match run(machine, socket, |_: &Event| Control::Continue, false).await {
+        RunEnd::Finished(r) => outcome(r, data),
+        RunEnd::Probed => Got::Probed,
+    }
+}
+
+fn outcome(r: Result<(), TransferError>, bytes: Vec<u8>) -> Got {
+    match r {
+        Ok(()) => Got::Done { bytes },
+        Err(TransferError::Peer { code, message }) => Got::ServerError(code.0, message),
+        Err(TransferError::TimedOut { .. }) => Got::TimedOut,
+        Err(TransferError::Local { code, message }) => Got::Local(code.0, message),
+    }
+}
+
+enum RunEnd {
+    Finished(Result<(), TransferError>),
+    /// Terminated on purpose after block 1.
+    Probed,
+}
+
+/// Drives one client machine to its outcome, then lets it dally in the
+/// background so a lost final ACK is still answered.
+async fn run<T, S>(
+    mut machine: T,
+    socket: S,
+    mut on_event: impl FnMut(&Event) -> Control,
+    cut_after_block1: bool,
+) -> RunEnd
+where
+    T: Transfer + Send + 'static,
+    S: DatagramSocket,
+{
+    let (_keep, mut cancel) = watch::channel(Cancel::Run);
+    let mut result = None;
+    let mut cut = false;
+    let events = |event: Event| {
+        let control = on_event(&event);
+        if let Event::Finished(r) = event {
+            result = Some(r.map(|_| ()));
+        }
+        control
+    };
+    let progress = |bytes: u64| {
+        if cut_after_block1 && bytes > 0 && !cut {
+            cut = true;
+            return Control::Abort(ErrorCode::UNDEFINED, "Early terminate");
+        }
+        Control::Continue
+    };
+    drive(
+        &mut machine,
+        &socket,
+        &mut cancel,
+        Until::Finished,
+        events,
+        progress,
+    )
+    .await;
+    if cut {
+        return RunEnd::Probed;
+    }
+    if !machine.is_closed() {
+        tokio::spawn(async move {
+            let idle = |_: u64| Control::Continue;
+            drive(
+                &mut machine,
+                &socket,
+                &mut cancel,
+                Until::Closed,
+                |_| Control::Continue,
+                idle,
+            )
+            .await;
+        });
+    }
+    RunEnd::Finished(result.unwrap_or(Err(TransferError::TimedOut { retries: 0 })))
+}

@@ -1,0 +1,226 @@
+//! The trace of a lab run: every datagram with its time, direction, fate
+//! and decoded packet, rendered as text (one line per datagram), JSON, or a
+//! Mermaid sequence diagram.
+
+use crate::wire::Packet;
+use serde::Serialize;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What happened to a datagram on its way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceFate {
+    Delivered,
+    /// Delivered more than once.
+    Duplicated {
+        copies: usize,
+    },
+    /// Held back so later datagrams could overtake it.
+    Delayed {
+        by_us: u64,
+    },
+    Dropped {
+        cause: String,
+    },
+}
+
+/// One datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceEvent {
+    /// Simulated (or wall, on hardware) time since the run started.
+    pub at_us: u64,
+    pub from: String,
+    pub to: String,
+    pub fate: TraceFate,
+    pub len: usize,
+    /// The packet as one line, e.g. `DATA #7 (1024 B)`.
+    pub packet: String,
+}
+
+/// A shared, append-only trace. Appends happen in the simulator's
+/// deterministic order, so the same seed gives the same trace.
+#[derive(Debug, Clone, Default)]
+pub struct Trace(Arc<Mutex<Vec<TraceEvent>>>);
+
+impl Trace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn record(&self, at: Duration, from: String, to: String, fate: TraceFate, datagram: &[u8]) {
+        let packet = match Packet::parse(datagram) {
+            Ok(p) => p.to_string(),
+            Err(e) => format!("<malformed: {e}>"),
+        };
+        let event = TraceEvent {
+            at_us: at.as_micros() as u64,
+            from,
+            to,
+            fate,
+            len: datagram.len(),
+            packet,
+        };
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event);
+        }
+    }
+
+    pub fn events(&self) -> Vec<TraceEvent> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn fate_suffix(f: &TraceFate) -> String {
+    match f {
+        TraceFate::Delivered => String::new(),
+        TraceFate::Duplicated { copies } => format!(" [duplicated x{copies}]"),
+        TraceFate::Delayed { by_us } => format!(" [delayed {:.1}ms]", *by_us as f64 / 1000.0),
+        TraceFate::Dropped { cause } => format!(" [dropped: {cause}]"),
+    }
+}
+
+/// One line per datagram: `   12.345ms server -> rpi4 DATA #1 (1024 B)`.
+pub fn render_text(events: &[TraceEvent]) -> String {
+    let mut out = String::new();
+    for e in events {
+        let _ = writeln!(
+            out,
+            "{:>12.3}ms {} -> {} {}{}",
+            e.at_us as f64 / 1000.0,
+            e.from,
+            e.to,
+            e.packet,
+            fate_suffix(&e.fate)
+        );
+    }
+    out
+}
+
+/// The events as a JSON array.
+pub fn render_json(events: &[TraceEvent]) -> String {
+    serde_json::to_string_pretty(events).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// A Mermaid `sequenceDiagram` (GitHub renders it). Dropped datagrams are
+/// drawn as crossed arrows. Long traces are cut at `max_events` with a note.
+pub fn render_mermaid(events: &[TraceEvent], max_events: usize) -> String {
+    let mut out = String::from("sequenceDiagram\n");
+    let mut participants: Vec<&str> = Vec::new();
+    for e in events {
+        for p in [e.from.as_str(), e.to.as_str()] {
+            if !participants.contains(&p) {
+                participants.push(p);
+            }
+        }
+    }
+    for p in &participants {
+        let _ = writeln!(out, "    participant {}", mermaid_id(p));
+    }
+    for e in events.iter().take(max_events) {
+        let arrow = if matches!(e.fate, TraceFate::Dropped { .. }) {
+            "-x"
+        } else {
+            "->>"
+        };
+        let label = format!(
+            "{:.1}ms {}{}",
+            e.at_us as f64 / 1000.0,
+            e.packet,
+            fate_suffix(&e.fate)
+        );
+        let _ = writeln!(
+            out,
+            "    {}{arrow}{}: {}",
+            mermaid_id(&e.from),
+            mermaid_id(&e.to),
+            label.replace([';', '#', ':'], " ")
+        );
+    }
+    if events.len() > max_events {
+        let first = participants.first().map_or("a", |p| p);
+        let _ = writeln!(
+            out,
+            "    Note over {}: {} more datagrams not shown",
+            mermaid_id(first),
+            events.len() - max_events
+        );
+    }
+    out
+}
+
+fn mermaid_id(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<TraceEvent> {
+        let t = Trace::new();
+        t.record(
+            Duration::from_micros(0),
+            "rpi4".into(),
+            "server".into(),
+            TraceFate::Delivered,
+            b"\x00\x01start4.elf\x00octet\x00tsize\x000\x00",
+        );
+        t.record(
+            Duration::from_micros(1500),
+            "server".into(),
+            "rpi4".into(),
+            TraceFate::Dropped {
+                cause: "loss".into(),
+            },
+            b"\x00\x06tsize\x0010\x00",
+        );
+        t.record(
+            Duration::from_micros(2_001_500),
+            "server".into(),
+            "rpi4".into(),
+            TraceFate::Duplicated { copies: 2 },
+            b"\x00\x03\x00\x01abc",
+        );
+        t.events()
+    }
+
+    #[test]
+    fn text_is_one_line_per_datagram() {
+        let text = render_text(&sample());
+        assert_eq!(
+            text,
+            "       0.000ms rpi4 -> server RRQ \"start4.elf\" octet tsize=0\n\
+             \x20      1.500ms server -> rpi4 OACK tsize=10 [dropped: loss]\n\
+             \x20   2001.500ms server -> rpi4 DATA #1 (3 B) [duplicated x2]\n"
+        );
+    }
+
+    #[test]
+    fn json_round_trips_the_fields() {
+        let json = render_json(&sample());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v[1]["fate"]["dropped"]["cause"], "loss");
+        assert_eq!(v[2]["packet"], "DATA #1 (3 B)");
+        assert_eq!(v[0]["at_us"], 0);
+    }
+
+    #[test]
+    fn mermaid_draws_drops_as_crosses_and_cuts_long_traces() {
+        let m = render_mermaid(&sample(), 2);
+        assert!(m.starts_with("sequenceDiagram\n    participant rpi4\n    participant server\n"));
+        assert!(m.contains("server-xrpi4: 1.5ms OACK tsize=10 [dropped  loss]"));
+        assert!(m.contains("Note over rpi4: 1 more datagrams not shown"));
+    }
+}
