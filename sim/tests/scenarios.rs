@@ -1,0 +1,94 @@
+//! Every scenario in `scenarios/` under a fixed set of seeds, the
+//! determinism check, and golden traces of a few scenario+seed pairs.
+
+use std::path::{Path, PathBuf};
+use tftplab::lab::scenario::Scenario;
+use tftplab::lab::trace::render_text;
+use tftplab_sim::{run, SimOptions};
+
+/// Seeds every scenario runs with in `cargo test` (the main job runs more).
+const SEEDS: [u64; 2] = [1, 2];
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name);
+    Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_scenario_passes_for_the_fixed_seeds() {
+    let mut failures = Vec::new();
+    for path in scenario_files() {
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        for seed in SEEDS {
+            let r = run(&scenario, seed, SimOptions::default());
+            if !r.passed() {
+                failures.push(format!(
+                    "{} seed {seed}: {:?} {:?}\n  replay: cargo run -p tftplab-sim --release -- run {} --seed {seed} --trace t.trace",
+                    scenario.name,
+                    r.sim_error,
+                    r.verdict.failures,
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn same_scenario_and_seed_give_a_byte_identical_trace() {
+    for path in scenario_files() {
+        let scenario = Scenario::load(&path).unwrap();
+        let a = render_text(&run(&scenario, 7, SimOptions::default()).trace);
+        let b = render_text(&run(&scenario, 7, SimOptions::default()).trace);
+        assert!(!a.is_empty(), "{}: empty trace", scenario.name);
+        assert!(
+            a == b,
+            "{}: seed 7 gave two different traces",
+            scenario.name
+        );
+    }
+}
+
+#[test]
+fn different_seeds_give_different_faults() {
+    let scenario = load("rpi4-netboot.toml");
+    let a = render_text(&run(&scenario, 1, SimOptions::default()).trace);
+    let b = render_text(&run(&scenario, 2, SimOptions::default()).trace);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn golden_trace_legacy_client() {
+    let r = run(&load("legacy-client.toml"), 1, SimOptions::default());
+    assert!(r.passed());
+    let text = render_text(&r.trace);
+    let head: Vec<&str> = text.lines().take(12).collect();
+    let tail: Vec<&str> = text.lines().rev().take(4).collect();
+    insta::assert_snapshot!(format!(
+        "{}\n...\n{}",
+        head.join("\n"),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ));
+}
+
+#[test]
+fn golden_trace_rpi4_netboot_opening() {
+    let r = run(&load("rpi4-netboot.toml"), 1, SimOptions::default());
+    let text = render_text(&r.trace);
+    let head: Vec<&str> = text.lines().take(40).collect();
+    insta::assert_snapshot!(head.join("\n"));
+}
