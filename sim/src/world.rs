@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tftplab::lab::check::{judge, RunRecord, Verdict};
-use tftplab::lab::faults::Injector;
+use tftplab::lab::faults::{Direction, Injector, Script};
 use tftplab::lab::net::{FaultyNet, LabClock};
 use tftplab::lab::profile::{run_client, ActionResult};
 use tftplab::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind, WriteSpec};
@@ -215,6 +215,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             ..store_cfg
         };
         let plan = scenario.faults.server_to_client;
+        let script = Script::new(&scenario.faults, Direction::ServerToClient);
         let (trace, clock, slot, incarnation) = (
             trace.clone(),
             clock.clone(),
@@ -228,6 +229,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
                 TurmoilNet,
                 "server",
                 injector,
+                script.clone(),
                 trace.clone(),
                 clock.clone() as Arc<dyn LabClock>,
             );
@@ -252,6 +254,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             TurmoilNet,
             &spec.name,
             injector,
+            Script::new(&scenario.faults, Direction::ClientToServer),
             trace.clone(),
             clock.clone() as Arc<dyn LabClock>,
         );

@@ -17,13 +17,84 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// Faults for both directions of every client-server link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultPlan {
     #[serde(default)]
     pub client_to_server: LinkFaults,
     #[serde(default)]
     pub server_to_client: LinkFaults,
+    /// Fates for specific datagrams ("drop the first OACK"), applied before
+    /// the random faults.
+    #[serde(default)]
+    pub script: Vec<ScriptRule>,
+}
+
+/// Which way a datagram travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// What a script rule does to the datagram it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptFate {
+    Drop,
+    Duplicate,
+}
+
+/// "The `nth` datagram in `direction` whose one-line rendering starts with
+/// `packet` gets `fate`", e.g. the first `OACK`, or `ACK #3` (the final ACK
+/// of a 1 KiB file at blksize 512). Matches are counted per sending host:
+/// each client counts its own, the server counts across its transfers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptRule {
+    pub direction: Direction,
+    pub packet: String,
+    #[serde(default = "first")]
+    pub nth: u32,
+    pub fate: ScriptFate,
+}
+
+fn first() -> u32 {
+    1
+}
+
+/// Applies script rules in one direction, counting matches.
+#[derive(Debug, Clone)]
+pub struct Script {
+    rules: Vec<(ScriptRule, u32)>,
+}
+
+impl Script {
+    pub fn new(plan: &FaultPlan, direction: Direction) -> Self {
+        let rules = plan
+            .script
+            .iter()
+            .filter(|r| r.direction == direction)
+            .map(|r| (r.clone(), 0))
+            .collect();
+        Script { rules }
+    }
+
+    /// The scripted fate of a datagram rendered as `packet`, if any rule
+    /// fires on it.
+    pub fn fate(&mut self, packet: &str) -> Option<ScriptFate> {
+        let mut fired = None;
+        for (rule, seen) in &mut self.rules {
+            if packet.starts_with(rule.packet.as_str()) {
+                *seen += 1;
+                if *seen == rule.nth && fired.is_none() {
+                    fired = Some(rule.fate);
+                }
+            }
+        }
+        fired
+    }
 }
 
 /// Gilbert-Elliott bursty loss: a two-state chain entered with probability
@@ -111,12 +182,20 @@ impl FaultPlan {
             .map_err(|m| format!("client_to_server: {m}"))?;
         self.server_to_client
             .check()
-            .map_err(|m| format!("server_to_client: {m}"))
+            .map_err(|m| format!("server_to_client: {m}"))?;
+        for r in &self.script {
+            if r.nth == 0 || r.packet.is_empty() {
+                return Err("script: packet must be non-empty and nth at least 1".into());
+            }
+        }
+        Ok(())
     }
 
     /// No faults at all in either direction.
     pub fn is_clean(&self) -> bool {
-        self.client_to_server.is_clean() && self.server_to_client.is_clean()
+        self.client_to_server.is_clean()
+            && self.server_to_client.is_clean()
+            && self.script.is_empty()
     }
 }
 
@@ -176,6 +255,8 @@ pub enum Cause {
     Corrupted,
     /// Cut short on the way; the receiver's length check dropped it.
     Truncated,
+    /// A script rule said so.
+    Scripted,
 }
 
 /// The fate of one datagram.
@@ -358,6 +439,34 @@ mod tests {
             ..LinkFaults::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn script_rules_fire_on_the_nth_match_only() {
+        let plan = FaultPlan {
+            script: vec![
+                ScriptRule {
+                    direction: Direction::ServerToClient,
+                    packet: "OACK".into(),
+                    nth: 2,
+                    fate: ScriptFate::Drop,
+                },
+                ScriptRule {
+                    direction: Direction::ClientToServer,
+                    packet: "RRQ".into(),
+                    nth: 1,
+                    fate: ScriptFate::Duplicate,
+                },
+            ],
+            ..FaultPlan::default()
+        };
+        let mut s2c = Script::new(&plan, Direction::ServerToClient);
+        assert_eq!(s2c.fate("OACK blksize=1024"), None);
+        assert_eq!(s2c.fate("DATA #1 (1024 B)"), None);
+        assert_eq!(s2c.fate("OACK blksize=1024"), Some(ScriptFate::Drop));
+        assert_eq!(s2c.fate("OACK blksize=1024"), None);
+        let mut c2s = Script::new(&plan, Direction::ClientToServer);
+        assert_eq!(c2s.fate("RRQ \"f\" octet"), Some(ScriptFate::Duplicate));
     }
 
     #[test]

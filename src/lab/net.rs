@@ -4,7 +4,7 @@
 //! host with the client-to-server faults, so every datagram passes exactly
 //! one injector.
 
-use super::faults::{Cause, Fate, Injector};
+use super::faults::{Cause, Fate, Injector, Script, ScriptFate};
 use super::trace::{Trace, TraceFate};
 use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
@@ -25,7 +25,7 @@ pub struct FaultyNet<N: Network> {
     inner: N,
     /// This host's name in the trace.
     host: Arc<str>,
-    injector: Arc<Mutex<Injector>>,
+    injector: Arc<Mutex<(Injector, Script)>>,
     trace: Trace,
     clock: Arc<dyn LabClock>,
 }
@@ -35,13 +35,14 @@ impl<N: Network> FaultyNet<N> {
         inner: N,
         host: &str,
         injector: Injector,
+        script: Script,
         trace: Trace,
         clock: Arc<dyn LabClock>,
     ) -> Self {
         FaultyNet {
             inner,
             host: host.into(),
-            injector: Arc::new(Mutex::new(injector)),
+            injector: Arc::new(Mutex::new((injector, script))),
             trace,
             clock,
         }
@@ -52,7 +53,7 @@ pub struct FaultySocket<S: DatagramSocket> {
     inner: Arc<S>,
     host: Arc<str>,
     local: SocketAddr,
-    injector: Arc<Mutex<Injector>>,
+    injector: Arc<Mutex<(Injector, Script)>>,
     trace: Trace,
     clock: Arc<dyn LabClock>,
 }
@@ -84,13 +85,29 @@ impl<N: Network> Network for FaultyNet<N> {
 }
 
 impl<S: DatagramSocket> FaultySocket<S> {
-    fn decide(&self) -> Fate {
-        match self.injector.lock() {
-            Ok(mut inj) => inj.decide(),
-            Err(_) => Fate::Deliver {
+    /// The script's word first, then the random faults. The injector is
+    /// consulted for every datagram either way, so adding a script rule
+    /// does not shift the random fates of the others.
+    fn decide(&self, datagram: &[u8]) -> Fate {
+        let Ok(mut guard) = self.injector.lock() else {
+            return Fate::Deliver {
                 delays: vec![Duration::ZERO],
                 held_back: false,
+            };
+        };
+        let (injector, script) = &mut *guard;
+        let random = injector.decide();
+        let rendered = match crate::wire::Packet::parse(datagram) {
+            Ok(p) => p.to_string(),
+            Err(_) => String::new(),
+        };
+        match script.fate(&rendered) {
+            Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
+            Some(ScriptFate::Duplicate) => Fate::Deliver {
+                delays: vec![Duration::ZERO, Duration::ZERO],
+                held_back: false,
             },
+            None => random,
         }
     }
 
@@ -107,6 +124,7 @@ fn cause_name(c: Cause) -> &'static str {
         Cause::Burst => "burst loss",
         Cause::Corrupted => "corrupted, bad checksum",
         Cause::Truncated => "truncated, bad length",
+        Cause::Scripted => "scripted",
     }
 }
 
@@ -120,7 +138,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        let fate = self.decide();
+        let fate = self.decide(buf);
         let (delays, trace_fate) = match fate {
             Fate::Dropped(cause) => (
                 Vec::new(),

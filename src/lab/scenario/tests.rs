@@ -96,14 +96,23 @@ max_packet_ratio = 5
     assert_eq!(a[2].expect, Outcome::IntactOrError(6));
     assert_eq!(
         a[3].kind,
-        ActionKind::Put { name: "copy.txt".into(), content: FileContent::Inline(b"hi\n".to_vec()) }
+        ActionKind::Put {
+            name: "copy.txt".into(),
+            content: FileContent::Inline(b"hi\n".to_vec())
+        }
     );
     assert_eq!(a[4].expect, Outcome::Error(2));
     assert_eq!(a[5].expect, Outcome::Fails);
-    assert_eq!(s.files[2].content, FileContent::Symlink("/etc/passwd".into()));
+    assert_eq!(
+        s.files[2].content,
+        FileContent::Symlink("/etc/passwd".into())
+    );
     // Events come out in time order.
     assert_eq!(s.events[0].kind, TimedEventKind::Crash);
-    assert_eq!(s.events[1].kind, TimedEventKind::Partition(vec!["board-2".into()]));
+    assert_eq!(
+        s.events[1].kind,
+        TimedEventKind::Partition(vec!["board-2".into()])
+    );
     assert_eq!(s.expect.within, Duration::from_secs(120));
     assert_eq!(s.faults.server_to_client.copies, Some(2));
 }
@@ -116,20 +125,40 @@ fn errors_name_the_file_and_line() {
         "scenarios/t.toml:4: unknown profile \"uboot\" (expected one of rpi4-bootloader, u-boot, uefi-pxe, legacy, custom)"
     );
     let bad_toml = "name = \"x\"\n[[clients]\nname = 1\n";
-    assert!(error(bad_toml).starts_with("scenarios/t.toml:2: "), "{}", error(bad_toml));
+    assert!(
+        error(bad_toml).starts_with("scenarios/t.toml:2: "),
+        "{}",
+        error(bad_toml)
+    );
     let unknown_key = format!("{MINIMAL}\n[server]\nwrites = \"off\"\n");
     let e = error(&unknown_key);
-    assert!(e.starts_with("scenarios/t.toml:8: ") && e.contains("writes"), "{e}");
+    assert!(
+        e.starts_with("scenarios/t.toml:8: ") && e.contains("writes"),
+        "{e}"
+    );
     let bad_action = "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\nactions = [\n  { get = \"a\", put = \"b\" },\n]\n";
-    assert_eq!(error(bad_action), "scenarios/t.toml:5: an action needs exactly one of get, put, sleep");
+    assert_eq!(
+        error(bad_action),
+        "scenarios/t.toml:5: an action needs exactly one of get, put, sleep"
+    );
     let bad_expect = "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\nactions = [{ get = \"a\", expect = \"ok\" }]\n";
     assert!(error(bad_expect).starts_with("scenarios/t.toml:4: expect \"ok\""));
     let bad_duration = format!("{MINIMAL}[expect]\nwithin = \"soon\"\n");
-    assert!(error(&bad_duration).contains("`soon` is not a duration"), "{}", error(&bad_duration));
+    assert!(
+        error(&bad_duration).contains("`soon` is not a duration"),
+        "{}",
+        error(&bad_duration)
+    );
     let bad_event = format!("{MINIMAL}[[events]]\nat = \"1s\"\npartition = [\"ghost\"]\n");
-    assert_eq!(error(&bad_event), "scenarios/t.toml:6: event names unknown client \"ghost\"");
+    assert_eq!(
+        error(&bad_event),
+        "scenarios/t.toml:6: event names unknown client \"ghost\""
+    );
     let bad_prob = format!("{MINIMAL}[faults.client_to_server]\nloss = 2.0\n");
-    assert_eq!(error(&bad_prob), "scenarios/t.toml: [faults]: client_to_server: loss = 2 is not a probability in 0..=1");
+    assert_eq!(
+        error(&bad_prob),
+        "scenarios/t.toml: [faults]: client_to_server: loss = 2 is not a probability in 0..=1"
+    );
 }
 
 #[test]
@@ -142,7 +171,10 @@ fn a_scenario_needs_clients_with_distinct_names() {
 #[test]
 fn put_from_must_name_a_file() {
     let text = "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\nactions = [{ put = \"x\", from = \"nope\" }]\n";
-    assert_eq!(error(text), "scenarios/t.toml:4: put from \"nope\": no such entry in [[files]]");
+    assert_eq!(
+        error(text),
+        "scenarios/t.toml:4: put from \"nope\": no such entry in [[files]]"
+    );
 }
 
 #[test]
