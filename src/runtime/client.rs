@@ -175,10 +175,16 @@ where
 {
     let (_keep, mut cancel) = watch::channel(Cancel::Run);
     let mut result = None;
-    let total = std::cell::Cell::new(total);
+    // A Mutex (not a Cell) keeps the future Send, so callers can spawn it.
+    let total = std::sync::Mutex::new(total);
+    let total_now = || total.lock().map_or(None, |t| *t);
     let on_event = |event| {
         match event {
-            Event::Negotiated(n) => total.set(total.get().or(n.tsize)),
+            Event::Negotiated(n) => {
+                if let Ok(mut t) = total.lock() {
+                    *t = t.or(n.tsize);
+                }
+            }
             Event::Finished(r) => result = Some(r),
         }
         Control::Continue
@@ -189,7 +195,7 @@ where
             last = bytes;
             progress(Progress {
                 bytes,
-                total: total.get(),
+                total: total_now(),
             });
         }
         Control::Continue

@@ -309,3 +309,24 @@ async fn ipv6_loopback_works() {
         .unwrap();
     assert_eq!(got, b"over ipv6");
 }
+
+/// An embedding program can spawn client transfers on a multi-thread
+/// runtime: the futures are Send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_futures_can_be_spawned() {
+    let lab = lab(|c| c, fast_server()).await;
+    lab.server
+        .store()
+        .put_bytes("s.bin", &pattern(10_000, 9))
+        .unwrap();
+    let addr = lab.server.local_addr();
+    let dir = TempDir::new().unwrap();
+    let local = dir.path().join("s.bin");
+    let task = tokio::spawn(async move {
+        let c = client(OptionRequest::default());
+        c.get_file(addr, "s.bin", &local, |_| {})
+            .await
+            .map(|s| s.bytes)
+    });
+    assert_eq!(task.await.unwrap().unwrap(), 10_000);
+}
