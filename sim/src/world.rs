@@ -18,7 +18,8 @@ use tftplab::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind, 
 use tftplab::lab::trace::{Trace, TraceEvent, TraceFate};
 use tftplab::options::Limits;
 use tftplab::proto::ServerConfig;
-use tftplab::runtime::{serve, DatagramSocket, Network, ServerHandle, ServerOptions};
+use tftplab::proto::TransferError;
+use tftplab::runtime::{serve, DatagramSocket, Network, ServerEvent, ServerHandle, ServerOptions};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
 
 /// turmoil's UDP as a tftplab [`Network`].
@@ -208,6 +209,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
 
     let handle_slot: Arc<Mutex<Option<ServerHandle>>> = Arc::new(Mutex::new(None));
     let incarnation = Arc::new(AtomicU64::new(0));
+    let server_timeouts = Arc::new(AtomicU64::new(0));
     {
         let (store_cfg, options) = server_options(scenario);
         let store_cfg = StoreConfig {
@@ -216,6 +218,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         };
         let plan = scenario.faults.server_to_client;
         let script = Script::new(&scenario.faults, Direction::ServerToClient);
+        let server_timeouts = server_timeouts.clone();
         let (trace, clock, slot, incarnation) = (
             trace.clone(),
             clock.clone(),
@@ -234,12 +237,26 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
                 clock.clone() as Arc<dyn LabClock>,
             );
             let (store_cfg, options, slot) = (store_cfg.clone(), options.clone(), slot.clone());
+            let timeouts = server_timeouts.clone();
             async move {
                 let store = Arc::new(Store::new(store_cfg)?);
                 let handle = serve(net, store, options).await?;
+                let mut events = handle.subscribe();
                 if let Ok(mut s) = slot.lock() {
                     *s = Some(handle);
                 }
+                let timeouts = timeouts.clone();
+                tokio::spawn(async move {
+                    while let Ok(event) = events.recv().await {
+                        if let ServerEvent::Finished {
+                            result: Err(TransferError::TimedOut { .. }),
+                            ..
+                        } = event
+                        {
+                            timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -266,6 +283,10 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             if let Ok(mut r) = results.lock() {
                 r.insert(spec.name.clone(), got);
             }
+            // Stay on the network a while, as a real board does: the last
+            // download is still dallying and delayed datagrams (the final
+            // ACK among them) are still on their way.
+            tokio::time::sleep(spec.retry_every * 2 + Duration::from_secs(1)).await;
             Ok(())
         });
     }
@@ -283,6 +304,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             .collect(),
         results: results.into_values().flatten().collect(),
         server_active: server_active(&handle_slot),
+        server_timeouts: server_timeouts.load(Ordering::Relaxed),
         datagrams: events.len() as u64,
         dropped: events
             .iter()

@@ -16,6 +16,8 @@ pub struct RunRecord {
     pub unfinished: Vec<String>,
     /// Transfers still alive on the server when the run ended.
     pub server_active: u64,
+    /// Server transfers that ended in the server's own timeout.
+    pub server_timeouts: u64,
     /// Datagrams sent by anyone (a duplicated datagram counts once).
     pub datagrams: u64,
     /// Datagrams dropped by the fault plan.
@@ -132,6 +134,12 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Verdict {
         v.failures.push(format!(
             "{} transfer(s) still alive on the server at the end",
             record.server_active
+        ));
+    }
+    if record.server_timeouts > scenario.expect.server_timeouts {
+        v.failures.push(format!(
+            "{} server transfer(s) ended in a timeout (allowed: {}); a client's last ACK or request never arrived",
+            record.server_timeouts, scenario.expect.server_timeouts
         ));
     }
     let allowed = (scenario.expect.max_packet_ratio * v.minimum_datagrams as f64) as u64 + 10;

@@ -103,9 +103,19 @@ impl<S: DatagramSocket> FaultySocket<S> {
         };
         match script.fate(&rendered) {
             Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
-            Some(ScriptFate::Duplicate) => Fate::Deliver {
-                delays: vec![Duration::ZERO, Duration::ZERO],
-                held_back: false,
+            // The copy travels like the original: same latency draw.
+            Some(ScriptFate::Duplicate) => match random {
+                Fate::Deliver {
+                    mut delays,
+                    held_back,
+                } => {
+                    delays.push(delays[0]);
+                    Fate::Deliver { delays, held_back }
+                }
+                Fate::Dropped(_) => Fate::Deliver {
+                    delays: vec![Duration::ZERO, Duration::ZERO],
+                    held_back: false,
+                },
             },
             None => random,
         }

@@ -239,6 +239,11 @@ pub struct Expectations {
     /// No transfer is left alive on the server at the end.
     #[serde(default = "defaults::yes")]
     pub server_idle: bool,
+    /// Server transfers allowed to end in the server's own timeout (a
+    /// client that vanished). Default 0: a client that finished must have
+    /// let the server finish too (its final ACK arrived).
+    #[serde(default)]
+    pub server_timeouts: u64,
 }
 
 impl Default for Expectations {
@@ -247,6 +252,7 @@ impl Default for Expectations {
             within: defaults::within(),
             max_packet_ratio: defaults::max_packet_ratio(),
             server_idle: true,
+            server_timeouts: 0,
         }
     }
 }

@@ -67,8 +67,18 @@ pub(crate) enum AckOutcome {
 /// A local failure that ends the transfer with an ERROR to the peer.
 pub(crate) type Failure = (ErrorCode, String);
 
+/// The ERROR for an I/O failure. The message goes on the wire, so it names
+/// the failure's kind only: OS error text can carry host details.
 pub(crate) fn io_failure(what: &str, e: &io::Error) -> Failure {
-    (ErrorCode::for_io_error(e), format!("{what}: {e}"))
+    let code = ErrorCode::for_io_error(e);
+    let kind = match code {
+        ErrorCode::DISK_FULL => "disk full or allocation exceeded",
+        ErrorCode::FILE_EXISTS => "file already exists",
+        ErrorCode::ACCESS_VIOLATION => "access violation",
+        ErrorCode::FILE_NOT_FOUND => "file not found",
+        _ => "I/O error",
+    };
+    (code, format!("{what}: {kind}"))
 }
 
 pub(crate) struct Sender<S: Source> {

@@ -57,22 +57,30 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     let mut aborting = false;
     let mut recv_errors = 0u32;
     loop {
+        // Events before transmits: a hook that aborts on an event (UEFI's
+        // tsize probe answers the OACK with ERROR 8) must do so before the
+        // machine's own answer (ACK 0) goes out.
+        let mut hook_aborted = false;
+        let mut deliver_events = |machine: &mut T, finished: &mut bool| {
+            while let Some(event) = machine.poll_event() {
+                *finished |= matches!(event, Event::Finished(_));
+                if let Control::Abort(code, message) = on_event(event) {
+                    machine.abort(code, message);
+                    hook_aborted = true;
+                }
+            }
+        };
+        deliver_events(machine, &mut finished);
         let t = now();
         while let Some(out) = machine.poll_transmit(t, &mut tx) {
             if let Err(e) = socket.send_to(&tx[..out.len], out.dest).await {
                 tracing::debug!(dest = %out.dest, error = %e, "send failed");
             }
         }
-        let mut hook_aborted = false;
-        while let Some(event) = machine.poll_event() {
-            finished |= matches!(event, Event::Finished(_));
-            if let Control::Abort(code, message) = on_event(event) {
-                machine.abort(code, message);
-                hook_aborted = true;
-            }
-        }
+        // Sending can end a transfer too (a read error becomes an ERROR).
+        deliver_events(machine, &mut finished);
         if hook_aborted {
-            continue; // send the ERROR and collect the outcome first
+            continue; // collect the outcome of the abort first
         }
         if aborting || machine.is_closed() || (finished && until == Until::Finished) {
             return;
