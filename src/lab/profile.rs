@@ -3,16 +3,15 @@
 //! the board; on hardware the board itself does this part.
 
 use super::scenario::{Action, ActionKind, ClientSpec, FileContent, Profile};
-use crate::data::{MemSource, Sink};
+use crate::data::MemSource;
 use crate::options::OptionRequest;
 use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Transfer, TransferError};
-use crate::runtime::driver::{drive, now, Cancel, Control, Until};
+use crate::runtime::client::{bind_any, drive_to_outcome, SharedVec};
+use crate::runtime::driver::{now, Control};
 use crate::runtime::{DatagramSocket, Network};
 use crate::wire::{ErrorCode, Mode};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How an action ended, as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,24 +38,6 @@ pub struct ActionResult {
     pub got: Got,
     /// Time since the run started when the action ended.
     pub ended_at: Duration,
-}
-
-/// A sink into shared memory, so the bytes outlive the machine.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<u8>>>);
-
-impl Sink for Collect {
-    fn write_at(&mut self, _offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(data);
-        Ok(())
-    }
-    fn commit(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn abort(&mut self) {}
 }
 
 /// What a profile asks for on a real download.
@@ -131,14 +112,6 @@ pub async fn run_client<N: Network>(
     results
 }
 
-async fn socket_for<N: Network>(net: &N, server: SocketAddr) -> std::io::Result<N::Socket> {
-    let any = match server.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    net.bind(SocketAddr::new(any, 0)).await
-}
-
 /// When to cut a download short, as probing firmware does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -179,11 +152,11 @@ async fn download<N: Network>(
     options: OptionRequest,
     cut: Cut,
 ) -> Got {
-    let socket = match socket_for(net, server).await {
+    let socket = match bind_any(net, server).await {
         Ok(s) => s,
         Err(e) => return Got::Local(0, format!("bind: {e}")),
     };
-    let sink = Collect::default();
+    let sink = SharedVec::default();
     let machine = match ClientGet::new(now(), server, name, sink.clone(), &config(spec, options)) {
         Ok(m) => m,
         Err(e) => return outcome(Err(e), Vec::new()),
@@ -199,7 +172,7 @@ async fn download<N: Network>(
         }
     };
     let result = run(machine, socket, on_event, cut == Cut::AfterBlock1).await;
-    let bytes = sink.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let bytes = sink.take();
     match result {
         RunEnd::Probed => Got::Probed,
         RunEnd::Finished(_) if probed => Got::Probed,
@@ -217,7 +190,7 @@ async fn put<N: Network>(
     let Some(data) = content.bytes() else {
         return Got::Local(0, "put content must be inline or generated".into());
     };
-    let socket = match socket_for(net, server).await {
+    let socket = match bind_any(net, server).await {
         Ok(s) => s,
         Err(e) => return Got::Local(0, format!("bind: {e}")),
     };
@@ -254,28 +227,19 @@ enum RunEnd {
     Probed,
 }
 
-/// Drives one client machine to its outcome, then lets it dally in the
-/// background so a lost final ACK is still answered.
+/// Drives one client machine to its outcome; an rpi4-style probe is cut
+/// with ERROR 0 "Early terminate" once block 1 is in.
 async fn run<T, S>(
-    mut machine: T,
+    machine: T,
     socket: S,
-    mut on_event: impl FnMut(&Event) -> Control,
+    on_event: impl FnMut(&Event) -> Control,
     cut_after_block1: bool,
 ) -> RunEnd
 where
     T: Transfer + Send + 'static,
     S: DatagramSocket,
 {
-    let (_keep, mut cancel) = watch::channel(Cancel::Run);
-    let mut result = None;
     let mut cut = false;
-    let events = |event: Event| {
-        let control = on_event(&event);
-        if let Event::Finished(r) = event {
-            result = Some(r.map(|_| ()));
-        }
-        control
-    };
     let progress = |bytes: u64| {
         if cut_after_block1 && bytes > 0 && !cut {
             cut = true;
@@ -283,31 +247,13 @@ where
         }
         Control::Continue
     };
-    drive(
-        &mut machine,
-        &socket,
-        &mut cancel,
-        Until::Finished,
-        events,
-        progress,
-    )
-    .await;
+    let result = drive_to_outcome(machine, socket, on_event, progress).await;
     if cut {
         return RunEnd::Probed;
     }
-    if !machine.is_closed() {
-        tokio::spawn(async move {
-            let idle = |_: u64| Control::Continue;
-            drive(
-                &mut machine,
-                &socket,
-                &mut cancel,
-                Until::Closed,
-                |_| Control::Continue,
-                idle,
-            )
-            .await;
-        });
-    }
-    RunEnd::Finished(result.unwrap_or(Err(TransferError::TimedOut { retries: 0 })))
+    RunEnd::Finished(
+        result.map_or(Err(TransferError::TimedOut { retries: 0 }), |r| {
+            r.map(|_| ())
+        }),
+    )
 }

@@ -51,7 +51,17 @@ pub struct Client<N: Network> {
 
 /// A sink into shared memory, so the bytes survive the machine.
 #[derive(Clone, Default)]
-struct SharedVec(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct SharedVec(Arc<Mutex<Vec<u8>>>);
+
+impl SharedVec {
+    /// The bytes collected so far, leaving it empty.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
 
 impl Sink for SharedVec {
     fn write_at(&mut self, _offset: u64, data: &[u8]) -> io::Result<()> {
@@ -99,8 +109,7 @@ impl<N: Network> Client<N> {
     ) -> Result<Vec<u8>, ClientError> {
         let sink = SharedVec::default();
         self.get(server, remote, sink.clone(), |_| {}).await?;
-        let data = std::mem::take(&mut *sink.0.lock().map_err(|_| io::Error::other("poisoned"))?);
-        Ok(data)
+        Ok(sink.take())
     }
 
     /// Downloads `remote` to the local path `local`. The file appears only
@@ -150,21 +159,75 @@ impl<N: Network> Client<N> {
         self.put(server, remote, source, progress).await
     }
 
-    /// A socket of the server's address family on an OS-chosen port.
     async fn bind_for(&self, server: SocketAddr) -> io::Result<N::Socket> {
-        let any = match server.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        self.net.bind(SocketAddr::new(any, 0)).await
+        bind_any(&self.net, server).await
     }
+}
+
+/// A socket of the server's address family on an OS-chosen port.
+pub(crate) async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Result<N::Socket> {
+    let any = match server.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    net.bind(SocketAddr::new(any, 0)).await
 }
 
 /// Drives a client machine until it reports its outcome, then leaves it
 /// dallying in the background (if a runtime is still around) so a lost
-/// final ACK can be answered.
-async fn run<T, S>(
+/// final ACK can be answered. The hooks see every event and the byte count
+/// after every datagram, and may abort the transfer (probing firmware).
+pub(crate) async fn drive_to_outcome<T, S>(
     mut machine: T,
+    socket: S,
+    mut on_event: impl FnMut(&Event) -> Control,
+    on_progress: impl FnMut(u64) -> Control,
+) -> Option<Result<Summary, TransferError>>
+where
+    T: Transfer + Send + 'static,
+    S: DatagramSocket,
+{
+    let (_keep, mut cancel) = watch::channel(Cancel::Run);
+    let mut result = None;
+    let events = |event: Event| {
+        let control = on_event(&event);
+        if let Event::Finished(r) = event {
+            result = Some(r);
+        }
+        control
+    };
+    let until = Until::Finished;
+    drive(
+        &mut machine,
+        &socket,
+        &mut cancel,
+        until,
+        events,
+        on_progress,
+    )
+    .await;
+    if !machine.is_closed() {
+        tokio::spawn(async move {
+            let (_keep, mut cancel) = watch::channel(Cancel::Run);
+            let idle = |_| Control::Continue;
+            drive(
+                &mut machine,
+                &socket,
+                &mut cancel,
+                Until::Closed,
+                |_| Control::Continue,
+                idle,
+            )
+            .await;
+        });
+    }
+    result
+}
+
+/// Runs a transfer for the public API: progress reports carry the total
+/// once known (from the source, or the server's tsize).
+async fn run<T, S>(
+    machine: T,
     socket: S,
     total: Option<u64>,
     mut progress: impl FnMut(Progress),
@@ -173,19 +236,12 @@ where
     T: Transfer + Send + 'static,
     S: DatagramSocket,
 {
-    let (_keep, mut cancel) = watch::channel(Cancel::Run);
-    let mut result = None;
     // A Mutex (not a Cell) keeps the future Send, so callers can spawn it.
     let total = std::sync::Mutex::new(total);
     let total_now = || total.lock().map_or(None, |t| *t);
-    let on_event = |event| {
-        match event {
-            Event::Negotiated(n) => {
-                if let Ok(mut t) = total.lock() {
-                    *t = t.or(n.tsize);
-                }
-            }
-            Event::Finished(r) => result = Some(r),
+    let on_event = |event: &Event| {
+        if let (Event::Negotiated(n), Ok(mut t)) = (event, total.lock()) {
+            *t = t.or(n.tsize);
         }
         Control::Continue
     };
@@ -200,30 +256,7 @@ where
         }
         Control::Continue
     };
-    drive(
-        &mut machine,
-        &socket,
-        &mut cancel,
-        Until::Finished,
-        on_event,
-        on_progress,
-    )
-    .await;
-    if !machine.is_closed() {
-        tokio::spawn(async move {
-            let (_keep, mut cancel) = watch::channel(Cancel::Run);
-            drive(
-                &mut machine,
-                &socket,
-                &mut cancel,
-                Until::Closed,
-                |_| Control::Continue,
-                |_| Control::Continue,
-            )
-            .await;
-        });
-    }
-    match result {
+    match drive_to_outcome(machine, socket, on_event, on_progress).await {
         Some(Ok(summary)) => Ok(summary),
         Some(Err(e)) => Err(e.into()),
         None => Err(io::Error::other("transfer ended without an outcome").into()),
