@@ -612,3 +612,24 @@ proptest! {
         }
     }
 }
+
+/// A name longer than the file system allows is simply not there (ERROR 1),
+/// not an undefined error (found by the path_resolve fuzz target).
+#[test]
+fn overlong_names_are_not_found() {
+    let (dir, store) = fixture_for_overlong();
+    let long = "a".repeat(300);
+    let err = store.open_read(&long).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::FILE_NOT_FOUND, "{err}");
+    let nested = format!("dir/{}", "b".repeat(5000));
+    let err = store.open_read(&nested).unwrap_err();
+    assert_eq!(err.error_code(), ErrorCode::FILE_NOT_FOUND, "{err}");
+    drop(dir);
+}
+
+fn fixture_for_overlong() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("dir")).unwrap();
+    let store = Store::new(StoreConfig::new(dir.path())).unwrap();
+    (dir, store)
+}

@@ -50,7 +50,8 @@ impl ErrorCode {
     /// surface mid-transfer where only an `io::Error` is at hand.
     pub fn for_io_error(e: &io::Error) -> ErrorCode {
         match e.kind() {
-            io::ErrorKind::NotFound => ErrorCode::FILE_NOT_FOUND,
+            // A name too long for the file system names no file there.
+            io::ErrorKind::NotFound | io::ErrorKind::InvalidFilename => ErrorCode::FILE_NOT_FOUND,
             io::ErrorKind::PermissionDenied => ErrorCode::ACCESS_VIOLATION,
             io::ErrorKind::StorageFull
             | io::ErrorKind::FileTooLarge
