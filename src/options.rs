@@ -319,7 +319,10 @@ impl OptionRequest {
             };
             let v = parse_number(o.value).ok_or_else(bad)?;
             match opt {
-                Opt::Blksize if (u64::from(MIN_BLKSIZE)..=asked).contains(&v) => {
+                Opt::Blksize
+                    if (u64::from(MIN_BLKSIZE)..=asked.min(u64::from(MAX_BLKSIZE)))
+                        .contains(&v) =>
+                {
                     n.blksize = v as u16
                 }
                 Opt::Windowsize if (1..=asked).contains(&v) => n.windowsize = v as u16,

@@ -12,7 +12,7 @@ use super::sending::{initial_timer, Handshake, SendMachine};
 use super::server::delegate_transfer;
 use crate::data::{Sink, Source};
 use crate::options::{Negotiated, OptionRequest};
-use crate::wire::{ErrorCode, Mode};
+use crate::wire::{ErrorCode, Mode, MAX_BLKSIZE, MIN_BLKSIZE};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,20 @@ fn check_request(filename: &str, config: &ClientConfig) -> Result<(), TransferEr
     }
     if config.mode == Mode::Mail {
         return Err(bad("mail mode is not supported"));
+    }
+    let o = &config.options;
+    if o.blksize
+        .is_some_and(|b| !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&b))
+    {
+        return Err(bad("blksize option outside 8..=65464 (RFC 2348)"));
+    }
+    if o.timeout == Some(0) || (o.timeout.is_none() && config.timeout.is_zero()) {
+        return Err(bad(
+            "zero retransmission timeout (RFC 2349: timeout 1..=255)",
+        ));
+    }
+    if o.windowsize == Some(0) {
+        return Err(bad("windowsize option outside 1..=65535 (RFC 7440)"));
     }
     Ok(())
 }

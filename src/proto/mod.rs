@@ -37,4 +37,6 @@ pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
 pub use server::{parse_request, Refusal, ServerConfig, ServerRead, ServerWrite};
 
 #[cfg(test)]
+mod adversarial;
+#[cfg(test)]
 mod tests;

@@ -79,7 +79,9 @@ impl<K: Sink> RecvMachine<K> {
     }
 
     fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
-        let waiting = matches!(self.handshake, Handshake::Request { .. });
+        // A client that already gave up (timed out or aborted) takes nothing
+        // from a late answer: no Negotiated after Finished, no new peer.
+        let waiting = !self.finished && matches!(self.handshake, Handshake::Request { .. });
         match packet {
             Packet::Error { code, message } if !self.finished => {
                 self.finished = true;
@@ -142,7 +144,8 @@ impl<K: Sink> RecvMachine<K> {
 
 impl<K: Sink> Transfer for RecvMachine<K> {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        if self.closed {
+        // Closed means nothing more is sent: not even ERROR 5 to a stranger.
+        if self.closed || self.is_closed() {
             return;
         }
         if let Accept::Stranger = self.link.accept(from) {

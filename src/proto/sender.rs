@@ -10,7 +10,7 @@
 //! - On timeout the window is resent from its first unacknowledged block.
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
-use super::common::{block_distance, wire_block, Counters, Timer};
+use super::common::{wire_block, Counters, Timer};
 use crate::data::Source;
 use crate::netascii::NetasciiSource;
 use crate::wire::{emit_data_header, ErrorCode, Mode, DATA_HEADER_LEN};
@@ -185,16 +185,20 @@ impl<S: Source> Sender<S> {
     /// Applies an ACK for wire block `block`.
     pub fn handle_ack(&mut self, block: u16, counters: &mut Counters) -> AckOutcome {
         let acked_before = self.base - 1;
-        let d = block_distance(acked_before, block);
+        // Forward distance 0..=65535 from the last acknowledged block. The
+        // sent window is at most 65535 blocks, so an ACK inside it is never
+        // ambiguous; a signed 16-bit distance drops every ACK more than
+        // 32767 blocks into a larger window.
+        let d = u64::from(block.wrapping_sub(wire_block(acked_before)));
         if d == 0 {
             counters.duplicate_acks += 1;
             return AckOutcome::Ignored;
         }
-        if d < 0 || acked_before + d as u64 > self.sent_max {
+        if acked_before + d > self.sent_max {
             counters.ignored += 1;
             return AckOutcome::Ignored;
         }
-        let acked = acked_before + d as u64;
+        let acked = acked_before + d;
         self.base = acked + 1;
         self.next = self.base;
         self.timer.progress();

@@ -151,6 +151,10 @@ impl<S: Source> SendMachine<S> {
 
 impl<S: Source> Transfer for SendMachine<S> {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        // Closed means nothing more is sent: not even ERROR 5 to a stranger.
+        if self.is_closed() {
+            return;
+        }
         if let Accept::Stranger = self.link.accept(from) {
             return;
         }
