@@ -20,6 +20,8 @@
 //!   a server machine against each other under a fake clock.
 
 pub mod data;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lab;
 pub mod memnet;
 pub mod netascii;
