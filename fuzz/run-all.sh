@@ -43,13 +43,15 @@ if [[ -z $toolchain ]]; then
         toolchain=stable
     fi
 fi
+# The two builds differ in every flag: keep them apart so switching between
+# them does not rebuild everything.
 if [[ $toolchain == nightly ]]; then
     fuzz=(cargo +nightly fuzz)
     sanitizer=()
     echo "== toolchain: nightly, AddressSanitizer"
 else
     fuzz=(cargo fuzz)
-    sanitizer=(-s none)
+    sanitizer=(-s none --target-dir target/stable)
     echo "== toolchain: $(rustc --version), no sanitizer (-s none)"
 fi
 command -v cargo-fuzz >/dev/null || {

@@ -52,8 +52,8 @@ impl DatagramSocket for TurmoilSocket {
 impl Network for TurmoilNet {
     type Socket = TurmoilSocket;
 
-    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TurmoilSocket>> + Send {
-        async move { turmoil::net::UdpSocket::bind(addr).await.map(TurmoilSocket) }
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TurmoilSocket> {
+        turmoil::net::UdpSocket::bind(addr).await.map(TurmoilSocket)
     }
 }
 
