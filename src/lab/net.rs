@@ -5,7 +5,7 @@
 //! one injector.
 
 use super::faults::{Cause, Fate, Injector, Script, ScriptFate};
-use super::trace::{Trace, TraceFate};
+use super::trace::{render_packet, Trace, TraceFate};
 use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
 use std::io;
@@ -88,7 +88,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
     /// The script's word first, then the random faults. The injector is
     /// consulted for every datagram either way, so adding a script rule
     /// does not shift the random fates of the others.
-    fn decide(&self, datagram: &[u8]) -> Fate {
+    fn decide(&self, rendered: &str) -> Fate {
         let Ok(mut guard) = self.injector.lock() else {
             return Fate::Deliver {
                 delays: vec![Duration::ZERO],
@@ -97,11 +97,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
         };
         let (injector, script) = &mut *guard;
         let random = injector.decide();
-        let rendered = match crate::wire::Packet::parse(datagram) {
-            Ok(p) => p.to_string(),
-            Err(_) => String::new(),
-        };
-        match script.fate(&rendered) {
+        match script.fate(rendered) {
             Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
             // The copy travels like the original: same latency draw.
             Some(ScriptFate::Duplicate) => match random {
@@ -121,10 +117,12 @@ impl<S: DatagramSocket> FaultySocket<S> {
         }
     }
 
-    fn record(&self, target: SocketAddr, fate: TraceFate, buf: &[u8]) {
+    fn record(&self, target: SocketAddr, fate: TraceFate, len: usize, rendered: String) {
         let from = self.host.to_string();
         let to = self.clock.name(target.ip());
-        self.trace.record(self.clock.elapsed(), from, to, fate, buf);
+        let at = self.clock.elapsed();
+        self.trace
+            .record_rendered(at, from, to, fate, len, rendered);
     }
 }
 
@@ -148,7 +146,9 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        let fate = self.decide(buf);
+        // Rendered once: the script matches it and the trace keeps it.
+        let rendered = render_packet(buf);
+        let fate = self.decide(&rendered);
         let (delays, trace_fate) = match fate {
             Fate::Dropped(cause) => (
                 Vec::new(),
@@ -171,7 +171,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 (delays, fate)
             }
         };
-        self.record(target, trace_fate, buf);
+        self.record(target, trace_fate, buf.len(), rendered);
         let len = buf.len();
         let mut now_copies = 0;
         for d in &delays {

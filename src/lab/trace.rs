@@ -50,16 +50,27 @@ impl Trace {
     }
 
     pub fn record(&self, at: Duration, from: String, to: String, fate: TraceFate, datagram: &[u8]) {
-        let packet = match Packet::parse(datagram) {
-            Ok(p) => p.to_string(),
-            Err(e) => format!("<malformed: {e}>"),
-        };
+        let packet = render_packet(datagram);
+        self.record_rendered(at, from, to, fate, datagram.len(), packet);
+    }
+
+    /// Records a datagram already rendered with [`render_packet`] (the
+    /// fault layer renders once for both its script and the trace).
+    pub fn record_rendered(
+        &self,
+        at: Duration,
+        from: String,
+        to: String,
+        fate: TraceFate,
+        len: usize,
+        packet: String,
+    ) {
         let event = TraceEvent {
             at_us: at.as_micros() as u64,
             from,
             to,
             fate,
-            len: datagram.len(),
+            len,
             packet,
         };
         if let Ok(mut v) = self.0.lock() {
@@ -77,6 +88,14 @@ impl Trace {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A datagram as one trace line's packet text: `DATA #7 (1024 B)`.
+pub fn render_packet(datagram: &[u8]) -> String {
+    match Packet::parse(datagram) {
+        Ok(p) => p.to_string(),
+        Err(e) => format!("<malformed: {e}>"),
     }
 }
 
