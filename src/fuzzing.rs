@@ -763,6 +763,52 @@ impl Source for CheckedSource {
     }
 }
 
+// ---- scenario_parse ---------------------------------------------------------
+
+/// Arbitrary text through the scenario loader: it never panics, never
+/// allocates without bound, and every error is one line that names the file
+/// and, unless the whole file lacks its `[[clients]]`, a line inside it.
+/// What loads is consistent: 1..=MAX_CLIENTS clients with distinct names,
+/// every action's line inside the text, a fault plan that passes its check.
+pub fn scenario_parse(data: &[u8]) {
+    use crate::lab::scenario::{Scenario, MAX_CLIENTS};
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("fuzz/scenario.toml");
+    let lines = text.lines().count().max(1) + 1;
+    match Scenario::parse(&text, path) {
+        Ok(scenario) => {
+            let clients = &scenario.clients;
+            assert!(!clients.is_empty() && clients.len() <= MAX_CLIENTS);
+            let mut names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), clients.len(), "two clients share a name");
+            for action in clients.iter().flat_map(|c| &c.actions) {
+                assert!(
+                    (1..=lines).contains(&action.line),
+                    "action line {}",
+                    action.line
+                );
+            }
+            assert_eq!(scenario.faults.check(), Ok(()));
+            assert!(scenario.events.windows(2).all(|w| w[0].at <= w[1].at));
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(!shown.contains('\n'), "error over several lines: {shown:?}");
+            assert!(shown.starts_with("fuzz/scenario.toml"), "{shown:?}");
+            assert!(!e.message.trim().is_empty(), "empty error message");
+            match e.line {
+                Some(line) => assert!((1..=lines).contains(&line), "line {line}: {shown}"),
+                None => assert!(
+                    e.message.starts_with("no [[clients]]"),
+                    "error without a line: {shown}"
+                ),
+            }
+        }
+    }
+}
+
 // ---- path_resolve ---------------------------------------------------------
 
 /// Arbitrary names against a root holding symlinks that point inside and

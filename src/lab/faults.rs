@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for DelayRange {
         let v: Vec<String> = Vec::deserialize(d)?;
         let parse = |s: &String| {
             super::scenario::parse_duration(s).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{s}` is not a duration like 5ms"))
+                serde::de::Error::custom(format!("{s:?} is not a duration like 5ms"))
             })
         };
         match v.as_slice() {
