@@ -1834,9 +1834,12 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
     if head & 0x80 != 0 {
         datagram.extend_from_slice(b"\0\0\0");
     }
+    let timeout = Duration::from_millis(1 + u64::from(input.u16() % 5000));
+    let retries_byte = input.u8();
     let config = ServerConfig {
-        timeout: Duration::from_millis(1 + u64::from(input.u16() % 5000)),
-        retries: u32::from(input.u8() % 8),
+        timeout,
+        min_rto: min_rto(retries_byte, timeout),
+        retries: u32::from(retries_byte % 8),
         limits: Limits {
             max_blksize: input.u16(),
             max_windowsize: input.u16() % 1024,
@@ -1872,7 +1875,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                         Role::ServerRead,
                         wrap(Box::new(m)),
                         now,
-                        config.retries,
+                        timeout_budget(config.retries, config.min_rto, config.timeout),
                         request.mode,
                     );
                     s.wire = if request.mode == Mode::Netascii {
@@ -1899,7 +1902,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                         Role::ServerWrite,
                         wrap(Box::new(m)),
                         now,
-                        config.retries,
+                        timeout_budget(config.retries, config.min_rto, config.timeout),
                         request.mode,
                     );
                     s.sink = Some(state);
@@ -1957,11 +1960,14 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
         tsize: (flags & 4 != 0).then_some(0),
         windowsize: (flags & 8 != 0).then(|| 1 + input.u16() % 1024),
     };
+    let timeout = Duration::from_millis(1 + u64::from(input.u16() % 5000));
+    let retries_byte = input.u8();
     let config = ClientConfig {
         mode,
         options,
-        timeout: Duration::from_millis(1 + u64::from(input.u16() % 5000)),
-        retries: u32::from(input.u8() % 8),
+        timeout,
+        min_rto: min_rto(retries_byte, timeout),
+        retries: u32::from(retries_byte % 8),
         max_size: input
             .bool()
             .then(|| u64::from(input.u16()) << (input.u8() % 5)),
@@ -1984,7 +1990,7 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                     Role::ClientPut,
                     wrap(Box::new(m)),
                     now,
-                    config.retries,
+                    timeout_budget(config.retries, config.min_rto, config.timeout),
                     mode,
                 );
                 s.wire = if mode == Mode::Netascii {
@@ -2011,7 +2017,7 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                     Role::ClientGet,
                     wrap(Box::new(m)),
                     now,
-                    config.retries,
+                    timeout_budget(config.retries, config.min_rto, config.timeout),
                     mode,
                 );
                 s.sink = Some(state);
@@ -2255,6 +2261,25 @@ fn netascii_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ]
+}
+
+/// The floor of the adaptive timer, from the retries byte's top bit (so the
+/// seed corpus keeps its meaning): set, a fixed timer; clear, adaptive with
+/// a 1 ms floor.
+fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
+    if retries_byte & 0x80 != 0 {
+        timeout
+    } else {
+        Duration::from_millis(1)
+    }
+}
+
+/// How many timeouts a machine may take once input stops before it must
+/// close: the retry budget at the ceiling, plus the backoff steps below it
+/// (the ceiling may be a negotiated timeout of up to 255 s).
+fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
+    let ceiling = timeout.max(Duration::from_secs(255));
+    retries + crate::proto::Timer::backoff_steps(min_rto, ceiling)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.

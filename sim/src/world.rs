@@ -170,6 +170,7 @@ fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
         bind: SocketAddr::from(([0, 0, 0, 0], 69)),
         transfer: ServerConfig {
             timeout: s.timeout,
+            min_rto: s.min_rto,
             retries: s.retries,
             limits: Limits {
                 max_blksize: s.max_blksize,

@@ -48,6 +48,10 @@ pub struct ServerSpec {
     pub max_windowsize: u16,
     #[serde(default = "defaults::server_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Floor of the adaptive retransmission timer; `min_rto = timeout` makes
+    /// it fixed.
+    #[serde(default = "defaults::min_rto", with = "duration")]
+    pub min_rto: Duration,
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     #[serde(default = "defaults::max_transfers")]
@@ -65,6 +69,7 @@ impl Default for ServerSpec {
             max_blksize: defaults::max_blksize(),
             max_windowsize: defaults::max_windowsize(),
             timeout: defaults::server_timeout(),
+            min_rto: defaults::min_rto(),
             retries: defaults::retries(),
             max_transfers: defaults::max_transfers(),
             max_upload: None,
@@ -267,6 +272,9 @@ mod defaults {
     }
     pub fn server_timeout() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn min_rto() -> Duration {
+        crate::proto::DEFAULT_MIN_RTO
     }
     pub fn retries() -> u32 {
         5
