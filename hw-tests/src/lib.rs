@@ -1,6 +1,9 @@
 //! tftplab-hw: runs tftplab scenarios against real boards over a raw link.
 //!
-//! This crate is filled by the hardware-runner work; for now it only
-//! re-exports the core so the workspace layout is in place.
+//! - [`frame`]: Ethernet, ARP, IPv4 and UDP, parsed and emitted by hand.
+//! - [`pcap`]: every frame in and out, for Wireshark.
+//! - [`link`]: the raw link, a tftplab `Network` over a pnet datalink channel.
 
-pub use tftplab;
+pub mod frame;
+pub mod link;
+pub mod pcap;
