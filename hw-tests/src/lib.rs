@@ -2,8 +2,19 @@
 //!
 //! - [`frame`]: Ethernet, ARP, IPv4 and UDP, parsed and emitted by hand.
 //! - [`pcap`]: every frame in and out, for Wireshark.
-//! - [`link`]: the raw link, a tftplab `Network` over a pnet datalink channel.
+//! - [`link`]: the raw link, a tftplab `Network` over a pnet datalink channel,
+//!   with frame-level faults from the lab's seeded fault plan.
+//! - [`boards`]: the inventory file and `--select` by labels.
+//! - [`console`]: a board's serial console, read and scripted.
+//! - [`runner`]: one scenario on one board, judged like the simulator's.
+//! - [`report`]: summary table and JUnit XML.
+//! - [`jumpstarter`]: Jumpstarter's TFTP store example on a board.
 
+pub mod boards;
+pub mod console;
 pub mod frame;
+pub mod jumpstarter;
 pub mod link;
 pub mod pcap;
+pub mod report;
+pub mod runner;
