@@ -61,10 +61,11 @@ pub struct Console {
     /// grows.
     pub device: String,
     pub baud: u32,
-    /// The boot succeeded when this text appears. `{crc32:NAME}`,
-    /// `{sha256:NAME}` and `{size:NAME}` stand for the served file's
-    /// checksum (lowercase hex) or size in bytes.
-    pub success: Option<String>,
+    /// The boot succeeded when all these texts have appeared (a string or
+    /// a list in the file). `{crc32:NAME}`, `{sha256:NAME}` and
+    /// `{size:NAME}` stand for the served file's checksum (lowercase hex)
+    /// or size in bytes.
+    pub success: Vec<String>,
     /// The boot failed when this text appears.
     pub failure: Option<String>,
     pub timeout: Duration,
@@ -122,11 +123,18 @@ struct RawPower {
 struct RawConsole {
     device: String,
     baud: Option<u32>,
-    success: Option<String>,
+    success: Option<OneOrMany>,
     failure: Option<String>,
     timeout: Option<String>,
     #[serde(default)]
     script: Vec<ConsoleStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 const PROFILES: [Profile; 5] = [
@@ -268,7 +276,11 @@ impl Board {
             Some(c) => Some(Console {
                 device: c.device,
                 baud: c.baud.unwrap_or(115_200),
-                success: c.success,
+                success: match c.success {
+                    None => Vec::new(),
+                    Some(OneOrMany::One(s)) => vec![s],
+                    Some(OneOrMany::Many(v)) => v,
+                },
                 failure: c.failure,
                 timeout: duration(
                     "console.timeout",

@@ -53,6 +53,9 @@ enum Command {
         /// Seed for the fault injectors.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run without the scenarios' faults (a clean baseline).
+        #[arg(long)]
+        no_faults: bool,
         /// Where pcap, trace and console logs go.
         #[arg(long, value_name = "DIR", default_value = "target/hw-runs")]
         out: PathBuf,
@@ -171,6 +174,7 @@ fn real_main(command: Command) -> Result<bool, String> {
             select,
             scenarios,
             seed,
+            no_faults,
             out,
             junit: junit_file,
             quiet,
@@ -186,7 +190,11 @@ fn real_main(command: Command) -> Result<bool, String> {
                     pairs.push((b, s));
                 }
             }
-            let opts = RunOptions { seed, out_dir: out };
+            let opts = RunOptions {
+                seed,
+                out_dir: out,
+                faults: !no_faults,
+            };
             let rt = runtime()?;
             let wall = Instant::now();
             let mut runs = Vec::new();

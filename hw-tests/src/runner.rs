@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub seed: u64,
     /// Where pcap, trace and console files go.
     pub out_dir: PathBuf,
+    /// Apply the scenario's faults (off: a clean run of the same file,
+    /// to see the board boot before making it hard).
+    pub faults: bool,
 }
 
 /// One board, one scenario: what happened and the verdict.
@@ -451,7 +454,7 @@ fn file_stem(s: &str) -> String {
 /// The console's expectations with placeholders filled.
 struct Watch {
     script: Vec<(String, String)>,
-    success: Option<String>,
+    success: Vec<String>,
     failure: Option<String>,
 }
 
@@ -468,9 +471,9 @@ fn watch_for(console: &Console, scenario: &Scenario, board: &Board) -> Result<Wa
         .collect::<Result<Vec<_>, String>>()?;
     let success = console
         .success
-        .as_deref()
+        .iter()
         .map(|s| expand(s, scenario, board))
-        .transpose()?;
+        .collect::<Result<Vec<_>, String>>()?;
     let failure = console
         .failure
         .as_deref()
@@ -541,7 +544,11 @@ async fn run_inner(
         board_name: board.name.clone(),
         partial_checksums: board.partial_checksums,
         mtu: board.mtu,
-        faults: scenario.faults.clone(),
+        faults: if opts.faults {
+            scenario.faults.clone()
+        } else {
+            tftplab::lab::FaultPlan::default()
+        },
         seed: opts.seed,
         pcap: Some(pcap),
         trace: trace.clone(),
@@ -590,7 +597,7 @@ async fn run_inner(
                     console_verdict = Some(Err(format!("console showed the failure marker {f:?}")));
                     break;
                 }
-                if w.success.as_deref().is_some_and(|s| text.contains(s)) {
+                if !w.success.is_empty() && w.success.iter().all(|s| text.contains(s.as_str())) {
                     console_verdict = Some(Ok(()));
                 }
             }
@@ -603,7 +610,7 @@ async fn run_inner(
                     .count();
             let console_done = watch
                 .as_ref()
-                .is_none_or(|w| w.success.is_none() || console_verdict.is_some());
+                .is_none_or(|w| w.success.is_empty() || console_verdict.is_some());
             if all_actions && console_done {
                 break;
             }
@@ -640,27 +647,29 @@ async fn run_inner(
             run.problems.push(e);
         }
     }
-    if let Some(tap) = console {
+    let mut console_text = None;
+    if let Some(tap) = console.take() {
         if let Some(e) = tap.error() {
             run.problems.push(e);
         }
-        let _ = tap.close();
-        console = None;
+        console_text = Some(tap.close());
     }
-    drop(console);
     run.link = link.stats();
     link_handle.close();
     match (&watch, console_verdict) {
         (_, Some(Err(e))) => run.problems.push(e),
-        (
-            Some(Watch {
-                success: Some(s), ..
-            }),
-            None,
-        ) => run.problems.push(format!(
-            "console: {s:?} did not appear within {:.0}s",
-            limit.as_secs_f64()
-        )),
+        (Some(w), None) if !w.success.is_empty() => {
+            let text = console_text.as_deref().unwrap_or("");
+            let missing: Vec<&String> = w
+                .success
+                .iter()
+                .filter(|s| !text.contains(s.as_str()))
+                .collect();
+            run.problems.push(format!(
+                "console: {missing:?} did not appear within {:.0}s",
+                limit.as_secs_f64()
+            ));
+        }
         _ => {}
     }
 

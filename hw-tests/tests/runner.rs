@@ -231,6 +231,7 @@ fn board_and_simulator_agree_on_a_lossy_scenario() {
     let opts = RunOptions {
         seed: 3,
         out_dir: dir.path().join("runs"),
+        faults: true,
     };
     let run = rt.block_on(run_one(&board, &s, &opts));
     assert!(run.passed(), "{:?}\n{:?}", run.failures(), run.link);
