@@ -170,6 +170,77 @@ fn real_clients_fetch_intact_files_over_the_raw_link() {
 }
 
 #[test]
+fn four_clients_at_once_each_get_their_own_transfer_port() {
+    if !netns_enabled("four_clients_at_once_each_get_their_own_transfer_port") {
+        return;
+    }
+    let lab = Lab::new();
+    let served = served_sized(2_000_000);
+    let pcap_file = tempfile::NamedTempFile::new().expect("pcap");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (handle, server) = rt.block_on(async {
+        let pcap = PcapWriter::create(pcap_file.path()).expect("pcap");
+        let cfg = config(&lab, FaultPlan::default(), Some(pcap), Trace::new());
+        let (link, handle) = RawLink::open(cfg).expect("open link");
+        let server = serve(link, served.store.clone(), server_options(&lab))
+            .await
+            .expect("serve");
+        (handle, server)
+    });
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let want = sha256(&served.files[0].1);
+    std::thread::scope(|scope| {
+        for peer in Peer::ALL {
+            let (lab, out_dir, want) = (&lab, out_dir.path(), &want);
+            scope.spawn(move || {
+                let local = out_dir
+                    .join(format!("{peer:?}"))
+                    .to_string_lossy()
+                    .into_owned();
+                let argv = peer.get_command(lab.server_ip, "kernel.img", &local, Some(1024));
+                let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+                let out = lab.board_run(&argv[0], &args, Duration::from_secs(60));
+                let got = std::fs::read(&local).unwrap_or_default();
+                assert!(
+                    out.status.success() && &sha256(&got) == want,
+                    "{peer:?}: {out:?}"
+                );
+            });
+        }
+    });
+    let stats = server.stats();
+    rt.block_on(server.stop(Duration::from_secs(1)));
+    handle.close();
+    assert_eq!(stats.succeeded, 4, "{stats:?}");
+    // The transfers ran side by side on four server ports: the DATA
+    // frames in the pcap switch between ports far more often than four
+    // transfers one after another would.
+    let frames = read_frames(&std::fs::read(pcap_file.path()).expect("pcap")).expect("parses");
+    let data_ports: Vec<u16> = frames
+        .iter()
+        .filter_map(|f| match frame::parse(f) {
+            Frame::Udp(u) if u.src_ip == lab.server_ip && u.payload.starts_with(&[0, 3]) => {
+                Some(u.src_port)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut distinct = data_ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{distinct:?}");
+    assert!(
+        distinct.iter().all(|p| *p != 69),
+        "transfers run on their own ports"
+    );
+    let switches = data_ports.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches > 20,
+        "{switches} switches: the transfers did not overlap"
+    );
+}
+
+#[test]
 fn offload_partial_checksums_are_rejected_unless_accepted() {
     if !netns_enabled("offload_partial_checksums_are_rejected_unless_accepted") {
         return;
