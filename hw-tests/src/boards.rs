@@ -4,13 +4,16 @@
 //! selectors do.
 
 use crate::frame::Mac;
-use crate::link::PartialChecksums;
+use crate::link::{LinkConfig, PartialChecksums};
+use crate::pcap::PcapWriter;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 use tftplab::lab::scenario::{parse_duration, ClientOptions, Profile};
+use tftplab::lab::trace::Trace;
+use tftplab::lab::FaultPlan;
 
 /// A parsed inventory.
 #[derive(Debug, Clone)]
@@ -307,6 +310,30 @@ impl Board {
             power,
             console,
         })
+    }
+
+    /// The raw link to this board, with `faults` seeded by `seed`.
+    pub fn link_config(
+        &self,
+        faults: FaultPlan,
+        seed: u64,
+        pcap: Option<PcapWriter>,
+        trace: Trace,
+    ) -> LinkConfig {
+        LinkConfig {
+            interface: self.interface.clone(),
+            netns: self.netns.clone(),
+            server_ip: self.server_ip,
+            server_mac: self.server_mac,
+            board: self.board_mac.map(|m| (self.board_ip, m)),
+            board_name: self.name.clone(),
+            partial_checksums: self.partial_checksums,
+            mtu: self.mtu,
+            faults,
+            seed,
+            pcap,
+            trace,
+        }
     }
 
     /// The largest blksize whose DATA fits one frame on this link.

@@ -4,7 +4,7 @@
 //! caller use it while it is served, delete it, and check it is gone.
 
 use crate::boards::Board;
-use crate::link::{LinkConfig, RawLink};
+use crate::link::RawLink;
 use crate::runner::sha256_hex;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,21 +31,9 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let root = tempfile::tempdir().map_err(|e| format!("temporary root: {e}"))?;
-    let (link, handle) = RawLink::open(LinkConfig {
-        interface: board.interface.clone(),
-        netns: board.netns.clone(),
-        server_ip: board.server_ip,
-        server_mac: board.server_mac,
-        board: board.board_mac.map(|m| (board.board_ip, m)),
-        board_name: board.name.clone(),
-        partial_checksums: board.partial_checksums,
-        mtu: board.mtu,
-        faults: FaultPlan::default(),
-        seed: 0,
-        pcap: None,
-        trace: Trace::new(),
-    })
-    .map_err(|e| format!("board {}: {e}", board.name))?;
+    let (link, handle) =
+        RawLink::open(board.link_config(FaultPlan::default(), 0, None, Trace::new()))
+            .map_err(|e| format!("board {}: {e}", board.name))?;
     let store =
         Arc::new(Store::new(StoreConfig::new(root.path())).map_err(|e| format!("store: {e}"))?);
     let options = ServerOptions {

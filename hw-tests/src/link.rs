@@ -466,41 +466,23 @@ impl RawLink {
                 return;
             }
         }
-        let fate = {
+        let (fate, damaged) = {
             let Ok(mut g) = self.0.inbound.lock() else {
                 return;
             };
             let (injector, script) = &mut *g;
-            let fate = decide_scripted(injector, script, &rendered);
-            if let Fate::Dropped(cause @ (Cause::Corrupted | Cause::Truncated)) = fate {
-                // Damage a copy for real and let the checks drop it. A
-                // partial checksum does not cover the payload, so there the
-                // injector's word is final.
-                let mut damaged = raw.to_vec();
-                if cause == Cause::Corrupted {
-                    let start = HEADERS.min(damaged.len());
-                    injector.damage(&mut damaged[start..], 3);
-                } else {
-                    damaged.truncate(HEADERS + udp.payload.len() / 2);
-                }
-                if let Frame::Udp(u) = frame::parse(&damaged) {
-                    if u.checksum == Checksum::Good && u.payload != udp.payload {
-                        // A checksum-preserving flip (1 in 65536): the
-                        // datagram would pass on a real wire too.
-                        Fate::Deliver {
-                            delays: vec![Duration::ZERO],
-                            held_back: false,
-                        }
-                    } else {
-                        fate
+            match decide_scripted(injector, script, &rendered) {
+                // Damage a copy for real and let the checks drop it.
+                Fate::Dropped(cause @ (Cause::Corrupted | Cause::Truncated)) => {
+                    match damaged_survivor(injector, raw, udp.payload.len(), cause) {
+                        Some(payload) => (deliver_now(), Some(payload)),
+                        None => (Fate::Dropped(cause), None),
                     }
-                } else {
-                    fate
                 }
-            } else {
-                fate
+                fate => (fate, None),
             }
         };
+        let payload = damaged.as_deref().unwrap_or(udp.payload);
         let delays = match fate {
             Fate::Dropped(cause) => {
                 c.fault_drops_in.fetch_add(1, Ordering::Relaxed);
@@ -526,7 +508,7 @@ impl RawLink {
         };
         c.datagrams_in.fetch_add(1, Ordering::Relaxed);
         for d in delays {
-            let datagram = (udp.payload.to_vec(), from);
+            let datagram = (payload.to_vec(), from);
             if d.is_zero() {
                 let _ = inbox.send(datagram);
             } else {
@@ -675,6 +657,37 @@ impl RawLink {
             }
         }
         Ok(buf.len())
+    }
+}
+
+fn deliver_now() -> Fate {
+    Fate::Deliver {
+        delays: vec![Duration::ZERO],
+        held_back: false,
+    }
+}
+
+/// Damages a copy of a received frame as `cause` says and puts it through
+/// the same checks as any frame: the damaged payload if it would still
+/// pass (a checksum-preserving change, about 1 in 65536, as on a real
+/// wire), else `None`. A partial or absent checksum does not cover the
+/// payload, so there the damage always counts as caught.
+fn damaged_survivor(
+    injector: &mut Injector,
+    raw: &[u8],
+    payload_len: usize,
+    cause: Cause,
+) -> Option<Vec<u8>> {
+    let mut damaged = raw.to_vec();
+    if cause == Cause::Corrupted {
+        let start = (frame::ETH_HEADER + frame::IPV4_HEADER).min(damaged.len());
+        injector.damage(&mut damaged[start..], 3);
+    } else {
+        damaged.truncate(HEADERS + payload_len / 2);
+    }
+    match frame::parse(&damaged) {
+        Frame::Udp(u) if u.checksum == Checksum::Good => Some(u.payload.to_vec()),
+        _ => None,
     }
 }
 

@@ -24,7 +24,7 @@
 
 use crate::boards::{Board, Console};
 use crate::console::ConsoleTap;
-use crate::link::{LinkConfig, LinkStats, RawLink};
+use crate::link::{LinkStats, RawLink};
 use crate::pcap::PcapWriter;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -192,6 +192,14 @@ fn server_setup(scenario: &Scenario, board: &Board, root: &Path) -> (StoreConfig
         port_range: None,
     };
     (store, options)
+}
+
+/// The client's actions that are transfers (sleeps are the firmware's own).
+fn transfers(spec: &ClientSpec) -> usize {
+    spec.actions
+        .iter()
+        .filter(|a| !matches!(a.kind, ActionKind::Sleep(_)))
+        .count()
 }
 
 /// A file name as the board may ask for it: without leading slashes.
@@ -503,12 +511,7 @@ pub async fn run_one(board: &Board, scenario: &Scenario, opts: &RunOptions) -> H
             .as_ref()
             .map(|_| opts.out_dir.join(format!("{stem}.console.log"))),
         extra_transfers: Vec::new(),
-        actions: scenario
-            .clients
-            .iter()
-            .flat_map(|c| &c.actions)
-            .filter(|a| !matches!(a.kind, ActionKind::Sleep(_)))
-            .count(),
+        actions: scenario.clients.iter().map(transfers).sum(),
     };
     if let Err(e) = run_inner(board, scenario, opts, &mut run).await {
         run.problems.push(e);
@@ -535,25 +538,14 @@ async fn run_inner(
     stage(scenario, root.path())?;
     let pcap = PcapWriter::create(&run.pcap).map_err(|e| format!("pcap: {e}"))?;
     let trace = Trace::new();
-    let (link, link_handle) = RawLink::open(LinkConfig {
-        interface: board.interface.clone(),
-        netns: board.netns.clone(),
-        server_ip: board.server_ip,
-        server_mac: board.server_mac,
-        board: board.board_mac.map(|m| (board.board_ip, m)),
-        board_name: board.name.clone(),
-        partial_checksums: board.partial_checksums,
-        mtu: board.mtu,
-        faults: if opts.faults {
-            scenario.faults.clone()
-        } else {
-            tftplab::lab::FaultPlan::default()
-        },
-        seed: opts.seed,
-        pcap: Some(pcap),
-        trace: trace.clone(),
-    })
-    .map_err(|e| format!("board {}: {e}", board.name))?;
+    let faults = if opts.faults {
+        scenario.faults.clone()
+    } else {
+        tftplab::lab::FaultPlan::default()
+    };
+    let (link, link_handle) =
+        RawLink::open(board.link_config(faults, opts.seed, Some(pcap), trace.clone()))
+            .map_err(|e| format!("board {}: {e}", board.name))?;
     let (store_cfg, options) = server_setup(scenario, board, root.path());
     let store = Arc::new(Store::new(store_cfg).map_err(|e| format!("store: {e}"))?);
     let server = serve(link.clone(), store, options)
@@ -602,12 +594,7 @@ async fn run_inner(
                 }
             }
             let (matched, _) = match_actions(spec, &seen, root.path());
-            let all_actions = matched.len()
-                == spec
-                    .actions
-                    .iter()
-                    .filter(|a| !matches!(a.kind, ActionKind::Sleep(_)))
-                    .count();
+            let all_actions = matched.len() == transfers(spec);
             let console_done = watch
                 .as_ref()
                 .is_none_or(|w| w.success.is_empty() || console_verdict.is_some());
@@ -681,12 +668,7 @@ async fn run_inner(
         .filter_map(|((_, e), _)| describe_event(e))
         .collect();
     let events = trace.events();
-    let complete = results.len()
-        == spec
-            .actions
-            .iter()
-            .filter(|a| !matches!(a.kind, ActionKind::Sleep(_)))
-            .count();
+    let complete = results.len() == transfers(spec);
     let mut uploaded = BTreeMap::new();
     for a in &spec.actions {
         if let ActionKind::Put { name, .. } = &a.kind {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{netns_enabled, sha256, Lab};
+use common::{netns_enabled, quote, sha256, toml_str, Lab};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,11 +22,6 @@ fn repo() -> PathBuf {
 
 fn scenario(rel: &str) -> PathBuf {
     repo().join(rel)
-}
-
-/// A shell word in single quotes.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// The stand-in's power commands and console for `scenario`: `cycle`
@@ -101,10 +96,6 @@ timeout = "20s"
     )
     .expect("boards file");
     boards
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 fn first_intact_get(scenario: &Scenario) -> String {

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{netns_enabled, sh};
+use common::{netns_enabled, quote, sh, toml_str};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tftplab::lab::profile::Got;
@@ -72,14 +72,6 @@ impl Drop for QemuLab {
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 /// Two boards, the same emulated U-Boot with `tftpwindowsize` 1 and 8.

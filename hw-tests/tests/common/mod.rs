@@ -243,6 +243,16 @@ pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
+/// A shell word in single quotes.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A TOML string literal.
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()
