@@ -137,6 +137,8 @@ struct Inner {
     outbound: Mutex<(Injector, Script)>,
     counters: Counters,
     partitioned: AtomicBool,
+    /// Every datagram the board sent to port 69, as received.
+    requests: Mutex<Vec<Vec<u8>>>,
     stop: AtomicBool,
     ident: AtomicU16,
     next_port: AtomicU16,
@@ -267,6 +269,7 @@ impl RawLink {
             outbound: Mutex::new(outbound),
             counters: Counters::default(),
             partitioned: AtomicBool::new(false),
+            requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             ident: AtomicU16::new(1),
             next_port: AtomicU16::new(0),
@@ -310,6 +313,16 @@ impl RawLink {
     /// partition and heal events.
     pub fn set_partitioned(&self, on: bool) {
         self.0.partitioned.store(on, Ordering::Relaxed);
+    }
+
+    /// Every datagram received for port 69 (the board's requests), in
+    /// order, whatever the fault plan then did with it.
+    pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.0
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// The board's MAC as learned (or configured).
@@ -428,6 +441,11 @@ impl RawLink {
     fn on_udp(&self, raw: &[u8], udp: &Udp<'_>) {
         let c = &self.0.counters;
         let from = SocketAddr::new(IpAddr::V4(udp.src_ip), udp.src_port);
+        if udp.dst_port == 69 && udp.checksum != Checksum::Bad {
+            if let Ok(mut r) = self.0.requests.lock() {
+                r.push(udp.payload.to_vec());
+            }
+        }
         let rendered = render_packet(udp.payload);
         let record = |fate: TraceFate| {
             self.0.config.trace.record_rendered(

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tftplab::lab::check::{judge, served_bytes, RunRecord, Verdict};
 use tftplab::lab::profile::{ActionResult, Got};
 use tftplab::lab::scenario::{
-    Action, ActionKind, ClientSpec, FileContent, Scenario, TimedEventKind, WriteSpec,
+    Action, ActionKind, ClientSpec, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
 };
 use tftplab::lab::trace::{render_text, Trace};
 use tftplab::options::{Direction, Limits};
@@ -140,6 +140,68 @@ pub fn check_compatible<'a>(
         ));
     }
     Ok(spec)
+}
+
+/// Problems with the board's requests as seen on the wire: a board whose
+/// RRQs do not carry what its profile asks is not the board the scenario
+/// was written for (design.md section 3 has each profile's habits).
+pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
+    use tftplab::wire::Packet;
+    let mut problems = Vec::new();
+    for datagram in requests {
+        let Ok(Packet::Rrq(r)) = Packet::parse(datagram) else {
+            continue;
+        };
+        let get = |name: &str| {
+            r.options
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|o| String::from_utf8_lossy(o.value).into_owned())
+        };
+        let want = |name: &str, value: Option<u16>| -> Result<(), String> {
+            let have = get(name);
+            match value {
+                Some(v) if have.as_deref() != Some(v.to_string().as_str()) => Err(format!(
+                    "{name} {v}, not {}",
+                    have.as_deref().unwrap_or("none")
+                )),
+                None if have.is_some() => Err(format!(
+                    "no {name}, not {name} {}",
+                    have.unwrap_or_default()
+                )),
+                _ => Ok(()),
+            }
+        };
+        let o = spec.options;
+        let checked = match spec.profile {
+            Profile::Legacy if !r.options.is_empty() => Err("no options at all".to_string()),
+            Profile::Legacy => Ok(()),
+            Profile::Rpi4Bootloader => want("blksize", Some(1024))
+                .and_then(|()| get("tsize").map(|_| ()).ok_or_else(|| "tsize".to_string())),
+            Profile::UBoot => want("windowsize", o.windowsize.filter(|&w| w > 1)).and_then(|()| {
+                get("blksize")
+                    .map(|_| ())
+                    .ok_or_else(|| "blksize".to_string())
+            }),
+            Profile::UefiPxe => get("blksize")
+                .map(|_| ())
+                .ok_or_else(|| "blksize".to_string()),
+            Profile::Custom => want("blksize", o.blksize)
+                .and_then(|()| want("windowsize", o.windowsize))
+                .and_then(|()| want("timeout", o.timeout.map(u16::from))),
+        };
+        if let Err(expected) = checked {
+            let problem = format!(
+                "the board's RRQ for {:?} does not fit the {} profile: expected {expected}",
+                r.filename,
+                spec.profile.name()
+            );
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+    }
+    problems
 }
 
 /// Writes the scenario's files into `root`.
@@ -642,6 +704,7 @@ async fn run_inner(
         console_text = Some(tap.close());
     }
     run.link = link.stats();
+    run.problems.extend(check_requests(spec, &link.requests()));
     link_handle.close();
     match (&watch, console_verdict) {
         (_, Some(Err(e))) => run.problems.push(e),

@@ -447,3 +447,37 @@ power = {{ on = "true" }}
         "{stdout}"
     );
 }
+
+#[test]
+fn a_board_whose_requests_do_not_fit_its_profile_fails() {
+    if !netns_enabled("a_board_whose_requests_do_not_fit_its_profile_fails") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scenario("scenarios/legacy-client.toml");
+    let s = Scenario::load(&path).expect("scenario");
+    // Declared legacy (no options), but busybox asks for `tsize 0`: the
+    // files arrive, yet this is not the board the scenario describes.
+    let client = "busybox tftp -g -r {name} -l {out} $TFTPLAB_SERVER_IP 69";
+    let boards = stand_in(&lab, dir.path(), &s, client, "board = \"standin\"");
+    let out = hw(&[
+        "run",
+        "--boards",
+        &boards.to_string_lossy(),
+        "--out",
+        &dir.path().join("runs").to_string_lossy(),
+        "-q",
+        &path.to_string_lossy(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the board's RRQ for \"pxelinux.0\" does not fit the legacy profile: expected no options at all"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" 2/2 "),
+        "both actions still ended: {stdout}"
+    );
+}
