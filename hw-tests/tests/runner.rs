@@ -148,8 +148,11 @@ fn run_passes_legacy_client_on_a_tftp_hpa_board_with_junit_pcap_and_console() {
         TFTP_HPA,
         "board = \"standin\", client = \"tftp-hpa\"",
     );
-    let out_dir = dir.path().join("runs");
-    let junit = dir.path().join("hw.xml");
+    // Kept under target/ so CI keeps the pcap, trace and JUnit file.
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/netns");
+    let _ = std::fs::remove_dir_all(&kept);
+    let out_dir = kept.join("legacy-client");
+    let junit = kept.join("legacy-client.xml");
     let out = hw(&[
         "run",
         "--boards",

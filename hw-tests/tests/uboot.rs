@@ -34,6 +34,8 @@ struct QemuLab {
 impl QemuLab {
     fn new() -> QemuLab {
         let ns = format!("thwq{}", std::process::id() % 100_000);
+        // A namespace left by a killed run whose pid we now have.
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         sh("ip", &["netns", "add", &ns]);
         sh(
             "ip",

@@ -74,8 +74,11 @@ impl Lab {
             server_ip: Ipv4Addr::new(10, 77, (n % 250) as u8, 1),
             board_ip: Ipv4Addr::new(10, 77, (n % 250) as u8, 2),
         };
-        sh("ip", &["netns", "add", &lab.srv_ns]);
-        sh("ip", &["netns", "add", &lab.board_ns]);
+        for ns in [&lab.srv_ns, &lab.board_ns] {
+            // A namespace left by a killed run whose pid we now have.
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh("ip", &["netns", "add", ns]);
+        }
         sh(
             "ip",
             &[
