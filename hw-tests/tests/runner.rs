@@ -263,6 +263,53 @@ fn board_and_simulator_agree_on_a_lossy_scenario() {
 }
 
 #[test]
+fn a_partition_cuts_the_link_and_the_board_recovers_as_in_the_simulator() {
+    if !netns_enabled("a_partition_cuts_the_link_and_the_board_recovers_as_in_the_simulator") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scenario("hw-tests/scenarios/legacy-partition.toml");
+    let s = Scenario::load(&path).expect("scenario");
+    let boards = stand_in(&lab, dir.path(), &s, TFTP_HPA, "board = \"standin\"");
+    let inventory = Inventory::load(&boards).expect("inventory");
+    let board = inventory.select("board=standin").expect("select")[0].clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let opts = RunOptions {
+        seed: 1,
+        out_dir: dir.path().join("runs"),
+        faults: true,
+    };
+    let run = rt.block_on(run_one(&board, &s, &opts));
+    assert!(run.passed(), "{:?}\n{:?}", run.failures(), run.link);
+    // Frames were dropped both ways while the link was cut, the server
+    // resent into the cut, and the file still arrived whole after it.
+    assert!(run.link.partitioned > 0, "{:?}", run.link);
+    let trace = std::fs::read_to_string(&run.trace_file).expect("trace");
+    assert!(
+        trace.contains("server -> standin DATA") && trace.contains("[dropped: partitioned]"),
+        "{trace}"
+    );
+    let fetched = std::fs::read(dir.path().join("fetched/vmlinuz")).expect("fetched");
+    let served = tftplab::lab::check::served_bytes(&s, "vmlinuz").expect("served");
+    assert_eq!(sha256(&fetched), sha256(&served));
+    let sim = tftplab_sim::run(&s, 1, tftplab_sim::SimOptions::default());
+    assert!(sim.passed(), "{:?}", sim.verdict.failures);
+    let kinds = |r: &[tftplab::lab::profile::ActionResult]| -> Vec<String> {
+        r.iter().map(|a| kind(&a.got)).collect()
+    };
+    assert_eq!(kinds(&run.record.results), kinds(&sim.record.results));
+    assert_eq!(kinds(&run.record.results), vec!["intact".to_string()]);
+    // Both ended after the heal at 2 s, not before the cut.
+    assert!(
+        run.record.results[0].ended_at > std::time::Duration::from_secs(2),
+        "{:?}",
+        run.record.results[0].ended_at
+    );
+    assert!(sim.record.results[0].ended_at > std::time::Duration::from_secs(2));
+}
+
+#[test]
 fn a_board_that_never_fetches_fails_the_run() {
     if !netns_enabled("a_board_that_never_fetches_fails_the_run") {
         return;
