@@ -253,16 +253,16 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             check_outputs(&tag, &run_dir, &name, window, true);
         } else {
             // A finding, pinned: the simulator passes this scenario, real
-            // U-Boot 2023.01 does not. U-Boot answers a block out of order
-            // with an ACK of its last in-order block, once per block it
-            // reaches; tftplab's windowed sender restarts a whole window
-            // from every new ACK. After a loss the overlapping windows make
-            // U-Boot ACK again at every step, and the server answers each
-            // with 8 more DATA (40 in 2 ms seen): 4x the scenario's packet
-            // bound when U-Boot keeps up, and a wedged virtio-net receive
-            // path in QEMU when it does not. Timing decides which, so the
-            // test holds what is always true: the run fails, for one of
-            // those reasons, and never with wrong bytes.
+            // U-Boot 2023.01 in QEMU does not. U-Boot answers a block out
+            // of order with an ACK of its last in-order block, once per
+            // block it reaches. The server used to restart a whole window
+            // from each (40 DATA in 2 ms, 4x the packet bound); it now
+            // rewinds once per retransmission timeout. Still, after a few
+            // losses U-Boot takes in only the first blocks of each burst
+            // (README section 6) and runs out of its timeout count. Timing
+            // decides the exact failure, so the test holds what is always
+            // true: the run fails, for one of those reasons, and never with
+            // wrong bytes.
             assert!(
                 !run.passed(),
                 "{tag} passed: update this test and README section 6"

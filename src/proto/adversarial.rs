@@ -854,6 +854,8 @@ struct Harness {
     closed_seen: bool,
     /// `acked_hi` before the current step's emissions.
     acked_before: u64,
+    /// `data_hi` before the current step's emissions.
+    data_hi_before: u64,
     /// The last datagram delivered, for `Ev::Replay`.
     last_in: Option<(SocketAddr, Vec<u8>)>,
     /// A DATA whose payload is not the pattern at its offset was delivered,
@@ -965,6 +967,7 @@ impl Harness {
             own_errors: 0,
             closed_seen: false,
             acked_before: 0,
+            data_hi_before: 0,
             last_in: None,
             foreign_sent: false,
             trace: VecDeque::new(),
@@ -1338,6 +1341,7 @@ impl Harness {
         self.check_tid(from, received, stranger, b, &c);
         let finished_now = self.check_events(events);
         self.acked_before = self.acked_hi;
+        self.data_hi_before = self.data_hi;
         let tally = self.check_emitted(act, b, out, from, stranger, finished_now.as_ref());
         self.ensure(c.datagrams_sent == self.emitted, || {
             format!(
@@ -1762,9 +1766,18 @@ impl Harness {
                     self.ensure(t.data == 0 || may_move, || {
                         "DATA in answer to a non-ACK".into()
                     });
-                    // An ACK that moves the window sends the next one at once.
+                    // An ACK that moves the window to past the highest block
+                    // sent sends the next one at once. (A gap ACK, short of
+                    // it, may not: within a retransmission timeout of the
+                    // last rewind the blocks past it stay in flight.)
                     let c = self.m.counters();
-                    let progress = matches!(parsed, Some(Packet::Ack { .. }))
+                    let to_the_end = match parsed {
+                        Some(Packet::Ack { block }) => {
+                            unwrap_block(self.data_hi_before, block) >= self.data_hi_before
+                        }
+                        _ => false,
+                    };
+                    let progress = to_the_end
                         && !b.finished
                         && finished_now.is_none()
                         && c.ignored == b.counters.ignored

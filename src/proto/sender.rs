@@ -3,7 +3,14 @@
 //!
 //! Rules, each with a test in `proto::tests`:
 //! - An ACK for a block inside the sent window moves the window to the block
-//!   after it, and the next window goes out at once.
+//!   after it, and the next window goes out at once. An ACK short of the
+//!   highest block sent says the receiver saw a gap (RFC 7440): the window is
+//!   resent from the block after it, but at most once per retransmission
+//!   timeout. Receivers such as U-Boot ACK their last in-order block for
+//!   every out-of-order block they see; rewinding on each of those ACKs made
+//!   overlapping windows and a burst of resends (40 DATA in 2 ms seen).
+//!   Within that time an ACK only moves the window on; the blocks already
+//!   sent past it are in flight, and the timer covers their loss.
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
@@ -98,6 +105,8 @@ pub(crate) struct Sender<S: Source> {
     last: Option<(u64, usize)>,
     /// The block being timed for a round-trip sample, and when it went out.
     timing: Option<(u64, Instant)>,
+    /// When the window was last rewound (by a gap ACK or a timeout).
+    rewound_at: Option<Instant>,
     pub timer: Timer,
 }
 
@@ -113,6 +122,7 @@ impl<S: Source> Sender<S> {
             sent_max: 0,
             last: None,
             timing: None,
+            rewound_at: None,
             timer,
         }
     }
@@ -213,7 +223,21 @@ impl<S: Source> Sender<S> {
             self.timing = None;
         }
         self.base = acked + 1;
-        self.next = self.base;
+        if acked < self.sent_max {
+            // A gap ACK: blocks past it were sent. Rewind unless we did
+            // within the last retransmission timeout.
+            let recent = self
+                .rewound_at
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timer.rto());
+            if recent {
+                self.next = self.next.max(self.base);
+            } else {
+                self.next = self.base;
+                self.rewound_at = Some(now);
+            }
+        } else {
+            self.next = self.base;
+        }
         self.timer.progress();
         self.source
             .release_before(acked.saturating_mul(self.blksize as u64));
@@ -236,6 +260,7 @@ impl<S: Source> Sender<S> {
             return false;
         }
         self.next = self.base;
+        self.rewound_at = Some(now);
         true
     }
 }
