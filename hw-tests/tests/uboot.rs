@@ -257,7 +257,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             // of order with an ACK of its last in-order block, once per
             // block it reaches. The server used to restart a whole window
             // from each (40 DATA in 2 ms, 4x the packet bound); it now
-            // rewinds once per retransmission timeout. Still, after a few
+            // rewinds once per round trip. Still, after a few
             // losses U-Boot takes in only the first blocks of each burst
             // (README section 6) and runs out of its timeout count. Timing
             // decides the exact failure, so the test holds what is always

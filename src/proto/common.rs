@@ -230,6 +230,16 @@ impl Timer {
             .min(self.ceiling)
     }
 
+    /// How long until the peer's answers reflect what was just sent: the
+    /// smoothed round trip plus its variation, without the floor or the
+    /// backoff (before any sample: the timeout itself).
+    pub fn round_trip_bound(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
+            None => self.rto(),
+        }
+    }
+
     /// A round trip measured on a datagram that was sent once (Karn).
     pub fn sample(&mut self, rtt: Duration) {
         match self.srtt {

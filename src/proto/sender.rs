@@ -5,12 +5,12 @@
 //! - An ACK for a block inside the sent window moves the window to the block
 //!   after it, and the next window goes out at once. An ACK short of the
 //!   highest block sent says the receiver saw a gap (RFC 7440): the window is
-//!   resent from the block after it, but at most once per retransmission
-//!   timeout. Receivers such as U-Boot ACK their last in-order block for
+//!   resent from the block after it, but at most once per round trip. Receivers such as U-Boot ACK their last in-order block for
 //!   every out-of-order block they see; rewinding on each of those ACKs made
 //!   overlapping windows and a burst of resends (40 DATA in 2 ms seen).
-//!   Within that time an ACK only moves the window on; the blocks already
-//!   sent past it are in flight, and the timer covers their loss.
+//!   Within a round trip of a rewind (smoothed, plus its variation) an ACK
+//!   only moves the window on: the blocks already sent past it are in
+//!   flight, and the timer covers their loss.
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
@@ -225,10 +225,10 @@ impl<S: Source> Sender<S> {
         self.base = acked + 1;
         if acked < self.sent_max {
             // A gap ACK: blocks past it were sent. Rewind unless we did
-            // within the last retransmission timeout.
+            // so recently enough that this ACK may predate the resend.
             let recent = self
                 .rewound_at
-                .is_some_and(|t| now.saturating_duration_since(t) < self.timer.rto());
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timer.round_trip_bound());
             if recent {
                 self.next = self.next.max(self.base);
             } else {
