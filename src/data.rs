@@ -227,6 +227,39 @@ impl Source for FileSource {
     }
 }
 
+/// A sink that writes in order to a stream: a pipe, a terminal, a device
+/// such as `/dev/null`. Nothing can be taken back from a stream, so an abort
+/// only stops writing.
+#[derive(Debug)]
+pub struct StreamSink<W: io::Write> {
+    out: W,
+    written: u64,
+}
+
+impl<W: io::Write> StreamSink<W> {
+    pub fn new(out: W) -> Self {
+        StreamSink { out, written: 0 }
+    }
+}
+
+impl<W: io::Write> Sink for StreamSink<W> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if offset != self.written {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a stream can only be written in order",
+            ));
+        }
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+    fn abort(&mut self) {}
+}
+
 /// A sink that writes into an already open file with positional writes. It
 /// does nothing on commit or abort beyond syncing: atomic replacement is the
 /// store's job.
