@@ -131,7 +131,7 @@ impl<N: Network> Client<N> {
             let sink = crate::data::StreamSink::new(out);
             return self.get(server, remote, sink, progress).await;
         }
-        let sink = UploadSink::replacing(local.to_path_buf())?;
+        let sink = crate::data::WriteBehind::new(UploadSink::replacing(local.to_path_buf())?);
         self.get(server, remote, sink, progress).await
     }
 
