@@ -209,26 +209,53 @@ fn run_passes_legacy_client_on_a_tftp_hpa_board_with_junit_pcap_and_console() {
     );
 }
 
-#[test]
-fn board_and_simulator_agree_on_a_lossy_scenario() {
-    if !netns_enabled("board_and_simulator_agree_on_a_lossy_scenario") {
-        return;
-    }
+/// Runs a scenario with faults on a tftp-hpa stand-in board and in the
+/// simulator with the same seed; both must pass, the board must have
+/// fetched `file` byte-identical, and the two must agree on every action's
+/// outcome. Returns the board's run, the simulator's, and the temp dir
+/// holding the board's outputs.
+fn board_and_simulator(
+    scenario_path: &str,
+    seed: u64,
+    file: &str,
+) -> (
+    tftplab_hw::runner::HwRun,
+    tftplab_sim::SimRun,
+    tempfile::TempDir,
+) {
     let lab = Lab::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = scenario("hw-tests/scenarios/legacy-lossy.toml");
-    let s = Scenario::load(&path).expect("scenario");
+    let s = Scenario::load(&scenario(scenario_path)).expect("scenario");
     let boards = stand_in(&lab, dir.path(), &s, TFTP_HPA, "board = \"standin\"");
     let inventory = Inventory::load(&boards).expect("inventory");
     let board = inventory.select("board=standin").expect("select")[0].clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let opts = RunOptions {
-        seed: 3,
+        seed,
         out_dir: dir.path().join("runs"),
         faults: true,
     };
     let run = rt.block_on(run_one(&board, &s, &opts));
     assert!(run.passed(), "{:?}\n{:?}", run.failures(), run.link);
+    let fetched = std::fs::read(dir.path().join("fetched").join(file)).expect("fetched");
+    let served = tftplab::lab::check::served_bytes(&s, file).expect("served");
+    assert_eq!(sha256(&fetched), sha256(&served));
+    let sim = tftplab_sim::run(&s, seed, tftplab_sim::SimOptions::default());
+    assert!(sim.passed(), "{:?}", sim.verdict.failures);
+    let kinds = |r: &[tftplab::lab::profile::ActionResult]| -> Vec<(usize, String)> {
+        r.iter().map(|a| (a.index, kind(&a.got))).collect()
+    };
+    assert_eq!(kinds(&run.record.results), kinds(&sim.record.results));
+    (run, sim, dir)
+}
+
+#[test]
+fn board_and_simulator_agree_on_a_lossy_scenario() {
+    if !netns_enabled("board_and_simulator_agree_on_a_lossy_scenario") {
+        return;
+    }
+    let (run, _sim, _dir) =
+        board_and_simulator("hw-tests/scenarios/legacy-lossy.toml", 3, "pxelinux.0");
     // Faults really happened on the wire, both ways, and the board's
     // checksums caught the corrupted frames.
     let trace = std::fs::read_to_string(&run.trace_file).expect("trace");
@@ -241,25 +268,8 @@ fn board_and_simulator_agree_on_a_lossy_scenario() {
         "{:?}",
         run.link
     );
-    let fetched = std::fs::read(dir.path().join("fetched/pxelinux.0")).expect("fetched");
-    let served = tftplab::lab::check::served_bytes(&s, "pxelinux.0").expect("served");
-    assert_eq!(sha256(&fetched), sha256(&served));
-    // The simulator, given the same file, reaches the same outcome for
-    // every action.
-    let sim = tftplab_sim::run(&s, 3, tftplab_sim::SimOptions::default());
-    assert!(sim.passed(), "{:?}", sim.verdict.failures);
-    let outcomes = |r: &[tftplab::lab::profile::ActionResult]| -> Vec<(usize, String)> {
-        r.iter().map(|a| (a.index, kind(&a.got))).collect()
-    };
-    assert_eq!(outcomes(&run.record.results), outcomes(&sim.record.results));
-    assert_eq!(
-        outcomes(&run.record.results),
-        vec![
-            (0, "intact".to_string()),
-            (1, "ERROR 1".to_string()),
-            (2, "intact".to_string())
-        ]
-    );
+    let kinds: Vec<String> = run.record.results.iter().map(|a| kind(&a.got)).collect();
+    assert_eq!(kinds, ["intact", "ERROR 1", "intact"]);
 }
 
 #[test]
@@ -267,21 +277,8 @@ fn a_partition_cuts_the_link_and_the_board_recovers_as_in_the_simulator() {
     if !netns_enabled("a_partition_cuts_the_link_and_the_board_recovers_as_in_the_simulator") {
         return;
     }
-    let lab = Lab::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = scenario("hw-tests/scenarios/legacy-partition.toml");
-    let s = Scenario::load(&path).expect("scenario");
-    let boards = stand_in(&lab, dir.path(), &s, TFTP_HPA, "board = \"standin\"");
-    let inventory = Inventory::load(&boards).expect("inventory");
-    let board = inventory.select("board=standin").expect("select")[0].clone();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let opts = RunOptions {
-        seed: 1,
-        out_dir: dir.path().join("runs"),
-        faults: true,
-    };
-    let run = rt.block_on(run_one(&board, &s, &opts));
-    assert!(run.passed(), "{:?}\n{:?}", run.failures(), run.link);
+    let (run, sim, _dir) =
+        board_and_simulator("hw-tests/scenarios/legacy-partition.toml", 1, "vmlinuz");
     // Frames were dropped both ways while the link was cut, the server
     // resent into the cut, and the file still arrived whole after it.
     assert!(run.link.partitioned > 0, "{:?}", run.link);
@@ -290,16 +287,8 @@ fn a_partition_cuts_the_link_and_the_board_recovers_as_in_the_simulator() {
         trace.contains("server -> standin DATA") && trace.contains("[dropped: partitioned]"),
         "{trace}"
     );
-    let fetched = std::fs::read(dir.path().join("fetched/vmlinuz")).expect("fetched");
-    let served = tftplab::lab::check::served_bytes(&s, "vmlinuz").expect("served");
-    assert_eq!(sha256(&fetched), sha256(&served));
-    let sim = tftplab_sim::run(&s, 1, tftplab_sim::SimOptions::default());
-    assert!(sim.passed(), "{:?}", sim.verdict.failures);
-    let kinds = |r: &[tftplab::lab::profile::ActionResult]| -> Vec<String> {
-        r.iter().map(|a| kind(&a.got)).collect()
-    };
-    assert_eq!(kinds(&run.record.results), kinds(&sim.record.results));
-    assert_eq!(kinds(&run.record.results), vec!["intact".to_string()]);
+    let kinds: Vec<String> = run.record.results.iter().map(|a| kind(&a.got)).collect();
+    assert_eq!(kinds, ["intact"]);
     // Both ended after the heal at 2 s, not before the cut.
     assert!(
         run.record.results[0].ended_at > std::time::Duration::from_secs(2),
