@@ -180,7 +180,7 @@ pub(crate) async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Res
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    net.bind(SocketAddr::new(any, 0)).await
+    net.bind_transfer(SocketAddr::new(any, 0)).await
 }
 
 /// Drives a client machine until it reports its outcome, then leaves it

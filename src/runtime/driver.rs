@@ -160,7 +160,9 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     mut on_progress: impl FnMut(u64) -> Control,
 ) {
     let mut batch = Batch::new();
-    let mut rx = vec![0u8; MAX_DATAGRAM + 1];
+    // Room for a coalesced read (receive offload) of up to 64 KiB, and one
+    // byte more than the largest datagram, so an oversized one shows.
+    let mut rx = vec![0u8; (MAX_DATAGRAM + 1).max(1 << 16)];
     let mut finished = false;
     let mut cancel_live = true;
     let mut aborting = false;
@@ -212,10 +214,13 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
         }
         tokio::select! {
             biased;
-            received = socket.recv_from(&mut rx) => match received {
-                Ok((len, from)) => {
+            received = socket.recv_segments(&mut rx) => match received {
+                Ok((len, from, segment)) => {
                     recv_errors = 0;
-                    machine.handle_datagram(now(), from, &rx[..len]);
+                    let t = now();
+                    for datagram in rx[..len].chunks(segment.max(1)) {
+                        machine.handle_datagram(t, from, datagram);
+                    }
                     if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
                         machine.abort(code, message);
                     }

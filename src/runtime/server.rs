@@ -369,13 +369,17 @@ impl<N: Network> Incoming<'_, N> {
     async fn bind_transfer_socket(&self) -> io::Result<N::Socket> {
         let ip = self.shared.options.bind.ip();
         let Some(range) = self.shared.options.port_range.clone() else {
-            return self.net.bind(SocketAddr::new(ip, 0)).await;
+            return self.net.bind_transfer(SocketAddr::new(ip, 0)).await;
         };
         let (first, count) = (u64::from(*range.start()), range.len() as u64);
         let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "port range exhausted");
         for _ in 0..count {
             let i = self.shared.next_port.fetch_add(1, Ordering::Relaxed) % count;
-            match self.net.bind(SocketAddr::new(ip, (first + i) as u16)).await {
+            match self
+                .net
+                .bind_transfer(SocketAddr::new(ip, (first + i) as u16))
+                .await
+            {
                 Ok(socket) => return Ok(socket),
                 Err(e) => last_err = e,
             }

@@ -25,6 +25,22 @@ pub trait DatagramSocket: Send + Sync + 'static {
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 
+    /// Receives into `buf` what may be several datagrams from one sender,
+    /// all `segment` bytes but the last: `(len, from, segment)`. By default
+    /// one datagram (`segment == len`); the host's transfer sockets use
+    /// Linux's UDP receive offload (GRO), which hands over a window's worth
+    /// of DATA in one call. `buf` should hold 64 KiB. Cancel-safe, like
+    /// [`DatagramSocket::recv_from`].
+    fn recv_segments(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr, usize)>> + Send {
+        async move {
+            let (len, from) = self.recv_from(buf).await?;
+            Ok((len, from, len))
+        }
+    }
+
     /// Sends `buf` to `target` as datagrams of `segment` bytes each (the
     /// last may be shorter): a window of DATA in one call. By default one
     /// [`DatagramSocket::send_to`] per datagram; the host's UDP sockets use
@@ -56,6 +72,16 @@ pub trait Network: Clone + Send + Sync + 'static {
     type Socket: DatagramSocket;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send;
+
+    /// Binds a socket that only a transfer's driver reads (with
+    /// [`DatagramSocket::recv_segments`]): the host's stack turns on receive
+    /// offload for it. By default the same as [`Network::bind`].
+    fn bind_transfer(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        self.bind(addr)
+    }
 }
 
 /// The host's UDP stack, through tokio.
@@ -99,6 +125,22 @@ impl DatagramSocket for tokio::net::UdpSocket {
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
+    }
+
+    async fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        #[cfg(target_os = "linux")]
+        loop {
+            self.readable().await?;
+            match self.try_io(tokio::io::Interest::READABLE, || gro::recv(self, buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let (len, from) = tokio::net::UdpSocket::recv_from(self, buf).await?;
+            Ok((len, from, len))
+        }
     }
 
     async fn send_segments(
@@ -212,5 +254,143 @@ impl Network for TokioNet {
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
         std::future::ready(bind_std(addr).and_then(tokio::net::UdpSocket::from_std))
+    }
+
+    fn bind_transfer(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        let socket = bind_std(addr).and_then(|s| {
+            #[cfg(target_os = "linux")]
+            gro::enable(&s);
+            tokio::net::UdpSocket::from_std(s)
+        });
+        std::future::ready(socket)
+    }
+}
+
+/// UDP receive offload (Linux 5.0+): with `UDP_GRO` on, the kernel may hand
+/// over several datagrams of one flow in one read, with their segment size
+/// in a control message. Only transfer sockets turn it on: whoever reads
+/// such a socket must split what it gets.
+#[cfg(target_os = "linux")]
+mod gro {
+    use std::io;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+
+    /// Best effort: a kernel without GRO leaves every read one datagram.
+    pub fn enable(socket: &impl AsRawFd) {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor and a pointer to a c_int of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// One `recvmsg`: `(len, from, segment)`.
+    pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        // SAFETY: plain data, fully written by the kernel before it is read.
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain data; every pointer below outlives the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = &mut addr as *mut libc::sockaddr_storage as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: a valid descriptor and a fully initialised msghdr.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = n as usize;
+        let mut segment = len;
+        // SAFETY: the kernel filled msg_control up to msg_controllen; the
+        // CMSG macros walk only inside it.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let size =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
+                    if size > 0 {
+                        segment = size as usize;
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let from = match i32::from(addr.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says this is a sockaddr_in.
+                let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in) };
+                SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says this is a sockaddr_in6.
+                let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) };
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                ))
+            }
+            _ => return Err(io::Error::other("datagram from an unknown address family")),
+        };
+        Ok((len, from, segment.max(1)))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A window sent with segmentation offload arrives whole at a socket
+    /// with receive offload, or datagram by datagram where the kernel does
+    /// not coalesce: either way every byte, in order, in the right sizes.
+    #[test]
+    fn segmented_send_and_coalesced_receive_keep_every_datagram() {
+        let rx = bind_std("127.0.0.1:0".parse().unwrap()).unwrap();
+        rx.set_nonblocking(false).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        gro::enable(&rx);
+        let tx = bind_std("127.0.0.1:0".parse().unwrap()).unwrap();
+        let segment = 1472;
+        let window: Vec<u8> = (0..(20 * segment + 300)).map(|i| (i % 251) as u8).collect();
+        let to = rx.local_addr().unwrap();
+        gso::send(&tx, &window, segment, to).unwrap();
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while got.len() < window.len() {
+            let (len, from, seg) = gro::recv(&rx, &mut buf).unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            for d in buf[..len].chunks(seg) {
+                sizes.push(d.len());
+                got.extend_from_slice(d);
+            }
+        }
+        assert_eq!(got, window);
+        let mut want = vec![segment; 20];
+        want.push(300);
+        assert_eq!(sizes, want);
     }
 }
