@@ -2,7 +2,7 @@
 //! for the server, one per client, all running the real tftplab server and
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -57,9 +57,11 @@ impl Network for TurmoilNet {
     }
 }
 
-/// Simulated time and host names for traces.
+/// Simulated time, host names and partitions for traces.
 struct SimClock {
     names: Mutex<BTreeMap<IpAddr, String>>,
+    /// Clients cut off from the server by a partition event.
+    cut: Mutex<BTreeSet<String>>,
 }
 
 impl LabClock for SimClock {
@@ -76,6 +78,11 @@ impl LabClock for SimClock {
             m.insert(ip, name.clone());
         }
         name
+    }
+
+    fn link_cut(&self, from: &str, to: &str) -> bool {
+        let client = if from == "server" { to } else { from };
+        self.cut.lock().is_ok_and(|c| c.contains(client))
     }
 }
 
@@ -195,6 +202,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let trace = Trace::new();
     let clock: Arc<SimClock> = Arc::new(SimClock {
         names: Mutex::new(BTreeMap::new()),
+        cut: Mutex::new(BTreeSet::new()),
     });
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
@@ -291,7 +299,15 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         });
     }
 
-    let sim_error = drive(&mut sim, scenario, limit, &results, &handle_slot, settle);
+    let sim_error = drive(
+        &mut sim,
+        scenario,
+        limit,
+        &results,
+        &handle_slot,
+        settle,
+        &clock,
+    );
     let elapsed = sim.elapsed();
     let events = trace.events();
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
@@ -375,6 +391,7 @@ fn drive(
     results: &Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
     slot: &Arc<Mutex<Option<ServerHandle>>>,
     settle: Duration,
+    clock: &SimClock,
 ) -> Option<String> {
     let mut events = scenario.events.iter().peekable();
     let mut clients_done_at: Option<Duration> = None;
@@ -387,7 +404,7 @@ fn drive(
                     s.take();
                 }
             }
-            apply(sim, &e.kind, &all);
+            apply(sim, &e.kind, &all, clock);
         }
         let done = results
             .lock()
@@ -411,7 +428,7 @@ fn drive(
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String]) {
+fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String], clock: &SimClock) {
     let names = |list: &Vec<String>| {
         if list.is_empty() {
             all.to_vec()
@@ -423,11 +440,17 @@ fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String]) {
         TimedEventKind::Partition(list) => {
             for c in names(list) {
                 sim.partition("server", c.as_str());
+                if let Ok(mut cut) = clock.cut.lock() {
+                    cut.insert(c);
+                }
             }
         }
         TimedEventKind::Heal(list) => {
             for c in names(list) {
                 sim.repair("server", c.as_str());
+                if let Ok(mut cut) = clock.cut.lock() {
+                    cut.remove(&c);
+                }
             }
         }
         TimedEventKind::Crash => sim.crash("server"),

@@ -13,10 +13,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Names hosts in the trace and tells the time since the run started.
+/// Names hosts in the trace, tells the time since the run started, and
+/// whether a link is cut.
 pub trait LabClock: Send + Sync + 'static {
     fn elapsed(&self) -> Duration;
     fn name(&self, ip: IpAddr) -> String;
+    /// Whether the link between two hosts is cut (partitioned) right now.
+    /// The datagram still goes to the network, which drops it; the trace
+    /// says so instead of showing it delivered.
+    fn link_cut(&self, _from: &str, _to: &str) -> bool {
+        false
+    }
 }
 
 /// Wraps `N` so every send goes through the injector.
@@ -121,6 +128,19 @@ impl<S: DatagramSocket> FaultySocket<S> {
         let from = self.host.to_string();
         let to = self.clock.name(target.ip());
         let at = self.clock.elapsed();
+        // A datagram sent into a cut link is lost there. The link's state
+        // when it is sent decides; a copy held back for reordering meets
+        // whatever the link is like when it leaves, so it keeps its fate.
+        let fate = match fate {
+            TraceFate::Delivered | TraceFate::Duplicated { .. }
+                if self.clock.link_cut(&from, &to) =>
+            {
+                TraceFate::Dropped {
+                    cause: "partition".into(),
+                }
+            }
+            other => other,
+        };
         self.trace
             .record_rendered(at, from, to, fate, len, rendered);
     }

@@ -1,0 +1,622 @@
+//! Generated fault plans and schedules: proptest builds random scenarios
+//! (per-direction loss, bursts, duplication, reordering, corruption,
+//! truncation and latency; scripted drops and duplicates; a partition that
+//! heals; random file sizes, profiles and options), runs each through the
+//! real server and client under turmoil, and checks what every scenario
+//! file promises: every transfer ends intact within a simulated-time
+//! bound, nothing is left alive on the server, and the datagram count stays
+//! within a bound derived from the plan. A failing plan shrinks to a
+//! minimal one (fewer rules, lower rates, a smaller file) and is saved in
+//! `properties.proptest-regressions` beside this file.
+//!
+//! `PROPTEST_CASES=N` runs more cases (the default keeps `cargo test` fast).
+
+use proptest::prelude::*;
+use std::path::PathBuf;
+use std::time::Duration;
+use tftplab::lab::check::{judge, RunRecord};
+use tftplab::lab::faults::{
+    Burst, DelayRange, Direction, FaultPlan, LinkFaults, Reorder, ScriptFate, ScriptRule,
+};
+use tftplab::lab::profile::Got;
+use tftplab::lab::scenario::{
+    Action, ActionKind, ClientOptions, ClientSpec, Expectations, FileContent, FileSpec, Outcome,
+    Profile, Scenario, ServerSpec, TimedEvent, TimedEventKind, WriteSpec,
+};
+use tftplab::lab::trace::{render_text, TraceEvent, TraceFate};
+use tftplab_sim::{run, SimOptions};
+
+/// Retries on both sides: high enough that the generated loss rates
+/// (at most about 20% per direction, bursts left with probability at least
+/// 0.5) cannot plausibly exhaust them, so every transfer must complete.
+const RETRIES: u32 = 20;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn delay_range(max_ms: u64) -> impl Strategy<Value = DelayRange> {
+    (0..=max_ms, 0..=max_ms).prop_map(|(a, b)| DelayRange {
+        min: ms(a.min(b)),
+        max: ms(a.max(b)),
+    })
+}
+
+fn link_faults() -> impl Strategy<Value = LinkFaults> {
+    (
+        0.0..0.1f64,
+        proptest::option::of((0.0..0.05f64, 0.5..1.0f64)),
+        0.0..0.1f64,
+        proptest::option::of(1..=3u32),
+        proptest::option::of((0.0..0.2f64, delay_range(30))),
+        0.0..0.05f64,
+        0.0..0.05f64,
+        proptest::option::of(delay_range(5)),
+    )
+        .prop_map(
+            |(loss, burst, duplicate, copies, reorder, corrupt, truncate, latency)| LinkFaults {
+                loss,
+                burst: burst.map(|(enter, exit)| Burst {
+                    enter,
+                    exit,
+                    loss: 1.0,
+                }),
+                duplicate,
+                copies,
+                reorder: reorder.map(|(fraction, delay)| Reorder { fraction, delay }),
+                corrupt,
+                truncate,
+                latency,
+            },
+        )
+}
+
+fn script_rule() -> impl Strategy<Value = ScriptRule> {
+    let packet = prop_oneof![
+        Just("RRQ".to_string()),
+        Just("WRQ".to_string()),
+        Just("OACK".to_string()),
+        (1..=8u16).prop_map(|b| format!("DATA #{b} ")),
+        (0..=8u16).prop_map(|b| format!("ACK #{b}")),
+        Just("ERROR".to_string()),
+    ];
+    (
+        prop_oneof![
+            Just(Direction::ClientToServer),
+            Just(Direction::ServerToClient)
+        ],
+        packet,
+        1..=3u32,
+        prop_oneof![Just(ScriptFate::Drop), Just(ScriptFate::Duplicate)],
+    )
+        .prop_map(|(direction, packet, nth, fate)| ScriptRule {
+            direction,
+            packet,
+            nth,
+            fate,
+        })
+}
+
+/// A partition of every client from the server at `at`, healed `lasting`
+/// later: shorter than either side's retries can outlast.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    at: Duration,
+    lasting: Duration,
+}
+
+fn outage() -> impl Strategy<Value = Outage> {
+    (0..3000u64, 50..6000u64).prop_map(|(at, lasting)| Outage {
+        at: ms(at),
+        lasting: ms(lasting),
+    })
+}
+
+/// One client with one transfer.
+#[derive(Debug, Clone)]
+struct Transfer {
+    profile: Profile,
+    options: ClientOptions,
+    /// Upload instead of download (custom and legacy profiles).
+    put: bool,
+    /// rpi4 only: a tsize probe cut after block 1 before the real fetch.
+    probe_first: bool,
+    size: u64,
+    start: Duration,
+}
+
+fn file_size() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..=40_000u64,
+        // Sizes on and beside block boundaries.
+        (
+            0..=8u64,
+            prop_oneof![Just(512u64), Just(1024), Just(1468)],
+            -1..=1i64
+        )
+            .prop_map(|(n, b, d)| (n * b).saturating_add_signed(d)),
+    ]
+}
+
+fn transfer() -> impl Strategy<Value = Transfer> {
+    let profile = prop_oneof![
+        Just(Profile::Rpi4Bootloader),
+        Just(Profile::UBoot),
+        Just(Profile::UefiPxe),
+        Just(Profile::Legacy),
+        Just(Profile::Custom),
+    ];
+    (
+        profile,
+        proptest::option::of(8..=4096u16),
+        proptest::option::of(1..=16u16),
+        any::<bool>(),
+        any::<bool>(),
+        file_size(),
+        0..500u64,
+    )
+        .prop_map(|(profile, blksize, windowsize, flag, tsize, size, start)| {
+            let options = ClientOptions {
+                blksize: match profile {
+                    Profile::Custom | Profile::UBoot | Profile::UefiPxe => blksize,
+                    _ => None,
+                },
+                windowsize: match profile {
+                    Profile::Custom | Profile::UBoot => windowsize,
+                    _ => None,
+                },
+                timeout: None,
+                tsize: tsize && profile == Profile::Custom,
+                netascii: false,
+            };
+            Transfer {
+                profile,
+                options,
+                put: flag && matches!(profile, Profile::Custom | Profile::Legacy),
+                probe_first: flag && profile == Profile::Rpi4Bootloader,
+                size,
+                start: ms(start),
+            }
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    client_to_server: LinkFaults,
+    server_to_client: LinkFaults,
+    script: Vec<ScriptRule>,
+    outage: Option<Outage>,
+    transfers: Vec<Transfer>,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        link_faults(),
+        link_faults(),
+        proptest::collection::vec(script_rule(), 0..3),
+        proptest::option::weighted(0.3, outage()),
+        proptest::collection::vec(transfer(), 1..=2),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(client_to_server, server_to_client, script, outage, transfers, seed)| Case {
+                client_to_server,
+                server_to_client,
+                script,
+                outage,
+                transfers,
+                seed,
+            },
+        )
+}
+
+/// Probability that a datagram in this direction does not arrive (or, for
+/// reordering, arrives out of order), in the long run.
+fn trouble(f: &LinkFaults) -> f64 {
+    let burst = f.burst.map_or(0.0, |b| b.enter / (b.enter + b.exit));
+    let reorder = f.reorder.map_or(0.0, |r| r.fraction);
+    (burst + f.loss + f.corrupt + f.truncate + reorder + f.duplicate).min(1.0)
+}
+
+fn retry_every(profile: Profile) -> Duration {
+    match profile {
+        Profile::Rpi4Bootloader => Duration::from_secs(2),
+        Profile::UBoot => Duration::from_secs(5),
+        _ => Duration::from_secs(1),
+    }
+}
+
+fn blksize(t: &Transfer) -> u64 {
+    match t.profile {
+        Profile::Rpi4Bootloader => 1024,
+        Profile::Legacy => 512,
+        Profile::UBoot | Profile::UefiPxe => u64::from(t.options.blksize.unwrap_or(1468)),
+        Profile::Custom => u64::from(t.options.blksize.unwrap_or(512)),
+    }
+}
+
+/// The scenario a case describes, with its bounds: every transfer intact
+/// within `within`, at most `max_packets` datagrams.
+fn scenario(case: &Case) -> (Scenario, u64) {
+    let mut files = Vec::new();
+    let mut clients = Vec::new();
+    let mut within = Duration::from_secs(10);
+    let mut max_packets = 20u64;
+    let p = trouble(&case.client_to_server) + trouble(&case.server_to_client);
+    let longest_timeout = case
+        .transfers
+        .iter()
+        .map(|t| retry_every(t.profile))
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_secs(5)); // U-Boot asks the server for timeout 5
+    for (i, t) in case.transfers.iter().enumerate() {
+        let name = format!("f{i}.bin");
+        let content = FileContent::Generated {
+            size: t.size,
+            seed: 1000 + i as u64,
+        };
+        let mut actions = Vec::new();
+        if t.put {
+            actions.push(Action {
+                kind: ActionKind::Put {
+                    name: name.clone(),
+                    content,
+                },
+                expect: Outcome::Intact,
+                line: 0,
+            });
+        } else {
+            files.push(FileSpec {
+                name: name.clone(),
+                content,
+            });
+            if t.probe_first {
+                actions.push(Action {
+                    kind: ActionKind::Get {
+                        name: name.clone(),
+                        probe: true,
+                    },
+                    expect: Outcome::Intact,
+                    line: 0,
+                });
+            }
+            actions.push(Action {
+                kind: ActionKind::Get { name, probe: false },
+                expect: Outcome::Intact,
+                line: 0,
+            });
+        }
+        // Each datagram the plan spoils costs at most a window of resent
+        // blocks and an ACK, and a timeout of waiting; twice the expected
+        // count, plus room for chance, bounds it.
+        let blocks = t.size / blksize(t) + 1;
+        let window = u64::from(t.options.windowsize.unwrap_or(1).max(1));
+        let exchanges = (blocks + 8) * 2 * actions.len() as u64;
+        let spoiled = (2.0 * p * exchanges as f64) as u64 + 6;
+        max_packets += exchanges + spoiled * (window + 2);
+        within += t.start + longest_timeout * (spoiled as u32 + 2) + ms(10) * blocks as u32;
+        clients.push(ClientSpec {
+            name: format!("c{i}"),
+            profile: t.profile,
+            options: t.options,
+            retry_every: retry_every(t.profile),
+            retries: RETRIES,
+            start: t.start,
+            actions,
+        });
+    }
+    let mut events = Vec::new();
+    if let Some(o) = case.outage {
+        events.push(TimedEvent {
+            at: o.at,
+            kind: TimedEventKind::Partition(Vec::new()),
+        });
+        events.push(TimedEvent {
+            at: o.at + o.lasting,
+            kind: TimedEventKind::Heal(Vec::new()),
+        });
+        // Every sender resends into the outage once per timeout.
+        let per_side = (o.lasting.as_millis() / 1000) as u64 + 2;
+        max_packets += per_side * 2 * case.transfers.len() as u64 * 3;
+        within += o.lasting + longest_timeout * 2;
+    }
+    let scenario = Scenario {
+        name: "generated".into(),
+        description: format!("{case:?}"),
+        path: PathBuf::from("sim/tests/properties.rs"),
+        server: ServerSpec {
+            write: WriteSpec::Create,
+            retries: RETRIES,
+            ..ServerSpec::default()
+        },
+        files,
+        clients,
+        faults: FaultPlan {
+            client_to_server: case.client_to_server,
+            server_to_client: case.server_to_client,
+            script: case.script.clone(),
+        },
+        events,
+        expect: Expectations {
+            within,
+            // Checked below against the plan's own bound instead.
+            max_packet_ratio: 1e9,
+            server_idle: true,
+            // Checked below: only a lost client datagram excuses one.
+            server_timeouts: u64::MAX,
+        },
+    };
+    (scenario, max_packets)
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(512);
+    ProptestConfig {
+        cases,
+        // Each case is a whole simulation; shrinking a failure still
+        // finds a small plan well within this.
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+/// The record with its expectations adjusted to what the run did: an
+/// upload whose client timed out is excused if it landed whole on the
+/// server and every final ACK the server sent that client was lost (for
+/// longer than the server dallies): then only the server can know the last
+/// block arrived (RFC 1350 section 6). Anything else must end intact.
+fn excuse_lost_final_acks(case: &Case, scenario: &Scenario, r: &tftplab_sim::SimRun) -> RunRecord {
+    let mut record = r.record.clone();
+    for result in &mut record.results {
+        let (ActionKind::Put { name, content }, Got::TimedOut) = (&result.action.kind, &result.got)
+        else {
+            continue;
+        };
+        let Some(i) = scenario
+            .clients
+            .iter()
+            .position(|c| c.name == result.client)
+        else {
+            continue;
+        };
+        let t = &case.transfers[i];
+        let last = (t.size / blksize(t) + 1) % 65536;
+        let final_ack = format!("ACK #{last}");
+        let acks: Vec<&TraceEvent> = r
+            .trace
+            .iter()
+            .filter(|e| e.from == "server" && e.to == result.client && e.packet == final_ack)
+            .collect();
+        let all_lost = !acks.is_empty()
+            && acks
+                .iter()
+                .all(|e| matches!(e.fate, TraceFate::Dropped { .. }));
+        let landed = r.record.uploaded.get(name) == Some(&content.bytes());
+        if all_lost && landed {
+            result.action.expect = Outcome::Fails;
+        }
+    }
+    record
+}
+
+/// Runs a case and checks everything its scenario promises.
+fn check(case: &Case) -> Result<(), TestCaseError> {
+    let (scenario, max_packets) = scenario(case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    let trace = render_text(&r.trace);
+    let tail: Vec<&str> = trace.lines().rev().take(30).collect();
+    let context = || {
+        format!(
+            "seed {}\nlast datagrams:\n{}",
+            case.seed,
+            tail.iter().rev().copied().collect::<Vec<_>>().join("\n")
+        )
+    };
+    prop_assert!(
+        r.sim_error.is_none(),
+        "simulation error {:?}\n{}",
+        r.sim_error,
+        context()
+    );
+    let verdict = judge(&scenario, &excuse_lost_final_acks(case, &scenario, &r));
+    prop_assert!(verdict.passed(), "{:#?}\n{}", verdict.failures, context());
+    prop_assert_eq!(
+        r.record.results.len(),
+        scenario
+            .clients
+            .iter()
+            .map(|c| c.actions.len())
+            .sum::<usize>(),
+        "every action reports an outcome"
+    );
+    // A request the plan duplicated can arrive after the transfer it
+    // started has ended (a UEFI probe aborted within a millisecond); the
+    // server cannot tell it from a new request and starts a transfer the
+    // client no longer listens to, which retries until it gives up.
+    let extra_requests: u64 = r
+        .trace
+        .iter()
+        .filter(|e| {
+            e.from != "server" && (e.packet.starts_with("RRQ") || e.packet.starts_with("WRQ"))
+        })
+        .map(|e| match e.fate {
+            TraceFate::Duplicated { copies } => copies as u64 - 1,
+            _ => 0,
+        })
+        .sum();
+    let max_packets = max_packets + extra_requests * (u64::from(RETRIES) + 2);
+    prop_assert!(
+        r.record.datagrams <= max_packets,
+        "{} datagrams, bound {} (minimum {})\n{}",
+        r.record.datagrams,
+        max_packets,
+        r.verdict.minimum_datagrams,
+        context()
+    );
+    // A server transfer may only give up on a client whose datagrams were
+    // lost (a final ACK, or the ERROR ending a probe), by the plan or in a
+    // partition, or on one started by a duplicated request.
+    let lost_from_clients = r
+        .trace
+        .iter()
+        .filter(|e| e.from != "server" && matches!(e.fate, TraceFate::Dropped { .. }))
+        .count() as u64;
+    prop_assert!(
+        r.record.server_timeouts <= lost_from_clients + extra_requests,
+        "{} server transfers timed out; {} client datagrams were lost, {} requests duplicated\n{}",
+        r.record.server_timeouts,
+        lost_from_clients,
+        extra_requests,
+        context()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn generated_plans_end_intact_within_their_bounds(case in case()) {
+        check(&case)?;
+    }
+}
+
+fn clean() -> LinkFaults {
+    LinkFaults::default()
+}
+
+/// Found by the property (case 519 of a 3000-case run): a 2049-byte upload
+/// at blksize 2049 over a bursty link. Every ACK #2 the server sent while
+/// it dallied was lost, so the server stored the whole file while the
+/// client, hearing nothing, timed out. The judge used to call the stored
+/// file "neither the original nor any completed upload"; it is the
+/// client's whole upload, and the client's timeout is the protocol's
+/// (RFC 1350 section 6), not a defect.
+#[test]
+fn upload_whose_final_acks_all_vanish_lands_whole() {
+    let case = Case {
+        client_to_server: clean(),
+        server_to_client: LinkFaults {
+            loss: 0.026375265766881716,
+            burst: Some(Burst {
+                enter: 0.040786343593901715,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.094546644188285,
+            reorder: Some(Reorder {
+                fraction: 0.17100806855129969,
+                delay: DelayRange::default(),
+            }),
+            corrupt: 0.00627019268273635,
+            truncate: 0.024623819573812905,
+            latency: Some(DelayRange::default()),
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: Duration::ZERO,
+            lasting: ms(2046),
+        }),
+        transfers: vec![Transfer {
+            profile: Profile::Custom,
+            options: ClientOptions {
+                blksize: Some(2049),
+                ..ClientOptions::default()
+            },
+            put: true,
+            probe_first: false,
+            size: 2049,
+            start: Duration::ZERO,
+        }],
+        seed: 139581367906079352,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    // The situation the test is about: the client timed out, the file landed.
+    assert!(
+        matches!(r.record.results[0].got, Got::TimedOut),
+        "{:?}",
+        r.record.results
+    );
+    assert_eq!(
+        r.record.uploaded.get("f0.bin"),
+        Some(&Some(tftplab::lab::scenario::generate(2049, 1000)))
+    );
+    // The judge accepts the whole file, and the property excuses the timeout.
+    assert!(
+        !r.verdict
+            .failures
+            .iter()
+            .any(|f| f.contains("neither the original")),
+        "{:?}",
+        r.verdict.failures
+    );
+    check(&case).unwrap();
+}
+
+/// Found by the property (case 2475 of a 4000-case run): a UEFI client's
+/// tsize probe RRQ is duplicated into three copies and one is held back a
+/// millisecond. The probe's ERROR 8 ends the probe transfer, then the late
+/// copy arrives: the server, which forgets a transfer once it ends, takes
+/// it for a new request and sends an OACK to the probe's closed port until
+/// it gives up (21 OACKs, one server timeout). The download itself is
+/// intact. Pinned here so a change in that behaviour shows up.
+#[test]
+fn late_duplicate_of_an_aborted_probe_starts_an_orphan_transfer() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.038959392499777444,
+            burst: Some(Burst {
+                enter: 0.020040024815093004,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.05225400432334896,
+            copies: Some(2),
+            reorder: Some(Reorder {
+                fraction: 0.17894223975310447,
+                delay: DelayRange {
+                    min: Duration::ZERO,
+                    max: ms(1),
+                },
+            }),
+            corrupt: 0.020666946187631947,
+            truncate: 0.02999532264356722,
+            latency: None,
+        },
+        server_to_client: clean(),
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![Transfer {
+            profile: Profile::UefiPxe,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 0,
+            start: Duration::ZERO,
+        }],
+        seed: 15677803815709095214,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    assert!(matches!(r.record.results[0].got, Got::Done { .. }));
+    assert_eq!(r.record.server_timeouts, 1);
+    let orphan_oacks = r
+        .trace
+        .iter()
+        .filter(|e| e.from == "server" && e.packet == "OACK blksize=1468 tsize=0")
+        .count();
+    assert_eq!(
+        orphan_oacks,
+        1 + 1 + RETRIES as usize,
+        "{}",
+        render_text(&r.trace)
+    );
+    check(&case).unwrap();
+}
