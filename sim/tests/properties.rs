@@ -620,3 +620,94 @@ fn late_duplicate_of_an_aborted_probe_starts_an_orphan_transfer() {
     );
     check(&case).unwrap();
 }
+
+/// Found by the property (case 1240 of a 6000-case run): a UEFI client's
+/// final ACK #3 is held back 2.3 ms and leaves just after a partition
+/// began, so the partition swallows it; the client's dally ends before the
+/// heal and the server retries into the void until it gives up. The trace
+/// showed that ACK as "delayed" (judged when it was queued), hiding the
+/// loss that excuses the server's timeout; it is now judged as it leaves.
+#[test]
+fn held_back_final_ack_that_leaves_into_a_partition_is_traced_as_lost() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.06556164837653113,
+            duplicate: 0.05568169265998908,
+            reorder: Some(Reorder {
+                fraction: 0.0450306197909314,
+                delay: DelayRange {
+                    min: Duration::ZERO,
+                    max: ms(7),
+                },
+            }),
+            corrupt: 0.04880784276220463,
+            truncate: 0.009342976972822402,
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            loss: 0.0649690363505566,
+            burst: Some(Burst {
+                enter: 0.006498776971925584,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.03070768725926682,
+            copies: None,
+            reorder: Some(Reorder {
+                fraction: 0.005375891600242283,
+                delay: DelayRange {
+                    min: ms(2),
+                    max: ms(26),
+                },
+            }),
+            corrupt: 0.046940124340938985,
+            truncate: 0.02273690302531727,
+            latency: Some(DelayRange {
+                min: ms(3),
+                max: ms(3),
+            }),
+        },
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: ms(1165),
+            lasting: ms(2000),
+        }),
+        transfers: vec![
+            Transfer {
+                profile: Profile::Rpi4Bootloader,
+                options: ClientOptions::default(),
+                put: false,
+                probe_first: false,
+                size: 0,
+                start: ms(145),
+            },
+            Transfer {
+                profile: Profile::UefiPxe,
+                options: ClientOptions::default(),
+                put: false,
+                probe_first: false,
+                size: 3072,
+                start: ms(127),
+            },
+        ],
+        seed: 9634788434677292965,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    let final_acks: Vec<&TraceEvent> = r
+        .trace
+        .iter()
+        .filter(|e| e.from == "c1" && e.packet == "ACK #3")
+        .collect();
+    assert_eq!(final_acks.len(), 1, "{}", render_text(&r.trace));
+    assert_eq!(
+        final_acks[0].fate,
+        TraceFate::Dropped {
+            cause: "partition".into()
+        },
+        "{}",
+        render_text(&r.trace)
+    );
+    assert_eq!(r.record.server_timeouts, 1);
+    check(&case).unwrap();
+}

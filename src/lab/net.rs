@@ -10,6 +10,7 @@ use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,25 +125,34 @@ impl<S: DatagramSocket> FaultySocket<S> {
         }
     }
 
-    fn record(&self, target: SocketAddr, fate: TraceFate, len: usize, rendered: String) {
+    fn record(&self, to: String, fate: TraceFate, len: usize, rendered: String) -> usize {
         let from = self.host.to_string();
-        let to = self.clock.name(target.ip());
         let at = self.clock.elapsed();
-        // A datagram sent into a cut link is lost there. The link's state
-        // when it is sent decides; a copy held back for reordering meets
-        // whatever the link is like when it leaves, so it keeps its fate.
-        let fate = match fate {
-            TraceFate::Delivered | TraceFate::Duplicated { .. }
-                if self.clock.link_cut(&from, &to) =>
-            {
+        self.trace
+            .record_rendered(at, from, to, fate, len, rendered)
+    }
+}
+
+/// The copies of one datagram still on their way: when every copy meets a
+/// cut link, the trace says the datagram was lost to the partition.
+struct Copies {
+    trace: Trace,
+    index: usize,
+    total: usize,
+    lost: AtomicUsize,
+}
+
+impl Copies {
+    /// Called as a copy leaves, with whether its link is cut.
+    fn leaving(&self, cut: bool) {
+        if cut && self.lost.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            self.trace.set_fate(
+                self.index,
                 TraceFate::Dropped {
                     cause: "partition".into(),
-                }
-            }
-            other => other,
-        };
-        self.trace
-            .record_rendered(at, from, to, fate, len, rendered);
+                },
+            );
+        }
     }
 }
 
@@ -191,16 +201,35 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 (delays, fate)
             }
         };
-        self.record(target, trace_fate, buf.len(), rendered);
+        // A copy sent into a cut link is lost there; the network drops it
+        // (it is still handed over, so the network stays the authority).
+        // The link's state as each copy leaves decides, so a copy held back
+        // across the start or end of a partition is judged when it leaves.
+        let to = self.clock.name(target.ip());
         let len = buf.len();
+        let index = self.record(to.clone(), trace_fate, len, rendered);
+        let copies = Arc::new(Copies {
+            trace: self.trace.clone(),
+            index,
+            total: delays.len(),
+            lost: AtomicUsize::new(0),
+        });
         let mut now_copies = 0;
         for d in &delays {
             if d.is_zero() {
+                copies.leaving(self.clock.link_cut(&self.host, &to));
                 now_copies += 1;
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
+                let (copies, clock, host, to) = (
+                    copies.clone(),
+                    self.clock.clone(),
+                    self.host.clone(),
+                    to.clone(),
+                );
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
+                    copies.leaving(clock.link_cut(&host, &to));
                     let _ = inner.send_to(&data, target).await;
                 });
             }

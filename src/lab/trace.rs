@@ -55,7 +55,8 @@ impl Trace {
     }
 
     /// Records a datagram already rendered with [`render_packet`] (the
-    /// fault layer renders once for both its script and the trace).
+    /// fault layer renders once for both its script and the trace), and
+    /// returns its index for [`Trace::set_fate`].
     pub fn record_rendered(
         &self,
         at: Duration,
@@ -64,7 +65,7 @@ impl Trace {
         fate: TraceFate,
         len: usize,
         packet: String,
-    ) {
+    ) -> usize {
         let event = TraceEvent {
             at_us: at.as_micros() as u64,
             from,
@@ -73,8 +74,22 @@ impl Trace {
             len,
             packet,
         };
+        match self.0.lock() {
+            Ok(mut v) => {
+                v.push(event);
+                v.len() - 1
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Corrects a recorded datagram's fate once it is known (a copy held
+    /// back until a partition began was lost after all).
+    pub fn set_fate(&self, index: usize, fate: TraceFate) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(event);
+            if let Some(e) = v.get_mut(index) {
+                e.fate = fate;
+            }
         }
     }
 
