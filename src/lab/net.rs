@@ -25,6 +25,15 @@ pub trait LabClock: Send + Sync + 'static {
     fn link_cut(&self, _from: &str, _to: &str) -> bool {
         false
     }
+    /// A copy held back for `delay` will be sent then: a simulator that
+    /// skips idle time must not skip past it.
+    fn will_send_after(&self, _delay: Duration) {}
+    /// `host`'s socket on `port` is sending (whatever the datagram's fate)
+    /// or has received a datagram: the transfer machine on it may have just
+    /// armed its timer.
+    fn activity(&self, _host: &str, _port: u16, _sending: bool) {}
+    /// `host`'s socket on `port` is closed: no timer runs for it any more.
+    fn closed(&self, _host: &str, _port: u16) {}
 }
 
 /// Wraps `N` so every send goes through the injector.
@@ -156,6 +165,12 @@ impl Copies {
     }
 }
 
+impl<S: DatagramSocket> Drop for FaultySocket<S> {
+    fn drop(&mut self) {
+        self.clock.closed(&self.host, self.local.port());
+    }
+}
+
 fn cause_name(c: Cause) -> &'static str {
     match c {
         Cause::Loss => "loss",
@@ -176,6 +191,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.clock.activity(&self.host, self.local.port(), true);
         // Rendered once: the script matches it and the trace keeps it.
         let rendered = render_packet(buf);
         let fate = self.decide(&rendered);
@@ -221,6 +237,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 now_copies += 1;
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
+                self.clock.will_send_after(d);
                 let (copies, clock, host, to) = (
                     copies.clone(),
                     self.clock.clone(),
@@ -248,6 +265,14 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.inner.recv_from(buf)
+        let received = self.inner.recv_from(buf);
+        let (clock, host, port) = (self.clock.clone(), self.host.clone(), self.local.port());
+        async move {
+            let got = received.await;
+            if got.is_ok() {
+                clock.activity(&host, port, false);
+            }
+            got
+        }
     }
 }

@@ -370,6 +370,14 @@ impl<'a> Sim<'a> {
         });
     }
 
+    /// Whether no message is on any link: none sent and waiting for
+    /// delivery (whether its latency has passed or not), none held.
+    ///
+    /// (tftplab-sim patch, see PATCHED.md.)
+    pub fn is_network_idle(&self) -> bool {
+        self.world.borrow().topology.is_idle()
+    }
+
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.
     pub fn links(&self, f: impl FnOnce(LinksIter)) {
         let top = &mut self.world.borrow_mut().topology;
@@ -411,9 +419,22 @@ impl<'a> Sim<'a> {
     ///
     /// Returns whether or not all clients have completed.
     pub fn step(&mut self) -> Result<bool> {
-        tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
+        self.step_by(self.config.tick)
+    }
 
-        let tick = self.config.tick;
+    /// Step the simulation by `tick` instead of the configured tick duration.
+    ///
+    /// Exactly like [`step`](#method.step) with a different tick: the
+    /// network is ticked, then every running host runs for `tick` of
+    /// simulated time. Hosts run one after another, so a message a host
+    /// sends during a long step only reaches hosts stepped after it (or the
+    /// next step): use long steps only where no host will send before the
+    /// step ends, such as to skip time in which every host waits on a timer
+    /// and nothing is in flight (see [`is_network_idle`](#method.is_network_idle)).
+    ///
+    /// (tftplab-sim patch, see PATCHED.md.)
+    pub fn step_by(&mut self, tick: Duration) -> Result<bool> {
+        tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
         let mut is_finished = true;
 
         // Tick the networking, processing messages. This is done before

@@ -290,6 +290,13 @@ impl Topology {
         }
     }
 
+    /// No message on any link. (tftplab-sim patch, see PATCHED.md.)
+    pub(crate) fn is_idle(&self) -> bool {
+        self.links
+            .values()
+            .all(|l| l.sent.is_empty() && l.deliverable.values().all(VecDeque::is_empty))
+    }
+
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
         LinksIter {
             iter: self.links.iter_mut(),
