@@ -281,13 +281,15 @@ impl SimRun {
         self.verdict.passed() && self.sim_error.is_none()
     }
 
-    /// Datagrams sent again: the same packet from the same host to the
-    /// same host as an earlier one (resent DATA, re-ACKs, repeated requests).
+    /// Datagrams sent again within their transfer: the same packet on the
+    /// same flow (sender and receiver host and port) as an earlier one:
+    /// resent DATA, re-ACKs, repeated requests. Another transfer's
+    /// identical packet (every download has an ACK #1) is not one.
     pub fn retransmissions(&self) -> u64 {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         let mut repeats = 0;
         for e in &self.trace {
-            if !seen.insert((e.from.clone(), e.to.clone(), e.packet.clone())) {
+            if !seen.insert((&e.from, &e.to, e.ports, &e.packet)) {
                 repeats += 1;
             }
         }

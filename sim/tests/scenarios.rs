@@ -136,3 +136,19 @@ fn skipping_idle_time_moves_no_datagram() {
         }
     }
 }
+
+/// The summary's "resent" column counts resends within a transfer only.
+/// lost-final-ack loses each client's ACK #20 once: the server resends
+/// DATA #20 to each and each dallying client re-ACKs it, 4 in all, although
+/// both boards' transfers share every packet text with each other and
+/// board-b fetches two files. block-boundaries drops 4 empty final blocks
+/// (each resent once) and its legacy and U-Boot clients resend an ACK on
+/// their own timers: 6.
+#[test]
+fn retransmissions_are_counted_per_transfer() {
+    for (name, resent) in [("lost-final-ack.toml", 4), ("block-boundaries.toml", 6)] {
+        let r = run(&load(name), 1, SimOptions::default());
+        assert!(r.passed(), "{name}");
+        assert_eq!(r.retransmissions(), resent, "{name}");
+    }
+}

@@ -5,7 +5,7 @@
 //! one injector.
 
 use super::faults::{Cause, Fate, Injector, Script, ScriptFate};
-use super::trace::{render_packet, Trace, TraceFate};
+use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
 use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
 use std::io;
@@ -134,11 +134,23 @@ impl<S: DatagramSocket> FaultySocket<S> {
         }
     }
 
-    fn record(&self, to: String, fate: TraceFate, len: usize, rendered: String) -> usize {
-        let from = self.host.to_string();
-        let at = self.clock.elapsed();
-        self.trace
-            .record_rendered(at, from, to, fate, len, rendered)
+    fn record(
+        &self,
+        target: SocketAddr,
+        to: String,
+        fate: TraceFate,
+        len: usize,
+        packet: String,
+    ) -> usize {
+        self.trace.push(TraceEvent {
+            at_us: self.clock.elapsed().as_micros() as u64,
+            from: self.host.to_string(),
+            to,
+            fate,
+            len,
+            packet,
+            ports: Some((self.local.port(), target.port())),
+        })
     }
 }
 
@@ -223,7 +235,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         // across the start or end of a partition is judged when it leaves.
         let to = self.clock.name(target.ip());
         let len = buf.len();
-        let index = self.record(to.clone(), trace_fate, len, rendered);
+        let index = self.record(target, to.clone(), trace_fate, len, rendered);
         let copies = Arc::new(Copies {
             trace: self.trace.clone(),
             index,

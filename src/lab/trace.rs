@@ -37,6 +37,11 @@ pub struct TraceEvent {
     pub len: usize,
     /// The packet as one line, e.g. `DATA #7 (1024 B)`.
     pub packet: String,
+    /// The sender's and the receiver's UDP port, when the recorder knows
+    /// them: one transfer's datagrams share them, so a resend can be told
+    /// from another transfer's identical packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<(u16, u16)>,
 }
 
 /// A shared, append-only trace. Appends happen in the simulator's
@@ -66,14 +71,19 @@ impl Trace {
         len: usize,
         packet: String,
     ) -> usize {
-        let event = TraceEvent {
+        self.push(TraceEvent {
             at_us: at.as_micros() as u64,
             from,
             to,
             fate,
             len,
             packet,
-        };
+            ports: None,
+        })
+    }
+
+    /// Records an event and returns its index for [`Trace::set_fate`].
+    pub fn push(&self, event: TraceEvent) -> usize {
         match self.0.lock() {
             Ok(mut v) => {
                 v.push(event);
