@@ -514,7 +514,15 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         });
     }
 
-    let sim_error = drive(&mut sim, scenario, &results, &handle_slot, &clock, opts);
+    let sim_error = drive(
+        &mut sim,
+        scenario,
+        &results,
+        &handle_slot,
+        &clock,
+        &trace,
+        opts,
+    );
     let rerun = horizon.broken();
     let elapsed = sim.elapsed();
     let events = trace.events();
@@ -579,6 +587,40 @@ fn failed_setup(seed: u64, message: String) -> SimRun {
     }
 }
 
+/// A run that sends more datagrams than this is a storm, stopped at once
+/// rather than run to its time limit (a Sorcerer's Apprentice sender
+/// sends millions in simulated seconds, and the trace holds them all):
+/// twenty times a generous minimum (every file in lock-step blocks of at
+/// most 512 bytes), plus 10 000.
+fn storm_cap(scenario: &Scenario) -> u64 {
+    let size = |content: &FileContent| match content {
+        FileContent::Inline(b) => b.len() as u64,
+        FileContent::Generated { size, .. } => *size,
+        FileContent::Path(p) => {
+            let base = scenario.path.parent().unwrap_or(Path::new("."));
+            std::fs::metadata(base.join(p)).map_or(0, |m| m.len())
+        }
+        FileContent::Symlink(_) => 0,
+    };
+    let mut minimum = 0;
+    for c in &scenario.clients {
+        for a in &c.actions {
+            let bytes = match &a.kind {
+                ActionKind::Get { name, .. } => scenario
+                    .files
+                    .iter()
+                    .find(|f| f.name == name.trim_start_matches('/'))
+                    .map_or(0, |f| size(&f.content)),
+                ActionKind::Put { content, .. } => size(content),
+                ActionKind::Sleep(_) => continue,
+            };
+            let blksize = u64::from(c.options.blksize.unwrap_or(512).clamp(8, 512));
+            minimum += 2 * (bytes / blksize + 1) + 8;
+        }
+    }
+    minimum.saturating_mul(20).saturating_add(10_000)
+}
+
 /// How long the server may need after the last client finished: a
 /// transfer that lost its peer retries `retries` times, and a receiver
 /// dallies twice its timeout.
@@ -602,10 +644,12 @@ fn drive(
     results: &Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
     slot: &Arc<Mutex<Option<ServerHandle>>>,
     clock: &SimClock,
+    trace: &Trace,
     opts: SimOptions,
 ) -> Option<String> {
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
+    let storm = storm_cap(scenario);
     let mut events = scenario.events.iter().peekable();
     let mut clients_done_at: Option<Duration> = None;
     let all: Vec<String> = scenario.clients.iter().map(|c| c.name.clone()).collect();
@@ -633,6 +677,15 @@ fn drive(
         }
         if sim.elapsed() >= limit {
             return None;
+        }
+        let sent = trace.len() as u64;
+        if sent > storm {
+            return Some(format!(
+                "datagram storm: {sent} datagrams by {:.3}s, over 20 times what the \
+                 scenario's transfers need; stopped (a sender resending on duplicate \
+                 ACKs, or a retry loop, grows without bound)",
+                sim.elapsed().as_secs_f64()
+            ));
         }
         if opts.skip_idle {
             if let Some(jump) = idle_jump(sim, &clock.horizon, opts.tick, {
