@@ -2,7 +2,9 @@
 # Installs the real TFTP peers that the interop tests (tests/peers/) run on
 # loopback: clients tftp-hpa, curl, atftp, busybox; servers tftpd-hpa, atftpd,
 # dnsmasq; plus iproute2 (network namespaces for dnsmasq, whose TFTP port is
-# fixed at 69) and nftables.
+# fixed at 69) and nftables; and for the hardware runner's stand-in boards
+# (hw-tests/): ethtool (veth offloads off), qemu-system-arm (provides
+# qemu-system-aarch64) and u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin).
 #
 # Idempotent: when everything is present it touches neither apt nor the
 # network and finishes in well under a second. Needs root (apt, dpkg).
@@ -26,7 +28,7 @@ atftpd_bin="$atftpd_dir/usr/sbin/atftpd"
 # libwrap0 and libpcre2-8-0 are what the unpacked atftpd links against (its
 # package's own Depends, which dpkg -x does not install).
 packages=(tftp-hpa tftpd-hpa atftp curl busybox dnsmasq-base iproute2 nftables
-    libwrap0 libpcre2-8-0)
+    libwrap0 libpcre2-8-0 ethtool qemu-system-arm u-boot-qemu)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-peers: must run as root (apt-get, dpkg)" >&2
@@ -137,3 +139,6 @@ echo "busybox: $(busybox 2>&1 | head -n1)"
 echo "dnsmasq: $(dnsmasq --version | head -n1)"
 echo "ip: $(ip -V)"
 echo "nft: $(nft --version)"
+echo "ethtool: $(ethtool --version)"
+echo "qemu: $(qemu-system-aarch64 --version | head -n1)"
+echo "u-boot: $(dpkg-query -W -f='${Version}' u-boot-qemu) /usr/lib/u-boot/qemu_arm64/u-boot.bin"

@@ -6,8 +6,8 @@
 #
 # Each target starts from its working corpus fuzz/corpus/<target> (not in
 # git), topped up with the seeds in fuzz/corpus-seed/<target>, and uses
-# fuzz/tftp.dict. Crashes land in fuzz/artifacts/<target>/, full logs in
-# fuzz/logs/<target>.log. Prints exec/s and coverage per target and exits 1
+# fuzz/tftp.dict (scenario.dict for scenario_parse). Crashes land in
+# fuzz/artifacts/<target>/, full logs in fuzz/logs/<target>.log. Prints exec/s and coverage per target and exits 1
 # if any target crashed, timed out or ran out of memory.
 #
 # Nightly (rustup's `nightly` toolchain) gets AddressSanitizer; without it
@@ -18,7 +18,7 @@
 #                                   past a known crash
 set -euo pipefail
 
-all_targets=(packet_parse options netascii server_session client_session path_resolve)
+all_targets=(packet_parse options netascii server_session client_session path_resolve scenario_parse)
 
 usage() {
     echo "usage: $0 SECONDS [TARGET...]   targets: ${all_targets[*]}" >&2
@@ -62,7 +62,14 @@ command -v cargo-fuzz >/dev/null || {
 echo "== build"
 "${fuzz[@]}" build "${sanitizer[@]}"
 
-# Per-target libFuzzer settings: session inputs are long lists of steps.
+# Per-target libFuzzer settings: session inputs are long lists of steps;
+# scenarios are TOML text with their own vocabulary.
+dict() {
+    case $1 in
+        scenario_parse) echo scenario.dict ;;
+        *) echo tftp.dict ;;
+    esac
+}
 max_len() {
     case $1 in
         server_session | client_session) echo 8192 ;;
@@ -89,7 +96,7 @@ for t in "${targets[@]}"; do
     set +e
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
     timeout -k 30 $((seconds + 600)) "${fuzz[@]}" run "${sanitizer[@]}" "$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -dict=tftp.dict -max_len="$(max_len "$t")" \
+        -max_total_time="$seconds" -dict="$(dict "$t")" -max_len="$(max_len "$t")" \
         -timeout=30 -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1
     rc=$?
     set -e

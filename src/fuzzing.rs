@@ -763,6 +763,52 @@ impl Source for CheckedSource {
     }
 }
 
+// ---- scenario_parse ---------------------------------------------------------
+
+/// Arbitrary text through the scenario loader: it never panics, never
+/// allocates without bound, and every error is one line that names the file
+/// and, unless the whole file lacks its `[[clients]]`, a line inside it.
+/// What loads is consistent: 1..=MAX_CLIENTS clients with distinct names,
+/// every action's line inside the text, a fault plan that passes its check.
+pub fn scenario_parse(data: &[u8]) {
+    use crate::lab::scenario::{Scenario, MAX_CLIENTS};
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("fuzz/scenario.toml");
+    let lines = text.lines().count().max(1) + 1;
+    match Scenario::parse(&text, path) {
+        Ok(scenario) => {
+            let clients = &scenario.clients;
+            assert!(!clients.is_empty() && clients.len() <= MAX_CLIENTS);
+            let mut names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), clients.len(), "two clients share a name");
+            for action in clients.iter().flat_map(|c| &c.actions) {
+                assert!(
+                    (1..=lines).contains(&action.line),
+                    "action line {}",
+                    action.line
+                );
+            }
+            assert_eq!(scenario.faults.check(), Ok(()));
+            assert!(scenario.events.windows(2).all(|w| w[0].at <= w[1].at));
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(!shown.contains('\n'), "error over several lines: {shown:?}");
+            assert!(shown.starts_with("fuzz/scenario.toml"), "{shown:?}");
+            assert!(!e.message.trim().is_empty(), "empty error message");
+            match e.line {
+                Some(line) => assert!((1..=lines).contains(&line), "line {line}: {shown}"),
+                None => assert!(
+                    e.message.starts_with("no [[clients]]"),
+                    "error without a line: {shown}"
+                ),
+            }
+        }
+    }
+}
+
 // ---- path_resolve ---------------------------------------------------------
 
 /// Arbitrary names against a root holding symlinks that point inside and
@@ -1788,9 +1834,12 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
     if head & 0x80 != 0 {
         datagram.extend_from_slice(b"\0\0\0");
     }
+    let timeout = Duration::from_millis(1 + u64::from(input.u16() % 5000));
+    let retries_byte = input.u8();
     let config = ServerConfig {
-        timeout: Duration::from_millis(1 + u64::from(input.u16() % 5000)),
-        retries: u32::from(input.u8() % 8),
+        timeout,
+        min_rto: min_rto(retries_byte, timeout),
+        retries: u32::from(retries_byte % 8),
         limits: Limits {
             max_blksize: input.u16(),
             max_windowsize: input.u16() % 1024,
@@ -1826,7 +1875,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                         Role::ServerRead,
                         wrap(Box::new(m)),
                         now,
-                        config.retries,
+                        timeout_budget(config.retries, config.min_rto, config.timeout),
                         request.mode,
                     );
                     s.wire = if request.mode == Mode::Netascii {
@@ -1853,7 +1902,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                         Role::ServerWrite,
                         wrap(Box::new(m)),
                         now,
-                        config.retries,
+                        timeout_budget(config.retries, config.min_rto, config.timeout),
                         request.mode,
                     );
                     s.sink = Some(state);
@@ -1911,11 +1960,14 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
         tsize: (flags & 4 != 0).then_some(0),
         windowsize: (flags & 8 != 0).then(|| 1 + input.u16() % 1024),
     };
+    let timeout = Duration::from_millis(1 + u64::from(input.u16() % 5000));
+    let retries_byte = input.u8();
     let config = ClientConfig {
         mode,
         options,
-        timeout: Duration::from_millis(1 + u64::from(input.u16() % 5000)),
-        retries: u32::from(input.u8() % 8),
+        timeout,
+        min_rto: min_rto(retries_byte, timeout),
+        retries: u32::from(retries_byte % 8),
         max_size: input
             .bool()
             .then(|| u64::from(input.u16()) << (input.u8() % 5)),
@@ -1938,7 +1990,7 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                     Role::ClientPut,
                     wrap(Box::new(m)),
                     now,
-                    config.retries,
+                    timeout_budget(config.retries, config.min_rto, config.timeout),
                     mode,
                 );
                 s.wire = if mode == Mode::Netascii {
@@ -1965,7 +2017,7 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
                     Role::ClientGet,
                     wrap(Box::new(m)),
                     now,
-                    config.retries,
+                    timeout_budget(config.retries, config.min_rto, config.timeout),
                     mode,
                 );
                 s.sink = Some(state);
@@ -2209,6 +2261,25 @@ fn netascii_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ]
+}
+
+/// The floor of the adaptive timer, from the retries byte's top bit (so the
+/// seed corpus keeps its meaning): set, a fixed timer; clear, adaptive with
+/// a 1 ms floor.
+fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
+    if retries_byte & 0x80 != 0 {
+        timeout
+    } else {
+        Duration::from_millis(1)
+    }
+}
+
+/// How many timeouts a machine may take once input stops before it must
+/// close: the retry budget at the ceiling, plus the backoff steps below it
+/// (the ceiling may be a negotiated timeout of up to 255 s).
+fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
+    let ceiling = timeout.max(Duration::from_secs(255));
+    retries + crate::proto::Timer::backoff_steps(min_rto, ceiling)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.

@@ -149,6 +149,43 @@ fn serve_get_put_and_graceful_stop() {
     assert!(log.contains("bytes=1048577"), "{log}");
 }
 
+/// `get` into a pipe or device writes the bytes there: it must not rename
+/// a temporary file over the node (which once replaced /dev/null with a
+/// regular file holding the download).
+#[test]
+fn get_into_a_fifo_or_dev_null_streams_and_leaves_the_node() {
+    let root = tempfile::tempdir().unwrap();
+    let content = data(300_000);
+    std::fs::write(root.path().join("f.bin"), &content).unwrap();
+    let served = Served::start(root.path(), &[]);
+    let (code, _, err) = run(bin().args(["get", "--quiet", &served.addr, "f.bin", "/dev/null"]));
+    assert_eq!(code, 0, "{err}");
+    use std::os::unix::fs::FileTypeExt;
+    let null = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        null.file_type().is_char_device(),
+        "/dev/null is no longer a device"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let (code, _, err) = run(bin()
+        .args(["get", "--quiet", "--blksize", "1468", &served.addr, "f.bin"])
+        .arg(&fifo));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        reader.join().unwrap() == content,
+        "the pipe got other bytes"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
 #[test]
 fn failures_exit_non_zero_with_one_line() {
     let root = tempfile::tempdir().unwrap();

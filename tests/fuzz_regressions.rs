@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("packet_parse", tftplab::fuzzing::packet_parse),
     ("options", tftplab::fuzzing::options),
     ("netascii", tftplab::fuzzing::netascii),
     ("server_session", tftplab::fuzzing::server_session),
     ("client_session", tftplab::fuzzing::client_session),
     ("path_resolve", tftplab::fuzzing::path_resolve),
+    ("scenario_parse", tftplab::fuzzing::scenario_parse),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -99,5 +100,12 @@ fn write_seed_corpus() {
         let dir = fuzz_dir().join("corpus-seed").join(target);
         std::fs::create_dir_all(&dir).expect("create seed directory");
         std::fs::write(dir.join(name), bytes).expect("write seed");
+    }
+    // The scenario loader's seeds are the shipped scenarios themselves.
+    let dir = fuzz_dir().join("corpus-seed").join("scenario_parse");
+    std::fs::create_dir_all(&dir).expect("create seed directory");
+    for file in inputs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")) {
+        let name = file.file_name().expect("scenario file name");
+        std::fs::copy(&file, dir.join(name)).expect("copy scenario seed");
     }
 }

@@ -19,8 +19,8 @@ use tftplab::lab::scenario::{
 };
 use tftplab::lab::trace::{Trace, TraceEvent, TraceFate};
 use tftplab::options::Limits;
-use tftplab::proto::ServerConfig;
 use tftplab::proto::TransferError;
+use tftplab::proto::{ServerConfig, DEFAULT_MIN_RTO};
 use tftplab::runtime::{serve, DatagramSocket, Network, ServerEvent, ServerHandle, ServerOptions};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
 
@@ -82,11 +82,14 @@ impl Network for TurmoilNet {
 /// held back), the timers left are the profiles' and this module's own
 /// (known here: client starts, hosts staying up, held-back copies) and the
 /// transfer machines' (not visible from outside the runtime). A machine
-/// arms its timer when it sends or receives, for its timeout or a small
-/// multiple of it (retransmission, a windowed receiver's wait, dallying,
-/// backing off), so each open socket's last send and last receive plus
-/// those multiples of every timeout the scenario can use bound when it can
-/// wake. The run jumps to the earliest such moment.
+/// arms its timer when it sends or receives. A fixed timer runs for its
+/// timeout or a small multiple of it (retransmission, a windowed
+/// receiver's wait, dallying, backing off), so each open socket's last
+/// send and last receive plus those multiples of every timeout the
+/// scenario can use bound when it can wake. An adaptive timer (the server,
+/// the lab's own client) can fire at any moment from its floor to twice
+/// the longest timeout after that, so no jump crosses such a window. The
+/// run jumps to the earliest moment any of these allows.
 ///
 /// That bound is a model of the machines, so it is checked: a host sending
 /// anything inside a jump marks the run as not exact, and [`run`] runs it
@@ -112,6 +115,9 @@ struct HorizonState {
     wakes: BTreeSet<Duration>,
     /// Every timeout a transfer machine in this scenario can use.
     timeouts: Vec<Duration>,
+    /// Hosts whose machines adapt their timeout to the round trip, with
+    /// its floor.
+    adaptive: BTreeMap<String, Duration>,
     /// The start of the jump in progress.
     jumping_from: Option<Duration>,
     /// Some host sent inside a jump.
@@ -124,10 +130,11 @@ struct HorizonState {
 const TIMEOUT_MULTIPLES: [u32; 6] = [1, 2, 3, 4, 8, 16];
 
 impl Horizon {
-    fn new(timeouts: Vec<Duration>) -> Self {
+    fn new(timeouts: Vec<Duration>, adaptive: BTreeMap<String, Duration>) -> Self {
         Horizon {
             state: Mutex::new(HorizonState {
                 timeouts,
+                adaptive,
                 ..HorizonState::default()
             }),
         }
@@ -169,13 +176,28 @@ impl Horizon {
         self.with(|s| {
             s.wakes = s.wakes.split_off(&(now + Duration::from_nanos(1)));
             let mut next = s.wakes.first().copied();
-            for sent in s.sockets.values().flatten().flatten() {
-                for t in &s.timeouts {
-                    for k in TIMEOUT_MULTIPLES {
-                        let at = *sent + *t * k;
-                        if at > now && next.is_none_or(|n| at < n) {
-                            next = Some(at);
+            let mut consider = |at: Duration| {
+                if at > now && next.is_none_or(|n| at < n) {
+                    next = Some(at);
+                }
+            };
+            let longest = s.timeouts.iter().max().copied().unwrap_or_default();
+            for ((host, _), times) in &s.sockets {
+                for last in times.iter().flatten() {
+                    for t in &s.timeouts {
+                        for k in TIMEOUT_MULTIPLES {
+                            consider(*last + *t * k);
                         }
+                    }
+                    // An adaptive timer fires anywhere from its floor to
+                    // the longest timeout (twice that for dallying): from
+                    // the floor on, any moment may be the one.
+                    if let Some(floor) = s.adaptive.get(host) {
+                        let (from, until) = (*last + *floor, *last + longest * 2);
+                        if from <= now && now < until {
+                            return Some(now);
+                        }
+                        consider(from);
                     }
                 }
             }
@@ -344,6 +366,7 @@ fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
         bind: SocketAddr::from(([0, 0, 0, 0], 69)),
         transfer: ServerConfig {
             timeout: s.timeout,
+            min_rto: s.min_rto,
             retries: s.retries,
             limits: Limits {
                 max_blksize: s.max_blksize,
@@ -396,6 +419,23 @@ fn timeouts(scenario: &Scenario) -> Vec<Duration> {
     t.into_iter().filter(|d| !d.is_zero()).collect()
 }
 
+/// Hosts whose transfer machines adapt their timeout (RFC 6298) between a
+/// floor and their configured timeout, with that floor: the server unless
+/// its floor is its timeout, and the lab's own client (the custom
+/// profile); firmware profiles resend on a fixed period.
+fn adaptive(scenario: &Scenario) -> BTreeMap<String, Duration> {
+    let mut a = BTreeMap::new();
+    if scenario.server.min_rto < scenario.server.timeout {
+        a.insert("server".to_string(), scenario.server.min_rto);
+    }
+    for c in &scenario.clients {
+        if c.profile == Profile::Custom && DEFAULT_MIN_RTO < c.retry_every {
+            a.insert(c.name.clone(), DEFAULT_MIN_RTO);
+        }
+    }
+    a
+}
+
 fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let root = match tempfile::tempdir() {
         Ok(d) => d,
@@ -405,7 +445,7 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         return failed_setup(seed, format!("staging files: {e}"));
     }
     let trace = Trace::new();
-    let horizon = Arc::new(Horizon::new(timeouts(scenario)));
+    let horizon = Arc::new(Horizon::new(timeouts(scenario), adaptive(scenario)));
     let sim_net = TurmoilNet {
         horizon: Some(horizon.clone()),
     };

@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for DelayRange {
         let v: Vec<String> = Vec::deserialize(d)?;
         let parse = |s: &String| {
             super::scenario::parse_duration(s).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{s}` is not a duration like 5ms"))
+                serde::de::Error::custom(format!("{s:?} is not a duration like 5ms"))
             })
         };
         match v.as_slice() {
@@ -349,6 +349,32 @@ impl Injector {
             let bit = self.rng.random_range(0..frame.len() * 8);
             frame[bit / 8] ^= 1 << (bit % 8);
         }
+    }
+}
+
+/// A datagram's fate: the script's word first, then the random faults.
+/// The injector is consulted for every datagram either way, so adding a
+/// script rule does not shift the random fates of the others. Shared by
+/// the simulator's sockets and the hardware runner's frames.
+pub fn decide_scripted(injector: &mut Injector, script: &mut Script, rendered: &str) -> Fate {
+    let random = injector.decide();
+    match script.fate(rendered) {
+        Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
+        // The copy travels like the original: same latency draw.
+        Some(ScriptFate::Duplicate) => match random {
+            Fate::Deliver {
+                mut delays,
+                held_back,
+            } => {
+                delays.push(delays[0]);
+                Fate::Deliver { delays, held_back }
+            }
+            Fate::Dropped(_) => Fate::Deliver {
+                delays: vec![Duration::ZERO, Duration::ZERO],
+                held_back: false,
+            },
+        },
+        None => random,
     }
 }
 

@@ -4,7 +4,7 @@
 //! host with the client-to-server faults, so every datagram passes exactly
 //! one injector.
 
-use super::faults::{Cause, Fate, Injector, Script, ScriptFate};
+use super::faults::{decide_scripted, Cause, Fate, Injector, Script};
 use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
 use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
@@ -113,25 +113,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
             };
         };
         let (injector, script) = &mut *guard;
-        let random = injector.decide();
-        match script.fate(rendered) {
-            Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
-            // The copy travels like the original: same latency draw.
-            Some(ScriptFate::Duplicate) => match random {
-                Fate::Deliver {
-                    mut delays,
-                    held_back,
-                } => {
-                    delays.push(delays[0]);
-                    Fate::Deliver { delays, held_back }
-                }
-                Fate::Dropped(_) => Fate::Deliver {
-                    delays: vec![Duration::ZERO, Duration::ZERO],
-                    held_back: false,
-                },
-            },
-            None => random,
-        }
+        decide_scripted(injector, script, rendered)
     }
 
     fn record(
@@ -183,7 +165,8 @@ impl<S: DatagramSocket> Drop for FaultySocket<S> {
     }
 }
 
-fn cause_name(c: Cause) -> &'static str {
+/// How a trace names a drop's cause.
+pub fn cause_name(c: Cause) -> &'static str {
     match c {
         Cause::Loss => "loss",
         Cause::Burst => "burst loss",

@@ -78,6 +78,11 @@ fn config(spec: &ClientSpec, options: OptionRequest) -> ClientConfig {
         },
         options,
         timeout: spec.retry_every,
+        // Firmware resends on a fixed period; the lab's own client adapts.
+        min_rto: match spec.profile {
+            Profile::Custom => crate::proto::DEFAULT_MIN_RTO,
+            _ => spec.retry_every,
+        },
         retries: spec.retries,
         max_size: None,
     }

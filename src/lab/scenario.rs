@@ -48,6 +48,10 @@ pub struct ServerSpec {
     pub max_windowsize: u16,
     #[serde(default = "defaults::server_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Floor of the adaptive retransmission timer; `min_rto = timeout` makes
+    /// it fixed.
+    #[serde(default = "defaults::min_rto", with = "duration")]
+    pub min_rto: Duration,
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     #[serde(default = "defaults::max_transfers")]
@@ -65,6 +69,7 @@ impl Default for ServerSpec {
             max_blksize: defaults::max_blksize(),
             max_windowsize: defaults::max_windowsize(),
             timeout: defaults::server_timeout(),
+            min_rto: defaults::min_rto(),
             retries: defaults::retries(),
             max_transfers: defaults::max_transfers(),
             max_upload: None,
@@ -268,6 +273,9 @@ mod defaults {
     pub fn server_timeout() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn min_rto() -> Duration {
+        crate::proto::DEFAULT_MIN_RTO
+    }
     pub fn retries() -> u32 {
         5
     }
@@ -307,7 +315,7 @@ pub(crate) mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         super::parse_duration(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("`{s}` is not a duration like 500ms or 2s"))
+            serde::de::Error::custom(format!("{s:?} is not a duration like 500ms or 2s"))
         })
     }
 }
@@ -451,7 +459,8 @@ impl Scenario {
             let first = e
                 .message()
                 .lines()
-                .next()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
                 .unwrap_or("invalid TOML")
                 .to_string();
             err(e.span().map(|s| s.start), first)
@@ -465,23 +474,30 @@ impl Scenario {
             let at = Some(f.span().start);
             files.push(file_spec(f.get_ref()).map_err(|m| err(at, m))?);
         }
-        let mut clients = Vec::new();
+        let mut clients: Vec<ClientSpec> = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
         for c in &raw.clients {
-            for spec in client_specs(c, &files, text).map_err(|(o, m)| err(Some(o), m))? {
+            let at = Some(c.span().start);
+            let specs = client_specs(c, &files, text).map_err(|(o, m)| err(Some(o), m))?;
+            if clients.len() + specs.len() > MAX_CLIENTS {
+                return Err(err(
+                    at,
+                    format!("more than {MAX_CLIENTS} clients in all (count included)"),
+                ));
+            }
+            for spec in specs {
+                if !names.insert(spec.name.clone()) {
+                    return Err(err(at, format!("two clients are named {:?}", spec.name)));
+                }
                 clients.push(spec);
             }
         }
         if clients.is_empty() {
+            // Nothing to point at: the whole file lacks a section.
             return Err(err(
                 None,
                 "no [[clients]]: a scenario needs at least one".into(),
             ));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for c in &clients {
-            if !names.insert(c.name.clone()) {
-                return Err(err(None, format!("two clients are named {:?}", c.name)));
-            }
         }
         let mut events = Vec::new();
         for e in &raw.events {
@@ -492,9 +508,11 @@ impl Scenario {
             });
         }
         events.sort_by_key(|e| e.at);
-        raw.faults
-            .check()
-            .map_err(|m| err(None, format!("[faults]: {m}")))?;
+        raw.faults.check().map_err(|m| ScenarioError {
+            path: path.to_path_buf(),
+            line: faults_line(text, &m),
+            message: format!("[faults]: {m}"),
+        })?;
         Ok(Scenario {
             name: raw.name.unwrap_or(default_name),
             description: raw.description,
@@ -507,6 +525,25 @@ impl Scenario {
             expect: raw.expect,
         })
     }
+}
+
+/// Clients in one scenario, `count` included: a simulated world bigger than
+/// this is a typo, and the loader must not allocate without bound.
+pub const MAX_CLIENTS: usize = 1000;
+
+/// The line of the `[faults...]` table a fault-plan message is about: the
+/// message starts with the direction (`client_to_server: ...`). The plan is
+/// checked after deserialising, where spans are gone, so this looks for the
+/// table's header (or a `faults` key) in the text.
+fn faults_line(text: &str, message: &str) -> Option<usize> {
+    let direction = message.split(':').next().unwrap_or_default().trim();
+    let header = format!("[faults.{direction}]");
+    let lines = || text.lines().map(str::trim_start).enumerate();
+    lines()
+        .find(|(_, l)| l.starts_with(&header))
+        .or_else(|| lines().find(|(_, l)| l.starts_with("[faults")))
+        .or_else(|| lines().find(|(_, l)| l.starts_with("faults")))
+        .map(|(i, _)| i + 1)
 }
 
 /// 1-based line of a byte offset.

@@ -21,8 +21,13 @@ use std::time::{Duration, Instant};
 pub struct ClientConfig {
     pub mode: Mode,
     pub options: OptionRequest,
-    /// Retransmission timeout, unless `options.timeout` is set (then that).
+    /// Retransmission timeout, unless `options.timeout` is set (then that):
+    /// the longest the client waits before resending.
     pub timeout: Duration,
+    /// Floor of the adaptive retransmission timeout (as in
+    /// [`super::ServerConfig::min_rto`]); at or above the timeout the timer
+    /// is fixed, as in the firmware the lab's client profiles emulate.
+    pub min_rto: Duration,
     pub retries: u32,
     /// Largest download accepted (ERROR 3 beyond it).
     pub max_size: Option<u64>,
@@ -34,6 +39,7 @@ impl Default for ClientConfig {
             mode: Mode::Octet,
             options: OptionRequest::default(),
             timeout: Duration::from_secs(1),
+            min_rto: super::server::DEFAULT_MIN_RTO,
             retries: 5,
             max_size: None,
         }
@@ -95,7 +101,7 @@ impl<K: Sink> ClientGet<K> {
         config: &ClientConfig,
     ) -> Result<Self, TransferError> {
         check_request(filename, config)?;
-        let timer = initial_timer(config.rto(), config.retries);
+        let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientGet(RecvMachine {
             link: Link::new(now, None, server),
             handshake: Handshake::Request {
@@ -136,7 +142,7 @@ impl<S: Source> ClientPut<S> {
         if options.tsize.is_some() {
             options.tsize = source.size();
         }
-        let timer = initial_timer(config.rto(), config.retries);
+        let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientPut(SendMachine {
             link: Link::new(now, None, server),
             handshake: Handshake::Request {

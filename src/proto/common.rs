@@ -156,29 +156,122 @@ impl<T: Transfer + ?Sized> Transfer for Box<T> {
     }
 }
 
-/// Retransmission timer with a retry budget. The deadline is armed when a
-/// datagram is sent and only then: receiving a duplicate never moves it.
+/// The retransmission timer: an adaptive timeout (RFC 6298's estimator,
+/// Karn's rule for samples) between a floor and a ceiling, with a retry
+/// budget. The deadline is armed when a datagram is sent and only then:
+/// receiving a duplicate never moves it.
+///
+/// - The **ceiling** is what the peer was told: the negotiated `timeout`
+///   option, or the configured timeout. The timer never waits longer.
+/// - The **floor** (`min_rto`) keeps a brief stall of the peer from causing
+///   a resend: duplicate DATA is not free (the rpi4's start4.elf hangs now
+///   and then on one). A floor at or above the ceiling makes the timer fixed,
+///   which is how firmware that the lab emulates behaves.
+/// - Before the first round-trip sample the timeout is the ceiling, capped
+///   at [`Timer::INITIAL`] (RFC 6298 2.1).
+/// - Each timeout doubles the timeout up to the ceiling (exponential
+///   backoff); the doubling ends when a fresh sample arrives.
+/// - The retry budget counts only timeouts that waited the full ceiling, so
+///   a transfer gives up after as long a silence as a fixed timer allowed:
+///   the faster early resends come on top, at most [`Timer::backoff_steps`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timer {
-    pub rto: Duration,
+    ceiling: Duration,
+    floor: Duration,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    /// Consecutive timeouts since the last fresh sample.
+    backoff: u32,
+    /// The timeout the armed deadline was computed with.
+    armed_with: Duration,
+    /// When the first (not resent) request or OACK went out, to take a
+    /// round-trip sample from the answer.
+    handshake_sent: Option<Instant>,
     pub max_retries: u32,
     pub retries: u32,
     pub deadline: Option<Instant>,
 }
 
 impl Timer {
-    pub fn new(rto: Duration, max_retries: u32) -> Self {
+    /// The timeout before any round trip was measured (RFC 6298 2.1).
+    pub const INITIAL: Duration = Duration::from_secs(1);
+    /// Clock granularity term of RFC 6298's timeout formula.
+    const GRANULARITY: Duration = Duration::from_millis(1);
+
+    pub fn new(ceiling: Duration, floor: Duration, max_retries: u32) -> Self {
         Timer {
-            rto,
+            ceiling,
+            floor,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            backoff: 0,
+            armed_with: ceiling,
+            handshake_sent: None,
             max_retries,
             retries: 0,
             deadline: None,
         }
     }
 
+    /// Sets the ceiling (the negotiated or configured timeout).
+    pub fn set_ceiling(&mut self, ceiling: Duration) {
+        self.ceiling = ceiling;
+    }
+
+    /// The timeout the next [`Timer::arm`] uses.
+    pub fn rto(&self) -> Duration {
+        let base = match self.srtt {
+            None => self.ceiling.min(Self::INITIAL),
+            Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
+        };
+        let factor = 1u32.checked_shl(self.backoff).unwrap_or(u32::MAX);
+        base.max(self.floor)
+            .saturating_mul(factor)
+            .min(self.ceiling)
+    }
+
+    /// How long until the peer's answers reflect what was just sent: the
+    /// smoothed round trip plus its variation, without the floor or the
+    /// backoff (before any sample: the timeout itself).
+    pub fn round_trip_bound(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
+            None => self.rto(),
+        }
+    }
+
+    /// A round trip measured on a datagram that was sent once (Karn).
+    pub fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (3 * self.rttvar + delta) / 4;
+                self.srtt = Some((7 * srtt + rtt) / 8);
+            }
+        }
+        self.backoff = 0;
+    }
+
+    /// The request or OACK went out: `first` when it was not a resend.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.handshake_sent = first.then_some(now);
+    }
+
+    /// The handshake was answered: a sample if it went out only once.
+    pub fn handshake_answered(&mut self, now: Instant) {
+        if let Some(sent) = self.handshake_sent.take() {
+            self.sample(now.saturating_duration_since(sent));
+        }
+    }
+
     /// A datagram was just sent: the timer runs from now.
     pub fn arm(&mut self, now: Instant) {
-        self.deadline = Some(now + self.rto);
+        self.armed_with = self.rto();
+        self.deadline = Some(now + self.armed_with);
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -190,14 +283,32 @@ impl Timer {
         self.retries = 0;
     }
 
-    /// Consumes one retry; `false` when the budget is spent.
+    /// The timer fired: backs off, and consumes one retry if it had waited
+    /// the full ceiling. `false` when the budget is spent.
     pub fn retry(&mut self) -> bool {
         self.deadline = None;
+        self.handshake_sent = None;
+        self.backoff = self.backoff.saturating_add(1);
+        if self.armed_with < self.ceiling {
+            return true;
+        }
         if self.retries >= self.max_retries {
             return false;
         }
         self.retries += 1;
         true
+    }
+
+    /// The most timeouts below the ceiling between two full-ceiling ones:
+    /// how many extra resends backoff can add to the retry budget.
+    pub fn backoff_steps(floor: Duration, ceiling: Duration) -> u32 {
+        let mut steps = 0;
+        let mut t = floor.max(Duration::from_nanos(1));
+        while t < ceiling {
+            t = t.saturating_mul(2);
+            steps += 1;
+        }
+        steps
     }
 }
 
@@ -337,16 +448,55 @@ mod tests {
     #[test]
     fn timer_budget_and_progress() {
         let now = Instant::now();
-        let mut t = Timer::new(Duration::from_secs(1), 2);
+        let second = Duration::from_secs(1);
+        // A fixed timer: the floor is the ceiling.
+        let mut t = Timer::new(second, second, 2);
         assert!(!t.expired(now));
         t.arm(now);
         assert!(!t.expired(now + Duration::from_millis(999)));
-        assert!(t.expired(now + Duration::from_secs(1)));
+        assert!(t.expired(now + second));
         assert!(t.retry());
         assert!(t.retry());
         assert!(!t.retry());
         t.progress();
         assert!(t.retry());
+        t.sample(Duration::from_millis(1));
+        assert_eq!(t.rto(), second, "a fixed timer ignores samples");
+    }
+
+    #[test]
+    fn timer_adapts_between_floor_and_ceiling() {
+        let ms = Duration::from_millis;
+        let mut t = Timer::new(ms(5000), ms(20), 3);
+        assert_eq!(t.rto(), ms(1000), "no sample yet: RFC 6298's initial 1 s");
+        t.sample(ms(2));
+        // srtt 2, rttvar 1: 2 + 4 = 6, raised to the floor.
+        assert_eq!(t.rto(), ms(20));
+        for _ in 0..20 {
+            t.sample(ms(40));
+        }
+        assert!(t.rto() > ms(40) && t.rto() < ms(60), "{:?}", t.rto());
+        // Backoff doubles up to the ceiling; the early timeouts are free.
+        let now = Instant::now();
+        let mut waited = Vec::new();
+        loop {
+            t.arm(now);
+            waited.push(t.rto());
+            if !t.retry() {
+                break;
+            }
+        }
+        let full = waited.iter().filter(|&&w| w == ms(5000)).count();
+        assert_eq!(
+            full, 4,
+            "three retries at the ceiling, then the give-up: {waited:?}"
+        );
+        assert!(waited.windows(2).all(|w| w[1] >= w[0]));
+        assert!(waited.len() as u32 <= 4 + Timer::backoff_steps(ms(20), ms(5000)));
+        // A fresh sample ends the backoff.
+        t.progress();
+        t.sample(ms(40));
+        assert!(t.rto() < ms(100));
     }
 
     #[test]

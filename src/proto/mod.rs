@@ -33,8 +33,9 @@ mod sending;
 mod server;
 
 pub use client::{ClientConfig, ClientGet, ClientPut};
+pub(crate) use common::Timer;
 pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
-pub use server::{parse_request, Refusal, ServerConfig, ServerRead, ServerWrite};
+pub use server::{parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO};
 
 #[cfg(test)]
 mod adversarial;

@@ -12,6 +12,8 @@
 //!   sender resend.
 //! - After the last block the receiver dallies, re-acknowledging a repeated
 //!   last block, so a lost final ACK does not fail the sender.
+//! - The timeout adapts to the round trip from a fresh ACK to the block it
+//!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
 use super::common::{block_distance, wire_block, Counters, Timer};
 use super::sender::{io_failure, Failure};
@@ -83,6 +85,8 @@ pub(crate) struct Receiver<K: Sink> {
     gap_acked: bool,
     /// An ACK of `expected - 1` is owed.
     ack_owed: bool,
+    /// The block a fresh ACK asked for, and when that ACK went out.
+    timing: Option<(u64, Instant)>,
     /// Wire bytes written so far.
     offset: u64,
     max_size: Option<u64>,
@@ -103,6 +107,7 @@ impl<K: Sink> Receiver<K> {
             since_ack: 0,
             gap_acked: false,
             ack_owed: false,
+            timing: None,
             offset: 0,
             max_size,
             complete: false,
@@ -159,6 +164,11 @@ impl<K: Sink> Receiver<K> {
                 self.ack_owed = true;
             }
             return Ok(DataOutcome::Continue);
+        }
+        if let Some((wanted, sent)) = self.timing.filter(|&(w, _)| w == self.expected) {
+            debug_assert_eq!(wanted, self.expected);
+            self.timer.sample(now.saturating_duration_since(sent));
+            self.timing = None;
         }
         self.write_block(data)?;
         self.timer.progress();
@@ -218,6 +228,8 @@ impl<K: Sink> Receiver<K> {
         let index = self.expected - 1;
         if self.acked_once && index <= self.last_acked {
             counters.acks_retransmitted += 1;
+        } else if !self.complete {
+            self.timing = Some((index + 1, now));
         }
         self.acked_once = true;
         self.last_acked = index;
@@ -237,6 +249,7 @@ impl<K: Sink> Receiver<K> {
             return true;
         }
         counters.timeouts += 1;
+        self.timing = None;
         if !self.timer.retry() {
             return false;
         }

@@ -33,7 +33,7 @@ impl<K: Sink> RecvMachine<K> {
         self.negotiated = negotiated;
         self.receiver
             .configure(negotiated.blksize, negotiated.windowsize);
-        self.receiver.timer.rto = self.rto();
+        self.receiver.timer.set_ceiling(self.rto());
         self.link.push_event(Event::Negotiated(negotiated));
     }
 
@@ -98,6 +98,7 @@ impl<K: Sink> RecvMachine<K> {
                     _ => return,
                 };
                 self.handshake = Handshake::Done;
+                self.receiver.timer.handshake_answered(now);
                 self.receiver.timer.progress();
                 match validated {
                     Ok(n) => {
@@ -112,6 +113,7 @@ impl<K: Sink> RecvMachine<K> {
                     // The server ignored our options: RFC 1350 defaults.
                     self.link.peer = Some(from);
                     self.handshake = Handshake::Done;
+                    self.receiver.timer.handshake_answered(now);
                     self.settle(Negotiated::default());
                 }
                 if self.finished && self.dally_until.is_none() {
@@ -165,6 +167,8 @@ impl<K: Sink> Transfer for RecvMachine<K> {
             return None;
         }
         if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Rrq) {
+            let first = self.link.counters.control_retransmitted == 0;
+            self.receiver.timer.handshake_sent(now, first);
             self.receiver.timer.arm(now);
             return Some(self.link.sent(self.link.server, len));
         }

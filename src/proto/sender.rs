@@ -3,11 +3,21 @@
 //!
 //! Rules, each with a test in `proto::tests`:
 //! - An ACK for a block inside the sent window moves the window to the block
-//!   after it, and the next window goes out at once.
+//!   after it, and the next window goes out at once. An ACK short of the
+//!   highest block sent says the receiver saw a gap (RFC 7440): the window is
+//!   resent from the block after it, but at most once per round trip. Receivers such as U-Boot ACK their last in-order block for
+//!   every out-of-order block they see; rewinding on each of those ACKs made
+//!   overlapping windows and a burst of resends (40 DATA in 2 ms seen).
+//!   Within a round trip of a rewind (smoothed, plus its variation) an ACK
+//!   only moves the window on: the blocks already sent past it are in
+//!   flight, and the timer covers their loss.
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
 //! - On timeout the window is resent from its first unacknowledged block.
+//! - The timeout adapts to the measured round trip ([`Timer`]): one block at
+//!   a time is timed from its first transmission to the ACK that covers it,
+//!   and a timeout cancels the measurement (Karn's rule).
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
 use super::common::{wire_block, Counters, Timer};
@@ -93,6 +103,10 @@ pub(crate) struct Sender<S: Source> {
     sent_max: u64,
     /// The final block's index and length, once a short read found it.
     last: Option<(u64, usize)>,
+    /// The block being timed for a round-trip sample, and when it went out.
+    timing: Option<(u64, Instant)>,
+    /// When the window was last rewound (by a gap ACK or a timeout).
+    rewound_at: Option<Instant>,
     pub timer: Timer,
 }
 
@@ -107,6 +121,8 @@ impl<S: Source> Sender<S> {
             next: 1,
             sent_max: 0,
             last: None,
+            timing: None,
+            rewound_at: None,
             timer,
         }
     }
@@ -115,7 +131,7 @@ impl<S: Source> Sender<S> {
     pub fn configure(&mut self, blksize: u16, window: u16, rto: Duration) {
         self.blksize = usize::from(blksize);
         self.window = u64::from(window.max(1));
-        self.timer.rto = rto;
+        self.timer.set_ceiling(rto);
     }
 
     /// Bytes acknowledged by the receiver.
@@ -175,6 +191,8 @@ impl<S: Source> Sender<S> {
         counters.data_sent += 1;
         if self.next <= self.sent_max {
             counters.data_retransmitted += 1;
+        } else if self.timing.is_none() {
+            self.timing = Some((self.next, now));
         }
         self.sent_max = self.sent_max.max(self.next);
         self.next += 1;
@@ -183,7 +201,7 @@ impl<S: Source> Sender<S> {
     }
 
     /// Applies an ACK for wire block `block`.
-    pub fn handle_ack(&mut self, block: u16, counters: &mut Counters) -> AckOutcome {
+    pub fn handle_ack(&mut self, now: Instant, block: u16, counters: &mut Counters) -> AckOutcome {
         let acked_before = self.base - 1;
         // Forward distance 0..=65535 from the last acknowledged block. The
         // sent window is at most 65535 blocks, so an ACK inside it is never
@@ -199,8 +217,27 @@ impl<S: Source> Sender<S> {
             return AckOutcome::Ignored;
         }
         let acked = acked_before + d;
+        if let Some((timed, sent)) = self.timing.filter(|&(t, _)| t <= acked) {
+            self.timer.sample(now.saturating_duration_since(sent));
+            debug_assert!(timed <= acked);
+            self.timing = None;
+        }
         self.base = acked + 1;
-        self.next = self.base;
+        if acked < self.sent_max {
+            // A gap ACK: blocks past it were sent. Rewind unless we did
+            // so recently enough that this ACK may predate the resend.
+            let recent = self
+                .rewound_at
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timer.round_trip_bound());
+            if recent {
+                self.next = self.next.max(self.base);
+            } else {
+                self.next = self.base;
+                self.rewound_at = Some(now);
+            }
+        } else {
+            self.next = self.base;
+        }
         self.timer.progress();
         self.source
             .release_before(acked.saturating_mul(self.blksize as u64));
@@ -218,10 +255,12 @@ impl<S: Source> Sender<S> {
             return true;
         }
         counters.timeouts += 1;
+        self.timing = None;
         if !self.timer.retry() {
             return false;
         }
         self.next = self.base;
+        self.rewound_at = Some(now);
         true
     }
 }

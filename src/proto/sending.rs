@@ -120,11 +120,13 @@ impl<S: Source> SendMachine<S> {
             }
             (Packet::Ack { block: 0 }, Handshake::Oack { .. }) => {
                 self.handshake = Handshake::Done;
+                self.sender.timer.handshake_answered(now);
                 self.sender.timer.progress();
             }
             (Packet::Ack { block: 0 }, Handshake::Request { .. }) => {
                 self.link.peer = Some(from);
                 self.handshake = Handshake::Done;
+                self.sender.timer.handshake_answered(now);
                 self.sender.timer.progress();
                 self.settle(Negotiated::default());
             }
@@ -132,6 +134,7 @@ impl<S: Source> SendMachine<S> {
                 self.link.peer = Some(from);
                 let validated = asked.validate_oack(&options);
                 self.handshake = Handshake::Done;
+                self.sender.timer.handshake_answered(now);
                 self.sender.timer.progress();
                 match validated {
                     Ok(n) => self.settle(n),
@@ -139,7 +142,7 @@ impl<S: Source> SendMachine<S> {
                 }
             }
             (Packet::Ack { block }, Handshake::Done) => {
-                let outcome = self.sender.handle_ack(block, &mut self.link.counters);
+                let outcome = self.sender.handle_ack(now, block, &mut self.link.counters);
                 if outcome == AckOutcome::Complete {
                     self.complete(now);
                 }
@@ -172,6 +175,8 @@ impl<S: Source> Transfer for SendMachine<S> {
             return None;
         }
         if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Wrq) {
+            let first = self.link.counters.control_retransmitted == 0;
+            self.sender.timer.handshake_sent(now, first);
             self.sender.timer.arm(now);
             let dest = self.link.peer.unwrap_or(self.link.server);
             return Some(self.link.sent(dest, len));
@@ -240,7 +245,8 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 }
 
-/// A timer for a machine that has not negotiated yet.
-pub(crate) fn initial_timer(rto: Duration, retries: u32) -> Timer {
-    Timer::new(rto, retries)
+/// A timer for a machine that has not negotiated yet: `rto` is the
+/// ceiling until options settle, `min_rto` the adaptive floor.
+pub(crate) fn initial_timer(rto: Duration, min_rto: Duration, retries: u32) -> Timer {
+    Timer::new(rto, min_rto, retries)
 }

@@ -16,11 +16,22 @@ use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Packet, Request};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// The default floor of the adaptive retransmission timeout, server and
+/// client: far above a LAN's round trip (0.1-1 ms), so a peer that pauses
+/// for a moment is not sent duplicates, and far below the 1-5 s timers that
+/// make lock-step transfers crawl under loss.
+pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(20);
+
 /// How the server runs its transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Retransmission timeout when the client negotiates none.
+    /// Retransmission timeout when the client negotiates none: the longest
+    /// the server waits before resending (see `min_rto`).
     pub timeout: Duration,
+    /// Floor of the adaptive retransmission timeout. The timer follows the
+    /// measured round trip between this and the timeout (the negotiated one
+    /// or `timeout`); at or above the timeout it is a fixed timer.
+    pub min_rto: Duration,
     /// Retransmissions of one datagram before giving up.
     pub retries: u32,
     pub limits: Limits,
@@ -30,6 +41,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             timeout: Duration::from_secs(1),
+            min_rto: DEFAULT_MIN_RTO,
             retries: 5,
             limits: Limits::default(),
         }
@@ -149,7 +161,7 @@ impl<S: Source> ServerRead<S> {
     ) -> Result<Self, Refusal> {
         let source = WireSource::new(source, request.mode);
         let negotiated = negotiate_or_refuse(request, Direction::Read, source.size(), config)?;
-        let timer = initial_timer(config.timeout, config.retries);
+        let timer = initial_timer(config.timeout, config.min_rto, config.retries);
         let mut machine = SendMachine {
             link: Link::new(now, Some(peer), peer),
             handshake: if negotiated.has_oack() {
@@ -190,7 +202,7 @@ impl<K: Sink> ServerWrite<K> {
                 return Err(refusal);
             }
         };
-        let timer = initial_timer(config.timeout, config.retries);
+        let timer = initial_timer(config.timeout, config.min_rto, config.retries);
         let sink = WireSink::new(sink, request.mode);
         let mut machine = RecvMachine {
             link: Link::new(now, Some(peer), peer),

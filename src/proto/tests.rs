@@ -551,6 +551,45 @@ fn gap_in_a_window_restarts_the_window_after_the_gap() {
     assert_eq!(r.server_counters.data_retransmitted, 3);
 }
 
+/// U-Boot ACKs its last in-order block for every out-of-order block it
+/// sees. The first gap ACK rewinds the window; more gap ACKs within a round
+/// trip of that only move it on (the blocks past them are in flight), so
+/// the sender does not answer each with a whole window.
+#[test]
+fn gap_acks_in_a_row_rewind_once_per_round_trip() {
+    let now = t0();
+    let client = addr(CLIENT);
+    let src = MemSource::new(pattern(512 * 40));
+    let req = request(&[("blksize", "512"), ("windowsize", "8")]);
+    let mut m = ServerRead::new(now, client, &req, src, &ServerConfig::default()).unwrap();
+    let blocks = |out: Vec<(std::net::SocketAddr, Vec<u8>)>| -> Vec<u16> {
+        out.iter()
+            .map(|(_, d)| u16::from_be_bytes([d[2], d[3]]))
+            .collect()
+    };
+    assert_eq!(sent(&mut m, now).len(), 1); // the OACK
+    m.handle_datagram(now, client, &ack(0));
+    assert_eq!(blocks(sent(&mut m, now)), (1..=8).collect::<Vec<_>>());
+    // Block 3 lost: the receiver ACKs 2 on seeing 4. Rewind to 3. (The
+    // round trip measured so far is 0-2 ms.)
+    let t = now + Duration::from_millis(2);
+    m.handle_datagram(t, client, &ack(2));
+    assert_eq!(blocks(sent(&mut m, t)), (3..=10).collect::<Vec<_>>());
+    // It ACKs 2 again for 5..8: duplicates, nothing.
+    m.handle_datagram(t, client, &ack(2));
+    assert!(sent(&mut m, t).is_empty());
+    // The resent 3 and 4 arrive, then an old 6: it ACKs 4. 5..10 are in
+    // flight: only the window's new room goes out, 11 and 12.
+    let t = t + Duration::from_micros(100);
+    m.handle_datagram(t, client, &ack(4));
+    assert_eq!(blocks(sent(&mut m, t)), vec![11, 12]);
+    // Well over a round trip after the rewind, a gap ACK rewinds again.
+    let t = t + Duration::from_secs(1);
+    m.handle_datagram(t, client, &ack(6));
+    assert_eq!(blocks(sent(&mut m, t)), (7..=14).collect::<Vec<_>>());
+    assert_eq!(m.counters().timeouts, 0);
+}
+
 // ---- properties -------------------------------------------------------------
 
 /// Sizes around the block boundaries, for a given blksize.

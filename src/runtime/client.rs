@@ -114,6 +114,7 @@ impl<N: Network> Client<N> {
 
     /// Downloads `remote` to the local path `local`. The file appears only
     /// when the download is complete; a failure leaves any old file as it was.
+    /// A device or pipe (`/dev/null`) is written in place, as a stream.
     pub async fn get_file(
         &self,
         server: SocketAddr,
@@ -121,6 +122,15 @@ impl<N: Network> Client<N> {
         local: &Path,
         progress: impl FnMut(Progress),
     ) -> Result<Summary, ClientError> {
+        // A device, pipe or socket (`/dev/null`, `/dev/stdout`) is written
+        // as a stream: renaming a temporary file over it would replace the
+        // device node itself.
+        let special = std::fs::metadata(local).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if special {
+            let out = std::fs::OpenOptions::new().write(true).open(local)?;
+            let sink = crate::data::StreamSink::new(out);
+            return self.get(server, remote, sink, progress).await;
+        }
         let sink = UploadSink::replacing(local.to_path_buf())?;
         self.get(server, remote, sink, progress).await
     }

@@ -71,7 +71,13 @@ pub struct ServeArgs {
     /// Retransmission timeout in seconds when the client negotiates none.
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
     pub timeout: f64,
-    /// Retransmissions of one packet before a transfer is abandoned.
+    /// Shortest retransmission timeout in seconds: below the timeout the
+    /// timer follows the measured round trip, never below this. Set it to
+    /// the timeout for a fixed timer.
+    #[arg(long, value_name = "S", default_value_t = 0.02, value_parser = parse_seconds)]
+    pub min_rto: f64,
+    /// Retransmissions of one packet at the full timeout before a transfer
+    /// is abandoned.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
     /// Concurrent transfers; more requests get ERROR 0 "server busy".
@@ -118,7 +124,11 @@ pub struct TransferArgs {
     /// Transfer mode.
     #[arg(long, value_name = "MODE", default_value = "octet")]
     pub mode: ModeArg,
-    /// Retransmissions of one packet before giving up.
+    /// Shortest retransmission timeout in seconds (the timer adapts to the
+    /// round trip above it, up to the timeout).
+    #[arg(long, value_name = "S", default_value_t = 0.02, value_parser = parse_seconds)]
+    pub min_rto: f64,
+    /// Retransmissions of one packet at the full timeout before giving up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
     /// No progress bar, even on a terminal.

@@ -86,6 +86,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         bind: a.bind,
         transfer: ServerConfig {
             timeout: Duration::from_secs_f64(a.timeout),
+            min_rto: Duration::from_secs_f64(a.min_rto),
             retries: a.retries,
             limits: Limits {
                 max_blksize: a.max_blksize,
@@ -176,6 +177,7 @@ fn client_config(t: &TransferArgs) -> ClientConfig {
             timeout: t.timeout,
             tsize: t.tsize.then_some(0),
         },
+        min_rto: Duration::from_secs_f64(t.min_rto),
         retries: t.retries,
         ..ClientConfig::default()
     }

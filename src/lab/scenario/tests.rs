@@ -145,7 +145,7 @@ fn errors_name_the_file_and_line() {
     assert!(error(bad_expect).starts_with("scenarios/t.toml:4: expect \"ok\""));
     let bad_duration = format!("{MINIMAL}[expect]\nwithin = \"soon\"\n");
     assert!(
-        error(&bad_duration).contains("`soon` is not a duration"),
+        error(&bad_duration).contains("\"soon\" is not a duration"),
         "{}",
         error(&bad_duration)
     );
@@ -157,7 +157,7 @@ fn errors_name_the_file_and_line() {
     let bad_prob = format!("{MINIMAL}[faults.client_to_server]\nloss = 2.0\n");
     assert_eq!(
         error(&bad_prob),
-        "scenarios/t.toml: [faults]: client_to_server: loss = 2 is not a probability in 0..=1"
+        "scenarios/t.toml:6: [faults]: client_to_server: loss = 2 is not a probability in 0..=1"
     );
 }
 
@@ -165,7 +165,26 @@ fn errors_name_the_file_and_line() {
 fn a_scenario_needs_clients_with_distinct_names() {
     assert!(error("name = \"x\"\n").contains("no [[clients]]"));
     let twice = format!("{MINIMAL}{MINIMAL}");
-    assert!(error(&twice).contains("two clients are named \"c\""));
+    assert_eq!(
+        error(&twice),
+        "scenarios/t.toml:7: two clients are named \"c\""
+    );
+    let counted = "[[clients]]\nname = \"c-1\"\nprofile = \"legacy\"\n\n\
+                   [[clients]]\nname = \"c\"\nprofile = \"legacy\"\ncount = 3\n";
+    assert_eq!(
+        error(counted),
+        "scenarios/t.toml:5: two clients are named \"c-1\""
+    );
+}
+
+#[test]
+fn the_loader_caps_the_number_of_clients() {
+    let many = "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\ncount = 1000\n\n\
+                [[clients]]\nname = \"d\"\nprofile = \"legacy\"\n";
+    assert_eq!(
+        error(many),
+        "scenarios/t.toml:6: more than 1000 clients in all (count included)"
+    );
 }
 
 #[test]

@@ -1,0 +1,347 @@
+//! An emulated board that netboots: Debian's U-Boot for QEMU's `virt`
+//! machine (`u-boot-qemu`) in `qemu-system-aarch64`, its virtio NIC on a
+//! tap device inside a network namespace, the runner's raw link on the same
+//! tap. The board's power command starts QEMU; its console is QEMU's serial
+//! port on a unix socket, where the runner interrupts autoboot, sets the
+//! network and window size, runs `tftpboot` for each of the scenario's
+//! files and checks U-Boot's `crc32` of what landed in memory against the
+//! served file's. This stands in for the rpi4-with-U-Boot path that
+//! Jumpstarter's flasher uses.
+//!
+//! The scenarios are the simulator's own files: uboot-kernel-lockstep
+//! (windowsize 1) and uboot-kernel-window8, each clean (`--no-faults`) and
+//! with their faults.
+
+mod common;
+
+use common::{netns_enabled, quote, sh, toml_str};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tftplab::lab::profile::Got;
+use tftplab::lab::scenario::Scenario;
+use tftplab_hw::runner::{run_one, RunOptions};
+
+const UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+/// A namespace holding a tap device for QEMU's NIC. Dropping it stops
+/// QEMU (through the board's `off` command's pid file) and removes the
+/// namespace and the tap with it.
+struct QemuLab {
+    ns: String,
+    dir: tempfile::TempDir,
+}
+
+impl QemuLab {
+    fn new() -> QemuLab {
+        let ns = format!("thwq{}", std::process::id() % 100_000);
+        // A namespace left by a killed run whose pid we now have.
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh("ip", &["netns", "add", &ns]);
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ],
+        );
+        sh(
+            "ip",
+            &["-n", &ns, "tuntap", "add", "dev", "tap0", "mode", "tap"],
+        );
+        sh("ip", &["-n", &ns, "link", "set", "tap0", "up"]);
+        sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        QemuLab {
+            ns,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("qemu.pid")
+    }
+}
+
+impl Drop for QemuLab {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.pid_file()) {
+            let _ = Command::new("kill")
+                .args(["--", &format!("-{}", pid.trim())])
+                .status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Two boards, the same emulated U-Boot with `tftpwindowsize` 1 and 8.
+fn inventory(lab: &QemuLab) -> PathBuf {
+    let sock = lab.dir.path().join("console.sock");
+    let pid = quote(&lab.pid_file().to_string_lossy());
+    let qemu = format!(
+        "qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -bios {UBOOT} -display none -monitor none \
+         -serial unix:{sock},server=on,wait=on \
+         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,romfile=",
+        sock = sock.to_string_lossy()
+    );
+    let off = format!("[ -s {pid} ] && kill -- -$(cat {pid}) 2>/dev/null; rm -f {pid}; true");
+    // QEMU waits for the runner to connect to its serial socket before it
+    // starts the guest, so no console output is lost.
+    let on = format!(
+        "{off}; rm -f {sock}; setsid ip netns exec {ns} {qemu} </dev/null >/dev/null 2>&1 & echo $! > {pid}",
+        sock = quote(&sock.to_string_lossy()),
+        ns = lab.ns
+    );
+    let mut text = String::new();
+    for window in [1, 8] {
+        let options = if window > 1 {
+            format!("options = {{ windowsize = {window} }}\n")
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            r#"[[boards]]
+name = "qemu-uboot-w{window}"
+labels = {{ board = "qemu-uboot", window = "{window}" }}
+interface = "tap0"
+netns = "{ns}"
+board_ip = "10.78.0.2"
+server_ip = "10.78.0.1"
+profile = "u-boot"
+{options}
+[boards.power]
+on = {on}
+off = {off}
+timeout = "10s"
+
+[boards.console]
+device = {device}
+timeout = "150s"
+success = ["==> {{crc32:dtbs/bcm2711-rpi-4-b.dtb}}", "==> {{crc32:Image}}"]
+failure = "Retry count exceeded"
+script = [
+  {{ expect = "Hit any key to stop autoboot", send = "\n" }},
+  {{ expect = "\n=> ", send = "setenv ipaddr {{board_ip}}; setenv serverip {{server_ip}}; setenv netmask 255.255.255.0; setenv tftptimeout 1000; setenv tftptimeoutcountmax 50; setenv tftpwindowsize {window}\n" }},
+  {{ expect = "\n=> ", send = "tftpboot 0x40200000 boot.scr.uimg\n" }},
+  {{ expect = "\n=> ", send = "tftpboot 0x40200000 dtbs/bcm2711-rpi-4-b.dtb && crc32 0x40200000 ${{filesize}}\n" }},
+  {{ expect = "\n=> ", send = "tftpboot 0x40200000 Image && crc32 0x40200000 ${{filesize}}\n" }},
+]
+
+"#,
+            ns = lab.ns,
+            on = toml_str(&on),
+            off = toml_str(&off),
+            device = toml_str(&format!("unix:{}", sock.to_string_lossy())),
+        ));
+    }
+    let path = lab.dir.path().join("boards.toml");
+    std::fs::write(&path, text).expect("boards file");
+    path
+}
+
+fn scenario_name(path: &str) -> &str {
+    Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+}
+
+fn repo(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
+    if !netns_enabled("uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults") {
+        return;
+    }
+    if !Path::new(UBOOT).exists()
+        || Command::new("qemu-system-aarch64")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        panic!("TFTPLAB_REQUIRE_NETNS=1 but qemu-system-aarch64 or {UBOOT} is missing (run .ci/install-peers.sh)");
+    }
+    let lab = QemuLab::new();
+    let boards = inventory(&lab);
+    // Kept under target/ so CI keeps the pcaps, traces and JUnit files.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/uboot");
+    let _ = std::fs::remove_dir_all(&out);
+    let inventory = tftplab_hw::boards::Inventory::load(&boards).expect("inventory");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for (window, scenario) in [
+        (1, "scenarios/uboot-kernel-lockstep.toml"),
+        (8, "scenarios/uboot-kernel-window8.toml"),
+    ] {
+        let name = format!("qemu-uboot-w{window}-{}", scenario_name(scenario));
+        let prefix = format!("qemu-uboot-w{window} / {}: ", scenario_name(scenario));
+
+        // Clean, through the command line, with JUnit.
+        let tag = format!("w{window}-clean");
+        let run_dir = out.join(&tag);
+        let junit = out.join(format!("{tag}.xml"));
+        let args = [
+            "run".to_string(),
+            "--boards".into(),
+            boards.to_string_lossy().into_owned(),
+            "--select".into(),
+            format!("board=qemu-uboot,window={window}"),
+            "--no-faults".into(),
+            "--out".into(),
+            run_dir.to_string_lossy().into_owned(),
+            "--junit".into(),
+            junit.to_string_lossy().into_owned(),
+            repo(scenario),
+        ];
+        let result = Command::new(env!("CARGO_BIN_EXE_tftplab-hw"))
+            .args(args)
+            .output()
+            .expect("run tftplab-hw");
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        println!("== {tag}\n{stdout}{stderr}");
+        let failures: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter(|l| !l.starts_with("trace ") && !l.starts_with("console "))
+            .collect();
+        assert!(result.status.success(), "{tag}:\n{stdout}{stderr}");
+        assert!(failures.is_empty(), "{tag}: {failures:?}");
+        assert!(stdout.contains("1 runs, 1 passed, 0 failed"), "{stdout}");
+        let xml = std::fs::read_to_string(&junit).expect("junit");
+        assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+        check_outputs(&tag, &run_dir, &name, window, false);
+
+        // With the scenario's faults, through the library, next to the
+        // simulator running the same file with the same seed.
+        let tag = format!("w{window}-faults");
+        let run_dir = out.join(&tag);
+        let s = Scenario::load(Path::new(&repo(scenario))).expect("scenario");
+        let board = inventory
+            .select(&format!("board=qemu-uboot,window={window}"))
+            .expect("select")[0]
+            .clone();
+        let opts = RunOptions {
+            seed: 1,
+            out_dir: run_dir.clone(),
+            faults: true,
+        };
+        let run = rt.block_on(run_one(&board, &s, &opts));
+        let table =
+            tftplab_hw::report::summary_table(std::slice::from_ref(&run), run.record.elapsed);
+        println!("== {tag}\n{table}{:?}", run.failures());
+        let sim = tftplab_sim::run(&s, 1, tftplab_sim::SimOptions::default());
+        assert!(sim.passed(), "{:?}", sim.verdict.failures);
+        if window == 1 {
+            assert!(run.passed(), "{tag}: {:?}", run.failures());
+            assert_eq!(
+                outcomes(&run.record.results),
+                outcomes(&sim.record.results),
+                "{tag}"
+            );
+            assert_eq!(
+                outcomes(&run.record.results),
+                ["ERROR 1", "intact", "intact"].map(String::from).to_vec()
+            );
+            check_outputs(&tag, &run_dir, &name, window, true);
+        } else {
+            // A finding, pinned: the simulator passes this scenario, real
+            // U-Boot 2023.01 in QEMU does not. U-Boot answers a block out
+            // of order with an ACK of its last in-order block, once per
+            // block it reaches. The server used to restart a whole window
+            // from each (40 DATA in 2 ms, 4x the packet bound); it now
+            // rewinds once per round trip. Still, after a few
+            // losses U-Boot takes in only the first blocks of each burst
+            // (README section 6) and runs out of its timeout count. Timing
+            // decides the exact failure, so the test holds what is always
+            // true: the run fails, for one of those reasons, and never with
+            // wrong bytes.
+            assert!(
+                !run.passed(),
+                "{tag} passed: update this test and README section 6"
+            );
+            let expected_reasons = [
+                "datagrams sent; the bound is",
+                "expected intact, got a timeout",
+                "server transfer(s) ended in a timeout",
+                "Retry count exceeded",
+                "did not appear within",
+                "never finished this action",
+                "did not finish its actions",
+            ];
+            for f in run.failures() {
+                assert!(
+                    expected_reasons.iter().any(|r| f.contains(r)),
+                    "{tag}: unexpected failure {f}"
+                );
+            }
+            assert_eq!(outcomes(&run.record.results)[0], "ERROR 1", "{tag}");
+            // Whatever U-Boot loaded, it loaded right.
+            let console = std::fs::read_to_string(run_dir.join(format!("{name}.console.log")))
+                .expect("console");
+            let good: Vec<String> = s
+                .files
+                .iter()
+                .filter_map(|f| tftplab::lab::check::served_bytes(&s, &f.name))
+                .map(|b| format!("{:08x}", tftplab_hw::runner::crc32(&b)))
+                .collect();
+            for crc in console
+                .split("==> ")
+                .skip(1)
+                .map(|t| t.chars().take(8).collect::<String>())
+            {
+                assert!(
+                    good.contains(&crc),
+                    "{tag}: U-Boot computed crc32 {crc}, not a served file's"
+                );
+            }
+        }
+    }
+}
+/// Outcome kinds per action, comparable across the simulator and the board.
+fn outcomes(results: &[tftplab::lab::profile::ActionResult]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| match &r.got {
+            Got::Done { .. } => "intact".to_string(),
+            Got::Probed => "probed".into(),
+            Got::ServerError(c, _) => format!("ERROR {c}"),
+            Got::TimedOut => "timed out".into(),
+            Got::Local(c, _) => format!("client abort {c}"),
+        })
+        .collect()
+}
+
+/// What every run leaves behind: a trace with the window size U-Boot
+/// asked for (and drops only under faults), and U-Boot's own crc32 of the
+/// kernel on the console.
+fn check_outputs(tag: &str, run_dir: &Path, name: &str, window: u16, faults: bool) {
+    let trace = std::fs::read_to_string(run_dir.join(format!("{name}.trace"))).expect("trace");
+    assert_eq!(trace.contains("windowsize=8"), window == 8, "{tag}");
+    assert_eq!(
+        trace.contains("[dropped"),
+        faults,
+        "{tag}: drops only with faults"
+    );
+    let pcap = std::fs::read(run_dir.join(format!("{name}.pcap"))).expect("pcap");
+    assert!(
+        tftplab_hw::pcap::read_frames(&pcap).is_some_and(|f| f.len() > 1000),
+        "{tag}: pcap"
+    );
+    let console =
+        std::fs::read_to_string(run_dir.join(format!("{name}.console.log"))).expect("console");
+    let image = tftplab::lab::scenario::generate(1_310_720, 21);
+    let crc = format!("==> {:08x}", tftplab_hw::runner::crc32(&image));
+    assert!(console.contains(&crc), "{tag}: no {crc} in\n{console}");
+    assert!(
+        console.contains("File not found"),
+        "{tag}: boot.scr.uimg must get ERROR 1"
+    );
+}
