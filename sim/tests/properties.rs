@@ -774,7 +774,7 @@ fn held_back_final_ack_that_leaves_into_a_partition_is_traced_as_lost() {
     assert_eq!(
         final_acks[0].fate,
         TraceFate::Dropped {
-            cause: "partition".into()
+            cause: "partitioned".into()
         },
         "{}",
         render_text(&r.trace)

@@ -152,7 +152,7 @@ impl Copies {
             self.trace.set_fate(
                 self.index,
                 TraceFate::Dropped {
-                    cause: "partition".into(),
+                    cause: "partitioned".into(),
                 },
             );
         }
