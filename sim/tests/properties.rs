@@ -29,7 +29,13 @@ use tftplab_sim::{run, SimOptions};
 /// Retries on both sides: high enough that the generated loss rates
 /// (at most about 20% per direction, bursts left with probability at least
 /// 0.5) cannot plausibly exhaust them, so every transfer must complete.
-const RETRIES: u32 = 20;
+/// Bursts are counted in a sender's own datagrams, and an rpi4 client
+/// answers a resent OACK only on its own 2 s timer: at 20 retries a 6000-
+/// case run found a burst swallowing the client's 8 consecutive ACK #0s
+/// after a 3 s partition, so the server (1 s timer) gave up first. That is
+/// the fault model (see scenarios/bursty-loss.toml), not a defect; 40
+/// retries give the client twice the tries.
+const RETRIES: u32 = 40;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -831,5 +837,44 @@ fn late_retransmitted_probe_request_starts_an_orphan_transfer() {
     let r = run(&scenario, case.seed, SimOptions::default());
     assert!(matches!(r.record.results[0].got, Got::Done { .. }));
     assert_eq!(r.record.server_timeouts, 1, "{}", render_text(&r.trace));
+    check(&case).unwrap();
+}
+
+/// Found by the property (case 4608 of a 6000-case run, at 20 retries): a
+/// burst on the client's side swallows its ACK #0 eight times in a row after
+/// a 3 s partition (the rpi4 answers a resent OACK only on its own 2 s
+/// timer), and the server gives up first. With RETRIES raised for that
+/// reason the same plan must complete.
+#[test]
+fn burst_after_partition_on_a_rarely_sending_client_completes() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.058593854418298244,
+            burst: Some(Burst {
+                enter: 0.04694245781049068,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.09152393387798045,
+            corrupt: 0.022778224373639633,
+            truncate: 0.0029544150468761,
+            ..clean()
+        },
+        server_to_client: clean(),
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: ms(905),
+            lasting: ms(3103),
+        }),
+        transfers: vec![Transfer {
+            profile: Profile::Rpi4Bootloader,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 0,
+            start: Duration::ZERO,
+        }],
+        seed: 13135712601593035124,
+    };
     check(&case).unwrap();
 }
