@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use tftplab_sim::report::{junit, summary_table, ScenarioRuns};
+use tftplab_sim::report::{bench, junit, summary_table, ScenarioRuns};
 use tftplab_sim::{load_scenarios, run_many, RunPlan, SimOptions};
 
 /// Runs tftplab scenarios under a deterministic simulated network with
@@ -58,9 +58,23 @@ struct RunArgs {
     /// Parallel simulations (default: number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Simulated time per step, in milliseconds.
-    #[arg(long, default_value_t = 1)]
-    tick_ms: u64,
+    /// Simulated time per step, in milliseconds (with --bench, a list:
+    /// --tick-ms 1,5).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    tick_ms: Vec<u64>,
+    /// Measure speed instead of judging: run each scenario and seed one at a
+    /// time on one thread, --repeat times, and print the medians of
+    /// simulated seconds and transfers per wall-clock second. Use a release
+    /// build.
+    #[arg(long)]
+    bench: bool,
+    /// Step through idle time tick by tick instead of jumping over it (the
+    /// traces are the same; for comparing speed).
+    #[arg(long)]
+    no_skip: bool,
+    /// With --bench: how many times to run each seed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -89,6 +103,18 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Some(s) => vec![s],
         None => (1..=args.seeds).collect(),
     };
+    if args.bench {
+        let ticks: Vec<std::time::Duration> = args
+            .tick_ms
+            .iter()
+            .map(|&t| std::time::Duration::from_millis(t.max(1)))
+            .collect();
+        print!(
+            "{}",
+            bench(&scenarios, &seeds, &ticks, args.repeat, !args.no_skip)
+        );
+        return Ok(true);
+    }
     let plan = RunPlan {
         seeds,
         check_determinism: args.check_determinism,
@@ -96,7 +122,10 @@ fn run(args: RunArgs) -> Result<bool, String> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         options: SimOptions {
-            tick: std::time::Duration::from_millis(args.tick_ms.max(1)),
+            tick: std::time::Duration::from_millis(
+                args.tick_ms.first().copied().unwrap_or(1).max(1),
+            ),
+            skip_idle: !args.no_skip,
         },
         progress: !args.quiet,
     };

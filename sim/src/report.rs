@@ -127,3 +127,74 @@ pub fn junit(runs: &[ScenarioRuns]) -> String {
     out.push_str("</testsuites>\n");
     out
 }
+
+/// The median of some measurements (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Speed of the simulator: each scenario and seed runs `repeat` times, one
+/// at a time on this thread, at each tick; one row per scenario and tick
+/// with the medians over all those runs of simulated seconds per wall
+/// second and transfers (client actions that ran) per wall second.
+pub fn bench(
+    scenarios: &[Scenario],
+    seeds: &[u64],
+    ticks: &[Duration],
+    repeat: u32,
+    skip_idle: bool,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>6} {:>5} {:>10} {:>10} {:>12} {:>12} {:>8} {:>6} {:>7}",
+        "scenario",
+        "tick",
+        "runs",
+        "wall/run",
+        "sim/run",
+        "sim-s/wall-s",
+        "xfers/wall-s",
+        "skipped",
+        "rerun",
+        "failed"
+    );
+    for scenario in scenarios {
+        for &tick in ticks {
+            let (mut walls, mut sims, mut ratios, mut rates) = (vec![], vec![], vec![], vec![]);
+            let (mut failed, mut reruns, mut skipped, mut simulated) = (0, 0, 0.0, 0.0);
+            for &seed in seeds {
+                for _ in 0..repeat {
+                    let started = std::time::Instant::now();
+                    let r = crate::run(scenario, seed, crate::SimOptions { tick, skip_idle });
+                    let wall = started.elapsed().as_secs_f64().max(1e-9);
+                    let sim = r.record.elapsed.as_secs_f64();
+                    failed += usize::from(!r.passed());
+                    reruns += usize::from(r.rerun);
+                    skipped += r.skipped.as_secs_f64();
+                    simulated += sim;
+                    walls.push(wall);
+                    sims.push(sim);
+                    ratios.push(sim / wall);
+                    rates.push(r.record.results.len() as f64 / wall);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "{:<24} {:>4}ms {:>5} {:>9.3}s {:>9.1}s {:>12.0} {:>12.1} {:>7.1}% {:>6} {:>7}",
+                truncate(&scenario.name, 24),
+                tick.as_millis(),
+                walls.len(),
+                median(walls),
+                median(sims),
+                median(ratios),
+                median(rates),
+                100.0 * skipped / simulated.max(1e-9),
+                reruns,
+                failed
+            );
+        }
+    }
+    out
+}

@@ -2,7 +2,7 @@
 //! for the server, one per client, all running the real tftplab server and
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -14,23 +14,31 @@ use tftplab::lab::check::{judge, RunRecord, Verdict};
 use tftplab::lab::faults::{Direction, Injector, Script};
 use tftplab::lab::net::{FaultyNet, LabClock};
 use tftplab::lab::profile::{run_client, ActionResult};
-use tftplab::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind, WriteSpec};
+use tftplab::lab::scenario::{
+    ActionKind, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
+};
 use tftplab::lab::trace::{Trace, TraceEvent, TraceFate};
 use tftplab::options::Limits;
-use tftplab::proto::ServerConfig;
 use tftplab::proto::TransferError;
+use tftplab::proto::{ServerConfig, DEFAULT_MIN_RTO};
 use tftplab::runtime::{serve, DatagramSocket, Network, ServerEvent, ServerHandle, ServerOptions};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
 
-/// turmoil's UDP as a tftplab [`Network`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TurmoilNet;
+/// turmoil's UDP as a tftplab [`Network`]. Inside [`run`] it also tells
+/// the run's [`Horizon`] about every socket's sends.
+#[derive(Clone, Default)]
+pub struct TurmoilNet {
+    horizon: Option<Arc<Horizon>>,
+}
 
-pub struct TurmoilSocket(turmoil::net::UdpSocket);
+pub struct TurmoilSocket {
+    inner: turmoil::net::UdpSocket,
+    horizon: Option<Arc<Horizon>>,
+}
 
 impl DatagramSocket for TurmoilSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
     fn send_to(
@@ -38,14 +46,17 @@ impl DatagramSocket for TurmoilSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.0.send_to(buf, target)
+        if let Some(horizon) = &self.horizon {
+            horizon.acting();
+        }
+        self.inner.send_to(buf, target)
     }
 
     fn recv_from(
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.0.recv_from(buf)
+        self.inner.recv_from(buf)
     }
 }
 
@@ -53,13 +64,170 @@ impl Network for TurmoilNet {
     type Socket = TurmoilSocket;
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TurmoilSocket> {
-        turmoil::net::UdpSocket::bind(addr).await.map(TurmoilSocket)
+        let inner = turmoil::net::UdpSocket::bind(addr).await?;
+        Ok(TurmoilSocket {
+            inner,
+            horizon: self.horizon.clone(),
+        })
     }
 }
 
-/// Simulated time and host names for traces.
+/// When the next thing can happen, so [`drive`] can skip the time in
+/// between: most of a lossy scenario's simulated time is hosts waiting on
+/// retransmission timers, and turmoil would otherwise step through it one
+/// tick at a time.
+///
+/// Nothing happens on a host unless a datagram arrives or a timer fires.
+/// When no datagram is in flight (turmoil's network is idle and no copy is
+/// held back), the timers left are the profiles' and this module's own
+/// (known here: client starts, hosts staying up, held-back copies) and the
+/// transfer machines' (not visible from outside the runtime). A machine
+/// arms its timer when it sends or receives. A fixed timer runs for its
+/// timeout or a small multiple of it (retransmission, a windowed
+/// receiver's wait, dallying, backing off), so each open socket's last
+/// send and last receive plus those multiples of every timeout the
+/// scenario can use bound when it can wake. An adaptive timer (the server,
+/// the lab's own client) can fire at any moment from its floor to twice
+/// the longest timeout after that, so no jump crosses such a window. The
+/// run jumps to the earliest moment any of these allows.
+///
+/// That bound is a model of the machines, so it is checked: a host sending
+/// anything inside a jump marks the run as not exact, and [`run`] runs it
+/// again tick by tick. So every datagram goes out at the time stepping
+/// tick by tick would send it. What a jump can change is the order in
+/// which one host handles two things due in the same millisecond (tokio's
+/// timer wheel fires simultaneous timers in an order that depends on how
+/// its clock advanced), and with it the order of their datagrams in the
+/// trace and of the fault draws. Both orders are valid; each mode is
+/// deterministic on its own.
+#[derive(Default)]
+pub struct Horizon {
+    state: Mutex<HorizonState>,
+}
+
+#[derive(Default)]
+struct HorizonState {
+    /// Open sockets that have been used, by host and port: when each last
+    /// sent and last received.
+    sockets: BTreeMap<(String, u16), [Option<Duration>; 2]>,
+    /// Known wake-ups still ahead: held-back copies, client starts, client
+    /// hosts finishing.
+    wakes: BTreeSet<Duration>,
+    /// Every timeout a transfer machine in this scenario can use.
+    timeouts: Vec<Duration>,
+    /// Hosts whose machines adapt their timeout to the round trip, with
+    /// its floor.
+    adaptive: BTreeMap<String, Duration>,
+    /// The start of the jump in progress.
+    jumping_from: Option<Duration>,
+    /// Some host sent inside a jump.
+    broken: bool,
+    /// Simulated time jumped over.
+    skipped: Duration,
+}
+
+/// Multiples of a timeout a machine may wait after its last send.
+const TIMEOUT_MULTIPLES: [u32; 6] = [1, 2, 3, 4, 8, 16];
+
+impl Horizon {
+    fn new(timeouts: Vec<Duration>, adaptive: BTreeMap<String, Duration>) -> Self {
+        Horizon {
+            state: Mutex::new(HorizonState {
+                timeouts,
+                adaptive,
+                ..HorizonState::default()
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HorizonState) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    /// A socket sends (whatever the fate of the datagram) or receives.
+    fn activity(&self, host: &str, port: u16, sending: bool, at: Duration) {
+        self.acting();
+        self.with(|s| {
+            let last = s.sockets.entry((host.to_string(), port)).or_default();
+            last[usize::from(!sending)] = Some(at);
+        });
+    }
+
+    fn closed(&self, host: &str, port: u16) {
+        self.with(|s| s.sockets.remove(&(host.to_string(), port)));
+    }
+
+    /// A host does something observable: inside a jump, that breaks it.
+    fn acting(&self) {
+        self.with(|s| {
+            if s.jumping_from.is_some() {
+                s.broken = true;
+            }
+        });
+    }
+
+    /// Something on some host will happen at `at`.
+    fn wake_at(&self, at: Duration) {
+        self.with(|s| s.wakes.insert(at));
+    }
+
+    /// The earliest moment after `now` at which a host may act.
+    fn next_wake(&self, now: Duration) -> Option<Duration> {
+        self.with(|s| {
+            s.wakes = s.wakes.split_off(&(now + Duration::from_nanos(1)));
+            let mut next = s.wakes.first().copied();
+            let mut consider = |at: Duration| {
+                if at > now && next.is_none_or(|n| at < n) {
+                    next = Some(at);
+                }
+            };
+            let longest = s.timeouts.iter().max().copied().unwrap_or_default();
+            for ((host, _), times) in &s.sockets {
+                for last in times.iter().flatten() {
+                    for t in &s.timeouts {
+                        for k in TIMEOUT_MULTIPLES {
+                            consider(*last + *t * k);
+                        }
+                    }
+                    // An adaptive timer fires anywhere from its floor to
+                    // the longest timeout (twice that for dallying): from
+                    // the floor on, any moment may be the one.
+                    if let Some(floor) = s.adaptive.get(host) {
+                        let (from, until) = (*last + *floor, *last + longest * 2);
+                        if from <= now && now < until {
+                            return Some(now);
+                        }
+                        consider(from);
+                    }
+                }
+            }
+            next
+        })
+        .flatten()
+    }
+
+    fn jumping(&self, from: Option<Duration>, skipped: Duration) {
+        self.with(|s| {
+            s.jumping_from = from;
+            s.skipped += skipped;
+        });
+    }
+
+    fn broken(&self) -> bool {
+        self.with(|s| s.broken).unwrap_or(true)
+    }
+
+    fn skipped(&self) -> Duration {
+        self.with(|s| s.skipped).unwrap_or_default()
+    }
+}
+
+/// Simulated time, host names and partitions for traces.
 struct SimClock {
     names: Mutex<BTreeMap<IpAddr, String>>,
+    /// Clients cut off from the server by a partition event.
+    cut: Mutex<BTreeSet<String>>,
+    horizon: Arc<Horizon>,
 }
 
 impl LabClock for SimClock {
@@ -77,6 +245,23 @@ impl LabClock for SimClock {
         }
         name
     }
+
+    fn link_cut(&self, from: &str, to: &str) -> bool {
+        let client = if from == "server" { to } else { from };
+        self.cut.lock().is_ok_and(|c| c.contains(client))
+    }
+
+    fn will_send_after(&self, delay: Duration) {
+        self.horizon.wake_at(self.elapsed() + delay);
+    }
+
+    fn activity(&self, host: &str, port: u16, sending: bool) {
+        self.horizon.activity(host, port, sending, self.elapsed());
+    }
+
+    fn closed(&self, host: &str, port: u16) {
+        self.horizon.closed(host, port);
+    }
 }
 
 /// How a simulation is run.
@@ -84,12 +269,17 @@ impl LabClock for SimClock {
 pub struct SimOptions {
     /// turmoil's step: simulated time advanced per step.
     pub tick: Duration,
+    /// Jump over time in which nothing is in flight and no host can wake
+    /// (see [`Horizon`]). Datagrams go out at the same times either way;
+    /// same-millisecond events on one host may come in another order.
+    pub skip_idle: bool,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             tick: Duration::from_millis(1),
+            skip_idle: true,
         }
     }
 }
@@ -102,6 +292,10 @@ pub struct SimRun {
     pub trace: Vec<TraceEvent>,
     /// The simulation itself failed (a host errored); the message says how.
     pub sim_error: Option<String>,
+    /// Simulated time jumped over instead of stepped through.
+    pub skipped: Duration,
+    /// A host acted inside a jump, so the run was redone tick by tick.
+    pub rerun: bool,
 }
 
 impl SimRun {
@@ -109,13 +303,15 @@ impl SimRun {
         self.verdict.passed() && self.sim_error.is_none()
     }
 
-    /// Datagrams sent again: the same packet from the same host to the
-    /// same host as an earlier one (resent DATA, re-ACKs, repeated requests).
+    /// Datagrams sent again within their transfer: the same packet on the
+    /// same flow (sender and receiver host and port) as an earlier one:
+    /// resent DATA, re-ACKs, repeated requests. Another transfer's
+    /// identical packet (every download has an ACK #1) is not one.
     pub fn retransmissions(&self) -> u64 {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         let mut repeats = 0;
         for e in &self.trace {
-            if !seen.insert((e.from.clone(), e.to.clone(), e.packet.clone())) {
+            if !seen.insert((&e.from, &e.to, e.ports, &e.packet)) {
                 repeats += 1;
             }
         }
@@ -186,6 +382,61 @@ fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
 
 /// Runs `scenario` with `seed` and judges it.
 pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
+    let first = run_once(scenario, seed, opts);
+    if !first.rerun {
+        return first;
+    }
+    // A host acted inside a jump: the horizon's model of the transfer
+    // machines' timers did not hold. Tick by tick is always exact.
+    let mut again = run_once(
+        scenario,
+        seed,
+        SimOptions {
+            skip_idle: false,
+            ..opts
+        },
+    );
+    again.rerun = true;
+    again
+}
+
+/// Every timeout a transfer machine in `scenario` can use: the server's,
+/// each client's retry period, and the `timeout` options clients ask for
+/// (which the server adopts), at least 1 s.
+fn timeouts(scenario: &Scenario) -> Vec<Duration> {
+    let mut t = BTreeSet::new();
+    t.insert(scenario.server.timeout);
+    t.insert(Duration::from_secs(1));
+    for c in &scenario.clients {
+        t.insert(c.retry_every);
+        if let Some(secs) = c.options.timeout {
+            t.insert(Duration::from_secs(secs.into()));
+        }
+        if c.profile == Profile::UBoot {
+            t.insert(Duration::from_secs(5));
+        }
+    }
+    t.into_iter().filter(|d| !d.is_zero()).collect()
+}
+
+/// Hosts whose transfer machines adapt their timeout (RFC 6298) between a
+/// floor and their configured timeout, with that floor: the server unless
+/// its floor is its timeout, and the lab's own client (the custom
+/// profile); firmware profiles resend on a fixed period.
+fn adaptive(scenario: &Scenario) -> BTreeMap<String, Duration> {
+    let mut a = BTreeMap::new();
+    if scenario.server.min_rto < scenario.server.timeout {
+        a.insert("server".to_string(), scenario.server.min_rto);
+    }
+    for c in &scenario.clients {
+        if c.profile == Profile::Custom && DEFAULT_MIN_RTO < c.retry_every {
+            a.insert(c.name.clone(), DEFAULT_MIN_RTO);
+        }
+    }
+    a
+}
+
+fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let root = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => return failed_setup(seed, format!("temp dir: {e}")),
@@ -194,8 +445,14 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         return failed_setup(seed, format!("staging files: {e}"));
     }
     let trace = Trace::new();
+    let horizon = Arc::new(Horizon::new(timeouts(scenario), adaptive(scenario)));
+    let sim_net = TurmoilNet {
+        horizon: Some(horizon.clone()),
+    };
     let clock: Arc<SimClock> = Arc::new(SimClock {
         names: Mutex::new(BTreeMap::new()),
+        cut: Mutex::new(BTreeSet::new()),
+        horizon: horizon.clone(),
     });
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
@@ -220,6 +477,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         let plan = scenario.faults.server_to_client;
         let script = Script::new(&scenario.faults, Direction::ServerToClient);
         let server_timeouts = server_timeouts.clone();
+        let sim_net = sim_net.clone();
         let (trace, clock, slot, incarnation) = (
             trace.clone(),
             clock.clone(),
@@ -230,7 +488,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             let n = incarnation.fetch_add(1, Ordering::Relaxed);
             let injector = Injector::new(plan, mix(seed, &format!("server#{n}")));
             let net = FaultyNet::new(
-                TurmoilNet,
+                sim_net.clone(),
                 "server",
                 injector,
                 script.clone(),
@@ -269,7 +527,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         let spec = spec.clone();
         let injector = Injector::new(scenario.faults.client_to_server, mix(seed, &spec.name));
         let net = FaultyNet::new(
-            TurmoilNet,
+            sim_net.clone(),
             &spec.name,
             injector,
             Script::new(&scenario.faults, Direction::ClientToServer),
@@ -277,22 +535,35 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             clock.clone() as Arc<dyn LabClock>,
         );
         let results = results.clone();
+        let horizon = horizon.clone();
         sim.client(spec.name.clone(), async move {
             let server = SocketAddr::new(turmoil::lookup("server"), 69);
             let now = || turmoil::sim_elapsed().unwrap_or_default();
-            let got = run_client(&net, server, &spec, &now).await;
+            let sleeping = |d: Duration| horizon.wake_at(now() + d);
+            let got = run_client(&net, server, &spec, &now, &sleeping).await;
             if let Ok(mut r) = results.lock() {
                 r.insert(spec.name.clone(), got);
             }
             // Stay on the network a while, as a real board does: the last
             // download is still dallying and delayed datagrams (the final
             // ACK among them) are still on their way.
-            tokio::time::sleep(spec.retry_every * 2 + Duration::from_secs(1)).await;
+            let stay = spec.retry_every * 2 + Duration::from_secs(1);
+            sleeping(stay);
+            tokio::time::sleep(stay).await;
             Ok(())
         });
     }
 
-    let sim_error = drive(&mut sim, scenario, limit, &results, &handle_slot, settle);
+    let sim_error = drive(
+        &mut sim,
+        scenario,
+        &results,
+        &handle_slot,
+        &clock,
+        &trace,
+        opts,
+    );
+    let rerun = horizon.broken();
     let elapsed = sim.elapsed();
     let events = trace.events();
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
@@ -339,6 +610,8 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         record,
         trace: events,
         sim_error,
+        skipped: horizon.skipped(),
+        rerun,
     }
 }
 
@@ -349,7 +622,43 @@ fn failed_setup(seed: u64, message: String) -> SimRun {
         record: RunRecord::default(),
         trace: Vec::new(),
         sim_error: Some(message),
+        skipped: Duration::ZERO,
+        rerun: false,
     }
+}
+
+/// A run that sends more datagrams than this is a storm, stopped at once
+/// rather than run to its time limit (a Sorcerer's Apprentice sender
+/// sends millions in simulated seconds, and the trace holds them all):
+/// twenty times a generous minimum (every file in lock-step blocks of at
+/// most 512 bytes), plus 10 000.
+fn storm_cap(scenario: &Scenario) -> u64 {
+    let size = |content: &FileContent| match content {
+        FileContent::Inline(b) => b.len() as u64,
+        FileContent::Generated { size, .. } => *size,
+        FileContent::Path(p) => {
+            let base = scenario.path.parent().unwrap_or(Path::new("."));
+            std::fs::metadata(base.join(p)).map_or(0, |m| m.len())
+        }
+        FileContent::Symlink(_) => 0,
+    };
+    let mut minimum = 0;
+    for c in &scenario.clients {
+        for a in &c.actions {
+            let bytes = match &a.kind {
+                ActionKind::Get { name, .. } => scenario
+                    .files
+                    .iter()
+                    .find(|f| f.name == name.trim_start_matches('/'))
+                    .map_or(0, |f| size(&f.content)),
+                ActionKind::Put { content, .. } => size(content),
+                ActionKind::Sleep(_) => continue,
+            };
+            let blksize = u64::from(c.options.blksize.unwrap_or(512).clamp(8, 512));
+            minimum += 2 * (bytes / blksize + 1) + 8;
+        }
+    }
+    minimum.saturating_mul(20).saturating_add(10_000)
 }
 
 /// How long the server may need after the last client finished: a
@@ -372,11 +681,15 @@ fn server_active(slot: &Arc<Mutex<Option<ServerHandle>>>) -> u64 {
 fn drive(
     sim: &mut turmoil::Sim<'_>,
     scenario: &Scenario,
-    limit: Duration,
     results: &Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
     slot: &Arc<Mutex<Option<ServerHandle>>>,
-    settle: Duration,
+    clock: &SimClock,
+    trace: &Trace,
+    opts: SimOptions,
 ) -> Option<String> {
+    let settle = settle_time(scenario);
+    let limit = scenario.expect.within + settle;
+    let storm = storm_cap(scenario);
     let mut events = scenario.events.iter().peekable();
     let mut clients_done_at: Option<Duration> = None;
     let all: Vec<String> = scenario.clients.iter().map(|c| c.name.clone()).collect();
@@ -388,7 +701,7 @@ fn drive(
                     s.take();
                 }
             }
-            apply(sim, &e.kind, &all);
+            apply(sim, &e.kind, &all, clock);
         }
         let done = results
             .lock()
@@ -405,6 +718,39 @@ fn drive(
         if sim.elapsed() >= limit {
             return None;
         }
+        let sent = trace.len() as u64;
+        if sent > storm {
+            return Some(format!(
+                "datagram storm: {sent} datagrams by {:.3}s, over 20 times what the \
+                 scenario's transfers need; stopped (a sender resending on duplicate \
+                 ACKs, or a retry loop, grows without bound)",
+                sim.elapsed().as_secs_f64()
+            ));
+        }
+        if opts.skip_idle {
+            if let Some(jump) = idle_jump(sim, &clock.horizon, opts.tick, {
+                let mut until = limit;
+                if let Some(e) = events.peek() {
+                    until = until.min(e.at);
+                }
+                if let Some(t) = clients_done_at {
+                    until = until.min(t + settle);
+                }
+                until
+            }) {
+                let from = sim.elapsed();
+                clock.horizon.jumping(Some(from), jump);
+                let stepped = sim.step_by(jump);
+                clock.horizon.jumping(None, Duration::ZERO);
+                if clock.horizon.broken() {
+                    return None; // not exact: run() redoes it tick by tick
+                }
+                match stepped {
+                    Ok(_) => continue,
+                    Err(e) => return Some(e.to_string()),
+                }
+            }
+        }
         match sim.step() {
             Ok(_) => {}
             Err(e) => return Some(e.to_string()),
@@ -412,7 +758,31 @@ fn drive(
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String]) {
+/// How far the run can jump from now: to the next moment a host may act
+/// (or `until`), in whole ticks so the run stays on its tick grid; `None`
+/// if something is in flight, something may have woken at the end of the
+/// last step, or the jump would be under two ticks.
+fn idle_jump(
+    sim: &turmoil::Sim<'_>,
+    horizon: &Horizon,
+    tick: Duration,
+    until: Duration,
+) -> Option<Duration> {
+    let now = sim.elapsed();
+    if now < tick || !sim.is_network_idle() {
+        return None;
+    }
+    // A timer that fired as the last step ended wakes its task at the
+    // start of the next one: step normally then.
+    let next = horizon.next_wake(now - tick).unwrap_or(until).min(until);
+    if next <= now {
+        return None;
+    }
+    let ticks = (next - now).as_nanos() / tick.as_nanos().max(1);
+    (ticks >= 2).then(|| tick * ticks as u32)
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String], clock: &SimClock) {
     let names = |list: &Vec<String>| {
         if list.is_empty() {
             all.to_vec()
@@ -424,11 +794,17 @@ fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String]) {
         TimedEventKind::Partition(list) => {
             for c in names(list) {
                 sim.partition("server", c.as_str());
+                if let Ok(mut cut) = clock.cut.lock() {
+                    cut.insert(c);
+                }
             }
         }
         TimedEventKind::Heal(list) => {
             for c in names(list) {
                 sim.repair("server", c.as_str());
+                if let Ok(mut cut) = clock.cut.lock() {
+                    cut.remove(&c);
+                }
             }
         }
         TimedEventKind::Crash => sim.crash("server"),

@@ -5,18 +5,35 @@
 //! one injector.
 
 use super::faults::{decide_scripted, Cause, Fate, Injector, Script};
-use super::trace::{render_packet, Trace, TraceFate};
+use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
 use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Names hosts in the trace and tells the time since the run started.
+/// Names hosts in the trace, tells the time since the run started, and
+/// whether a link is cut.
 pub trait LabClock: Send + Sync + 'static {
     fn elapsed(&self) -> Duration;
     fn name(&self, ip: IpAddr) -> String;
+    /// Whether the link between two hosts is cut (partitioned) right now.
+    /// The datagram still goes to the network, which drops it; the trace
+    /// says so instead of showing it delivered.
+    fn link_cut(&self, _from: &str, _to: &str) -> bool {
+        false
+    }
+    /// A copy held back for `delay` will be sent then: a simulator that
+    /// skips idle time must not skip past it.
+    fn will_send_after(&self, _delay: Duration) {}
+    /// `host`'s socket on `port` is sending (whatever the datagram's fate)
+    /// or has received a datagram: the transfer machine on it may have just
+    /// armed its timer.
+    fn activity(&self, _host: &str, _port: u16, _sending: bool) {}
+    /// `host`'s socket on `port` is closed: no timer runs for it any more.
+    fn closed(&self, _host: &str, _port: u16) {}
 }
 
 /// Wraps `N` so every send goes through the injector.
@@ -99,12 +116,52 @@ impl<S: DatagramSocket> FaultySocket<S> {
         decide_scripted(injector, script, rendered)
     }
 
-    fn record(&self, target: SocketAddr, fate: TraceFate, len: usize, rendered: String) {
-        let from = self.host.to_string();
-        let to = self.clock.name(target.ip());
-        let at = self.clock.elapsed();
-        self.trace
-            .record_rendered(at, from, to, fate, len, rendered);
+    fn record(
+        &self,
+        target: SocketAddr,
+        to: String,
+        fate: TraceFate,
+        len: usize,
+        packet: String,
+    ) -> usize {
+        self.trace.push(TraceEvent {
+            at_us: self.clock.elapsed().as_micros() as u64,
+            from: self.host.to_string(),
+            to,
+            fate,
+            len,
+            packet,
+            ports: Some((self.local.port(), target.port())),
+        })
+    }
+}
+
+/// The copies of one datagram still on their way: when every copy meets a
+/// cut link, the trace says the datagram was lost to the partition.
+struct Copies {
+    trace: Trace,
+    index: usize,
+    total: usize,
+    lost: AtomicUsize,
+}
+
+impl Copies {
+    /// Called as a copy leaves, with whether its link is cut.
+    fn leaving(&self, cut: bool) {
+        if cut && self.lost.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            self.trace.set_fate(
+                self.index,
+                TraceFate::Dropped {
+                    cause: "partitioned".into(),
+                },
+            );
+        }
+    }
+}
+
+impl<S: DatagramSocket> Drop for FaultySocket<S> {
+    fn drop(&mut self) {
+        self.clock.closed(&self.host, self.local.port());
     }
 }
 
@@ -129,6 +186,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.clock.activity(&self.host, self.local.port(), true);
         // Rendered once: the script matches it and the trace keeps it.
         let rendered = render_packet(buf);
         let fate = self.decide(&rendered);
@@ -154,16 +212,36 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 (delays, fate)
             }
         };
-        self.record(target, trace_fate, buf.len(), rendered);
+        // A copy sent into a cut link is lost there; the network drops it
+        // (it is still handed over, so the network stays the authority).
+        // The link's state as each copy leaves decides, so a copy held back
+        // across the start or end of a partition is judged when it leaves.
+        let to = self.clock.name(target.ip());
         let len = buf.len();
+        let index = self.record(target, to.clone(), trace_fate, len, rendered);
+        let copies = Arc::new(Copies {
+            trace: self.trace.clone(),
+            index,
+            total: delays.len(),
+            lost: AtomicUsize::new(0),
+        });
         let mut now_copies = 0;
         for d in &delays {
             if d.is_zero() {
+                copies.leaving(self.clock.link_cut(&self.host, &to));
                 now_copies += 1;
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
+                self.clock.will_send_after(d);
+                let (copies, clock, host, to) = (
+                    copies.clone(),
+                    self.clock.clone(),
+                    self.host.clone(),
+                    to.clone(),
+                );
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
+                    copies.leaving(clock.link_cut(&host, &to));
                     let _ = inner.send_to(&data, target).await;
                 });
             }
@@ -182,6 +260,14 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.inner.recv_from(buf)
+        let received = self.inner.recv_from(buf);
+        let (clock, host, port) = (self.clock.clone(), self.host.clone(), self.local.port());
+        async move {
+            let got = received.await;
+            if got.is_ok() {
+                clock.activity(&host, port, false);
+            }
+            got
+        }
     }
 }

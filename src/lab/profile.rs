@@ -88,18 +88,23 @@ fn config(spec: &ClientSpec, options: OptionRequest) -> ClientConfig {
     }
 }
 
-/// Runs every action of one client in order and reports each.
+/// Runs every action of one client in order and reports each. `clock`
+/// tells the time for the results; `sleeping` hears of every sleep before
+/// it starts (a simulator that skips idle time must wake up for it).
 pub async fn run_client<N: Network>(
     net: &N,
     server: SocketAddr,
     spec: &ClientSpec,
     clock: &dyn Fn() -> Duration,
+    sleeping: &dyn Fn(Duration),
 ) -> Vec<ActionResult> {
+    sleeping(spec.start);
     tokio::time::sleep(spec.start).await;
     let mut results = Vec::new();
     for (index, action) in spec.actions.iter().enumerate() {
         let got = match &action.kind {
             ActionKind::Sleep(d) => {
+                sleeping(*d);
                 tokio::time::sleep(*d).await;
                 continue;
             }

@@ -37,6 +37,11 @@ pub struct TraceEvent {
     pub len: usize,
     /// The packet as one line, e.g. `DATA #7 (1024 B)`.
     pub packet: String,
+    /// The sender's and the receiver's UDP port, when the recorder knows
+    /// them: one transfer's datagrams share them, so a resend can be told
+    /// from another transfer's identical packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<(u16, u16)>,
 }
 
 /// A shared, append-only trace. Appends happen in the simulator's
@@ -55,7 +60,8 @@ impl Trace {
     }
 
     /// Records a datagram already rendered with [`render_packet`] (the
-    /// fault layer renders once for both its script and the trace).
+    /// fault layer renders once for both its script and the trace), and
+    /// returns its index for [`Trace::set_fate`].
     pub fn record_rendered(
         &self,
         at: Duration,
@@ -64,17 +70,36 @@ impl Trace {
         fate: TraceFate,
         len: usize,
         packet: String,
-    ) {
-        let event = TraceEvent {
+    ) -> usize {
+        self.push(TraceEvent {
             at_us: at.as_micros() as u64,
             from,
             to,
             fate,
             len,
             packet,
-        };
+            ports: None,
+        })
+    }
+
+    /// Records an event and returns its index for [`Trace::set_fate`].
+    pub fn push(&self, event: TraceEvent) -> usize {
+        match self.0.lock() {
+            Ok(mut v) => {
+                v.push(event);
+                v.len() - 1
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Corrects a recorded datagram's fate once it is known (a copy held
+    /// back until a partition began was lost after all).
+    pub fn set_fate(&self, index: usize, fate: TraceFate) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(event);
+            if let Some(e) = v.get_mut(index) {
+                e.fate = fate;
+            }
         }
     }
 

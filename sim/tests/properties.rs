@@ -1,0 +1,880 @@
+//! Generated fault plans and schedules: proptest builds random scenarios
+//! (per-direction loss, bursts, duplication, reordering, corruption,
+//! truncation and latency; scripted drops and duplicates; a partition that
+//! heals; random file sizes, profiles and options), runs each through the
+//! real server and client under turmoil, and checks what every scenario
+//! file promises: every transfer ends intact within a simulated-time
+//! bound, nothing is left alive on the server, and the datagram count stays
+//! within a bound derived from the plan. A failing plan shrinks to a
+//! minimal one (fewer rules, lower rates, a smaller file) and is saved in
+//! `properties.proptest-regressions` beside this file.
+//!
+//! `PROPTEST_CASES=N` runs more cases (the default keeps `cargo test` fast).
+
+use proptest::prelude::*;
+use std::path::PathBuf;
+use std::time::Duration;
+use tftplab::lab::check::{judge, RunRecord};
+use tftplab::lab::faults::{
+    Burst, DelayRange, Direction, FaultPlan, LinkFaults, Reorder, ScriptFate, ScriptRule,
+};
+use tftplab::lab::profile::Got;
+use tftplab::lab::scenario::{
+    Action, ActionKind, ClientOptions, ClientSpec, Expectations, FileContent, FileSpec, Outcome,
+    Profile, Scenario, ServerSpec, TimedEvent, TimedEventKind, WriteSpec,
+};
+use tftplab::lab::trace::{render_text, TraceEvent, TraceFate};
+use tftplab_sim::{run, SimOptions};
+
+/// Retries on both sides: high enough that the generated loss rates
+/// (at most about 20% per direction, bursts left with probability at least
+/// 0.5) cannot plausibly exhaust them, so every transfer must complete.
+/// Bursts are counted in a sender's own datagrams, and an rpi4 client
+/// answers a resent OACK only on its own 2 s timer: at 20 retries a 6000-
+/// case run found a burst swallowing the client's 8 consecutive ACK #0s
+/// after a 3 s partition, so the server (1 s timer) gave up first. That is
+/// the fault model (see scenarios/bursty-loss.toml), not a defect; 40
+/// retries give the client twice the tries.
+const RETRIES: u32 = 40;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn delay_range(max_ms: u64) -> impl Strategy<Value = DelayRange> {
+    (0..=max_ms, 0..=max_ms).prop_map(|(a, b)| DelayRange {
+        min: ms(a.min(b)),
+        max: ms(a.max(b)),
+    })
+}
+
+fn link_faults() -> impl Strategy<Value = LinkFaults> {
+    (
+        0.0..0.1f64,
+        proptest::option::of((0.0..0.05f64, 0.5..1.0f64)),
+        0.0..0.1f64,
+        proptest::option::of(1..=3u32),
+        proptest::option::of((0.0..0.2f64, delay_range(30))),
+        0.0..0.05f64,
+        0.0..0.05f64,
+        proptest::option::of(delay_range(5)),
+    )
+        .prop_map(
+            |(loss, burst, duplicate, copies, reorder, corrupt, truncate, latency)| LinkFaults {
+                loss,
+                burst: burst.map(|(enter, exit)| Burst {
+                    enter,
+                    exit,
+                    loss: 1.0,
+                }),
+                duplicate,
+                copies,
+                reorder: reorder.map(|(fraction, delay)| Reorder { fraction, delay }),
+                corrupt,
+                truncate,
+                latency,
+            },
+        )
+}
+
+fn script_rule() -> impl Strategy<Value = ScriptRule> {
+    let packet = prop_oneof![
+        Just("RRQ".to_string()),
+        Just("WRQ".to_string()),
+        Just("OACK".to_string()),
+        (1..=8u16).prop_map(|b| format!("DATA #{b} ")),
+        (0..=8u16).prop_map(|b| format!("ACK #{b}")),
+        Just("ERROR".to_string()),
+    ];
+    (
+        prop_oneof![
+            Just(Direction::ClientToServer),
+            Just(Direction::ServerToClient)
+        ],
+        packet,
+        1..=3u32,
+        prop_oneof![Just(ScriptFate::Drop), Just(ScriptFate::Duplicate)],
+    )
+        .prop_map(|(direction, packet, nth, fate)| ScriptRule {
+            direction,
+            packet,
+            nth,
+            fate,
+        })
+}
+
+/// A partition of every client from the server at `at`, healed `lasting`
+/// later: shorter than either side's retries can outlast.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    at: Duration,
+    lasting: Duration,
+}
+
+fn outage() -> impl Strategy<Value = Outage> {
+    (0..3000u64, 50..6000u64).prop_map(|(at, lasting)| Outage {
+        at: ms(at),
+        lasting: ms(lasting),
+    })
+}
+
+/// One client with one transfer.
+#[derive(Debug, Clone)]
+struct Transfer {
+    profile: Profile,
+    options: ClientOptions,
+    /// Upload instead of download (custom and legacy profiles).
+    put: bool,
+    /// rpi4 only: a tsize probe cut after block 1 before the real fetch.
+    probe_first: bool,
+    size: u64,
+    start: Duration,
+}
+
+fn file_size() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..=40_000u64,
+        // Sizes on and beside block boundaries.
+        (
+            0..=8u64,
+            prop_oneof![Just(512u64), Just(1024), Just(1468)],
+            -1..=1i64
+        )
+            .prop_map(|(n, b, d)| (n * b).saturating_add_signed(d)),
+    ]
+}
+
+fn transfer() -> impl Strategy<Value = Transfer> {
+    let profile = prop_oneof![
+        Just(Profile::Rpi4Bootloader),
+        Just(Profile::UBoot),
+        Just(Profile::UefiPxe),
+        Just(Profile::Legacy),
+        Just(Profile::Custom),
+    ];
+    (
+        profile,
+        proptest::option::of(8..=4096u16),
+        proptest::option::of(1..=16u16),
+        any::<bool>(),
+        any::<bool>(),
+        file_size(),
+        0..500u64,
+    )
+        .prop_map(|(profile, blksize, windowsize, flag, tsize, size, start)| {
+            let options = ClientOptions {
+                blksize: match profile {
+                    Profile::Custom | Profile::UBoot | Profile::UefiPxe => blksize,
+                    _ => None,
+                },
+                windowsize: match profile {
+                    Profile::Custom | Profile::UBoot => windowsize,
+                    _ => None,
+                },
+                timeout: None,
+                tsize: tsize && profile == Profile::Custom,
+                netascii: false,
+            };
+            Transfer {
+                profile,
+                options,
+                put: flag && matches!(profile, Profile::Custom | Profile::Legacy),
+                probe_first: flag && profile == Profile::Rpi4Bootloader,
+                size,
+                start: ms(start),
+            }
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    client_to_server: LinkFaults,
+    server_to_client: LinkFaults,
+    script: Vec<ScriptRule>,
+    outage: Option<Outage>,
+    transfers: Vec<Transfer>,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        link_faults(),
+        link_faults(),
+        proptest::collection::vec(script_rule(), 0..3),
+        proptest::option::weighted(0.3, outage()),
+        proptest::collection::vec(transfer(), 1..=2),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(client_to_server, server_to_client, script, outage, transfers, seed)| Case {
+                client_to_server,
+                server_to_client,
+                script,
+                outage,
+                transfers,
+                seed,
+            },
+        )
+}
+
+/// Probability that a datagram in this direction does not arrive (or, for
+/// reordering, arrives out of order), in the long run.
+fn trouble(f: &LinkFaults) -> f64 {
+    let burst = f.burst.map_or(0.0, |b| b.enter / (b.enter + b.exit));
+    let reorder = f.reorder.map_or(0.0, |r| r.fraction);
+    (burst + f.loss + f.corrupt + f.truncate + reorder + f.duplicate).min(1.0)
+}
+
+fn retry_every(profile: Profile) -> Duration {
+    match profile {
+        Profile::Rpi4Bootloader => Duration::from_secs(2),
+        Profile::UBoot => Duration::from_secs(5),
+        _ => Duration::from_secs(1),
+    }
+}
+
+fn blksize(t: &Transfer) -> u64 {
+    match t.profile {
+        Profile::Rpi4Bootloader => 1024,
+        Profile::Legacy => 512,
+        Profile::UBoot | Profile::UefiPxe => u64::from(t.options.blksize.unwrap_or(1468)),
+        Profile::Custom => u64::from(t.options.blksize.unwrap_or(512)),
+    }
+}
+
+/// The scenario a case describes, with its bounds: every transfer intact
+/// within `within`, at most `max_packets` datagrams.
+fn scenario(case: &Case) -> (Scenario, u64) {
+    let mut files = Vec::new();
+    let mut clients = Vec::new();
+    let mut within = Duration::from_secs(10);
+    let mut max_packets = 20u64;
+    let p = trouble(&case.client_to_server) + trouble(&case.server_to_client);
+    let longest_timeout = case
+        .transfers
+        .iter()
+        .map(|t| retry_every(t.profile))
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_secs(5)); // U-Boot asks the server for timeout 5
+    for (i, t) in case.transfers.iter().enumerate() {
+        let name = format!("f{i}.bin");
+        let content = FileContent::Generated {
+            size: t.size,
+            seed: 1000 + i as u64,
+        };
+        let mut actions = Vec::new();
+        if t.put {
+            actions.push(Action {
+                kind: ActionKind::Put {
+                    name: name.clone(),
+                    content,
+                },
+                expect: Outcome::Intact,
+                line: 0,
+            });
+        } else {
+            files.push(FileSpec {
+                name: name.clone(),
+                content,
+            });
+            if t.probe_first {
+                actions.push(Action {
+                    kind: ActionKind::Get {
+                        name: name.clone(),
+                        probe: true,
+                    },
+                    expect: Outcome::Intact,
+                    line: 0,
+                });
+            }
+            actions.push(Action {
+                kind: ActionKind::Get { name, probe: false },
+                expect: Outcome::Intact,
+                line: 0,
+            });
+        }
+        // Each datagram the plan spoils costs at most a window of resent
+        // blocks and an ACK, and a timeout of waiting; twice the expected
+        // count, plus room for chance, bounds it.
+        let blocks = t.size / blksize(t) + 1;
+        let window = u64::from(t.options.windowsize.unwrap_or(1).max(1));
+        let exchanges = (blocks + 8) * 2 * actions.len() as u64;
+        let spoiled = (2.0 * p * exchanges as f64) as u64 + 6;
+        max_packets += exchanges + spoiled * (window + 2);
+        within += t.start + longest_timeout * (spoiled as u32 + 2) + ms(10) * blocks as u32;
+        clients.push(ClientSpec {
+            name: format!("c{i}"),
+            profile: t.profile,
+            options: t.options,
+            retry_every: retry_every(t.profile),
+            retries: RETRIES,
+            start: t.start,
+            actions,
+        });
+    }
+    let mut events = Vec::new();
+    if let Some(o) = case.outage {
+        events.push(TimedEvent {
+            at: o.at,
+            kind: TimedEventKind::Partition(Vec::new()),
+        });
+        events.push(TimedEvent {
+            at: o.at + o.lasting,
+            kind: TimedEventKind::Heal(Vec::new()),
+        });
+        // Every sender resends into the outage once per timeout.
+        let per_side = (o.lasting.as_millis() / 1000) as u64 + 2;
+        max_packets += per_side * 2 * case.transfers.len() as u64 * 3;
+        within += o.lasting + longest_timeout * 2;
+    }
+    let scenario = Scenario {
+        name: "generated".into(),
+        description: format!("{case:?}"),
+        path: PathBuf::from("sim/tests/properties.rs"),
+        server: ServerSpec {
+            write: WriteSpec::Create,
+            retries: RETRIES,
+            ..ServerSpec::default()
+        },
+        files,
+        clients,
+        faults: FaultPlan {
+            client_to_server: case.client_to_server,
+            server_to_client: case.server_to_client,
+            script: case.script.clone(),
+        },
+        events,
+        expect: Expectations {
+            within,
+            // Checked below against the plan's own bound instead.
+            max_packet_ratio: 1e9,
+            server_idle: true,
+            // Checked below: only a lost client datagram excuses one.
+            server_timeouts: u64::MAX,
+        },
+    };
+    (scenario, max_packets)
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(512);
+    ProptestConfig {
+        cases,
+        // Each case is a whole simulation; shrinking a failure still
+        // finds a small plan well within this.
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+/// The record with its expectations adjusted to what the run did: an
+/// upload whose client timed out is excused if it landed whole on the
+/// server and every final ACK the server sent that client was lost (for
+/// longer than the server dallies): then only the server can know the last
+/// block arrived (RFC 1350 section 6). Anything else must end intact.
+fn excuse_lost_final_acks(case: &Case, scenario: &Scenario, r: &tftplab_sim::SimRun) -> RunRecord {
+    let mut record = r.record.clone();
+    for result in &mut record.results {
+        let (ActionKind::Put { name, content }, Got::TimedOut) = (&result.action.kind, &result.got)
+        else {
+            continue;
+        };
+        let Some(i) = scenario
+            .clients
+            .iter()
+            .position(|c| c.name == result.client)
+        else {
+            continue;
+        };
+        let t = &case.transfers[i];
+        let last = (t.size / blksize(t) + 1) % 65536;
+        let final_ack = format!("ACK #{last}");
+        let acks: Vec<&TraceEvent> = r
+            .trace
+            .iter()
+            .filter(|e| e.from == "server" && e.to == result.client && e.packet == final_ack)
+            .collect();
+        let all_lost = !acks.is_empty()
+            && acks
+                .iter()
+                .all(|e| matches!(e.fate, TraceFate::Dropped { .. }));
+        let landed = r.record.uploaded.get(name) == Some(&content.bytes());
+        if all_lost && landed {
+            result.action.expect = Outcome::Fails;
+        }
+    }
+    record
+}
+
+/// Runs a case and checks everything its scenario promises.
+fn check(case: &Case) -> Result<(), TestCaseError> {
+    let (scenario, max_packets) = scenario(case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    let trace = render_text(&r.trace);
+    let tail: Vec<&str> = trace.lines().rev().take(30).collect();
+    let context = || {
+        format!(
+            "seed {}\nlast datagrams:\n{}",
+            case.seed,
+            tail.iter().rev().copied().collect::<Vec<_>>().join("\n")
+        )
+    };
+    prop_assert!(
+        r.sim_error.is_none(),
+        "simulation error {:?}\n{}",
+        r.sim_error,
+        context()
+    );
+    let verdict = judge(&scenario, &excuse_lost_final_acks(case, &scenario, &r));
+    prop_assert!(verdict.passed(), "{:#?}\n{}", verdict.failures, context());
+    prop_assert_eq!(
+        r.record.results.len(),
+        scenario
+            .clients
+            .iter()
+            .map(|c| c.actions.len())
+            .sum::<usize>(),
+        "every action reports an outcome"
+    );
+    // A second copy of a request (duplicated by the plan, or the client's
+    // own retransmission after a lost reply) can arrive after the transfer
+    // it started has ended (a UEFI probe is aborted within a millisecond);
+    // the server cannot tell it from a new request and starts a transfer
+    // the client no longer listens to, which retries until it gives up.
+    let extra_requests: u64 = scenario
+        .clients
+        .iter()
+        .map(|c| {
+            let needed: u64 = c
+                .actions
+                .iter()
+                .map(|a| match a.kind {
+                    ActionKind::Get { .. } if c.profile == Profile::UefiPxe => 2,
+                    _ => 1,
+                })
+                .sum();
+            let arrived: u64 = r
+                .trace
+                .iter()
+                .filter(|e| {
+                    e.from == c.name && (e.packet.starts_with("RRQ") || e.packet.starts_with("WRQ"))
+                })
+                .map(|e| match e.fate {
+                    TraceFate::Duplicated { copies } => copies as u64,
+                    TraceFate::Dropped { .. } => 0,
+                    _ => 1,
+                })
+                .sum();
+            arrived.saturating_sub(needed)
+        })
+        .sum();
+    let max_packets = max_packets + extra_requests * (u64::from(RETRIES) + 2);
+    prop_assert!(
+        r.record.datagrams <= max_packets,
+        "{} datagrams, bound {} (minimum {})\n{}",
+        r.record.datagrams,
+        max_packets,
+        r.verdict.minimum_datagrams,
+        context()
+    );
+    // A server transfer may only give up on a client whose datagrams were
+    // lost (a final ACK, or the ERROR ending a probe), by the plan or in a
+    // partition, or on one started by a duplicated request.
+    let lost_from_clients = r
+        .trace
+        .iter()
+        .filter(|e| e.from != "server" && matches!(e.fate, TraceFate::Dropped { .. }))
+        .count() as u64;
+    prop_assert!(
+        r.record.server_timeouts <= lost_from_clients + extra_requests,
+        "{} server transfers timed out; {} client datagrams were lost, {} extra requests arrived\n{}",
+        r.record.server_timeouts,
+        lost_from_clients,
+        extra_requests,
+        context()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn generated_plans_end_intact_within_their_bounds(case in case()) {
+        check(&case)?;
+    }
+}
+
+fn clean() -> LinkFaults {
+    LinkFaults::default()
+}
+
+/// Found by the property (case 519 of a 3000-case run, before the adaptive
+/// retransmission timer changed its timing): a 2049-byte upload
+/// at blksize 2049 over a bursty link. Every ACK #2 the server sent while
+/// it dallied was lost, so the server stored the whole file while the
+/// client, hearing nothing, timed out. The judge used to call the stored
+/// file "neither the original nor any completed upload"; it is the
+/// client's whole upload, and the client's timeout is the protocol's
+/// (RFC 1350 section 6), not a defect.
+#[test]
+fn upload_whose_final_acks_all_vanish_lands_whole() {
+    let case = Case {
+        client_to_server: clean(),
+        server_to_client: LinkFaults {
+            loss: 0.026375265766881716,
+            burst: Some(Burst {
+                enter: 0.040786343593901715,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.094546644188285,
+            reorder: Some(Reorder {
+                fraction: 0.17100806855129969,
+                delay: DelayRange::default(),
+            }),
+            corrupt: 0.00627019268273635,
+            truncate: 0.024623819573812905,
+            latency: Some(DelayRange::default()),
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: Duration::ZERO,
+            lasting: ms(2046),
+        }),
+        transfers: vec![Transfer {
+            profile: Profile::Custom,
+            options: ClientOptions {
+                blksize: Some(2049),
+                ..ClientOptions::default()
+            },
+            put: true,
+            probe_first: false,
+            size: 2049,
+            start: Duration::ZERO,
+        }],
+        seed: 139581367906079352,
+    };
+    // Whatever the protocol's timers make of this case now, it passes.
+    check(&case).unwrap();
+    // The situation itself, as the run found it: the client timed out,
+    // the whole file landed, and every ACK #2 from the server was lost.
+    let (scenario, _) = scenario(&case);
+    let content = tftplab::lab::scenario::generate(2049, 1000);
+    let action = scenario.clients[0].actions[0].clone();
+    let record = RunRecord {
+        results: vec![tftplab::lab::profile::ActionResult {
+            client: "c0".into(),
+            index: 0,
+            action,
+            got: Got::TimedOut,
+            ended_at: ms(24002),
+        }],
+        uploaded: [("f0.bin".to_string(), Some(content.clone()))].into(),
+        ..RunRecord::default()
+    };
+    let lost_ack = |at_ms: u64| TraceEvent {
+        at_us: at_ms * 1000,
+        from: "server".into(),
+        to: "c0".into(),
+        fate: TraceFate::Dropped {
+            cause: "burst loss".into(),
+        },
+        len: 4,
+        packet: "ACK #2".into(),
+        ports: Some((49153, 49152)),
+    };
+    let found = tftplab_sim::SimRun {
+        seed: case.seed,
+        verdict: judge(&scenario, &record),
+        record: record.clone(),
+        trace: vec![lost_ack(3003), lost_ack(4003), lost_ack(5003)],
+        sim_error: None,
+        skipped: Duration::ZERO,
+        rerun: false,
+    };
+    // The judge accepts the whole file; only the client's outcome fails...
+    assert!(
+        !found
+            .verdict
+            .failures
+            .iter()
+            .any(|f| f.contains("neither the original")),
+        "{:?}",
+        found.verdict.failures
+    );
+    assert_eq!(
+        found.verdict.failures.len(),
+        1,
+        "{:?}",
+        found.verdict.failures
+    );
+    // ...and the property excuses that, because every final ACK was lost.
+    let excused = excuse_lost_final_acks(&case, &scenario, &found);
+    assert!(judge(&scenario, &excused).passed());
+    // A half-written file is still caught.
+    let mut half = record.clone();
+    half.uploaded
+        .insert("f0.bin".into(), Some(content[..1024].to_vec()));
+    assert!(judge(&scenario, &half)
+        .failures
+        .iter()
+        .any(|f| f.contains("neither the original")));
+    // And a timeout with an ACK #2 that got through is not excused.
+    let mut delivered = found;
+    delivered.trace[2].fate = TraceFate::Delivered;
+    assert!(!judge(
+        &scenario,
+        &excuse_lost_final_acks(&case, &scenario, &delivered)
+    )
+    .passed());
+}
+
+/// Found by the property (case 2475 of a 4000-case run; a run of 8000
+/// found the same with the client's own retransmitted RRQ held back 2.9 ms
+/// instead of a duplicate): a UEFI client's
+/// tsize probe RRQ is duplicated into three copies and one is held back a
+/// millisecond. The probe's ERROR 8 ends the probe transfer, then the late
+/// copy arrives: the server, which forgets a transfer once it ends, takes
+/// it for a new request and sends an OACK to the probe's closed port until
+/// it gives up (21 OACKs, one server timeout). The download itself is
+/// intact. Pinned here so a change in that behaviour shows up.
+#[test]
+fn late_duplicate_of_an_aborted_probe_starts_an_orphan_transfer() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.038959392499777444,
+            burst: Some(Burst {
+                enter: 0.020040024815093004,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.05225400432334896,
+            copies: Some(2),
+            reorder: Some(Reorder {
+                fraction: 0.17894223975310447,
+                delay: DelayRange {
+                    min: Duration::ZERO,
+                    max: ms(1),
+                },
+            }),
+            corrupt: 0.020666946187631947,
+            truncate: 0.02999532264356722,
+            latency: None,
+        },
+        server_to_client: clean(),
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![Transfer {
+            profile: Profile::UefiPxe,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 0,
+            start: Duration::ZERO,
+        }],
+        seed: 15677803815709095214,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    assert!(matches!(r.record.results[0].got, Got::Done { .. }));
+    assert_eq!(r.record.server_timeouts, 1);
+    let orphan_oacks = r
+        .trace
+        .iter()
+        .filter(|e| e.from == "server" && e.packet == "OACK blksize=1468 tsize=0")
+        .count();
+    assert_eq!(
+        orphan_oacks,
+        1 + 1 + RETRIES as usize,
+        "{}",
+        render_text(&r.trace)
+    );
+    check(&case).unwrap();
+}
+
+/// Found by the property (case 1240 of a 6000-case run): a UEFI client's
+/// final ACK #3 is held back 2.3 ms and leaves just after a partition
+/// began, so the partition swallows it; the client's dally ends before the
+/// heal and the server retries into the void until it gives up. The trace
+/// showed that ACK as "delayed" (judged when it was queued), hiding the
+/// loss that excuses the server's timeout; it is now judged as it leaves.
+#[test]
+fn held_back_final_ack_that_leaves_into_a_partition_is_traced_as_lost() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.06556164837653113,
+            duplicate: 0.05568169265998908,
+            reorder: Some(Reorder {
+                fraction: 0.0450306197909314,
+                delay: DelayRange {
+                    min: Duration::ZERO,
+                    max: ms(7),
+                },
+            }),
+            corrupt: 0.04880784276220463,
+            truncate: 0.009342976972822402,
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            loss: 0.0649690363505566,
+            burst: Some(Burst {
+                enter: 0.006498776971925584,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.03070768725926682,
+            copies: None,
+            reorder: Some(Reorder {
+                fraction: 0.005375891600242283,
+                delay: DelayRange {
+                    min: ms(2),
+                    max: ms(26),
+                },
+            }),
+            corrupt: 0.046940124340938985,
+            truncate: 0.02273690302531727,
+            latency: Some(DelayRange {
+                min: ms(3),
+                max: ms(3),
+            }),
+        },
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: ms(1165),
+            lasting: ms(2000),
+        }),
+        transfers: vec![
+            Transfer {
+                profile: Profile::Rpi4Bootloader,
+                options: ClientOptions::default(),
+                put: false,
+                probe_first: false,
+                size: 0,
+                start: ms(145),
+            },
+            Transfer {
+                profile: Profile::UefiPxe,
+                options: ClientOptions::default(),
+                put: false,
+                probe_first: false,
+                size: 3072,
+                start: ms(127),
+            },
+        ],
+        seed: 9634788434677292965,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    let final_acks: Vec<&TraceEvent> = r
+        .trace
+        .iter()
+        .filter(|e| e.from == "c1" && e.packet == "ACK #3")
+        .collect();
+    assert_eq!(final_acks.len(), 1, "{}", render_text(&r.trace));
+    assert_eq!(
+        final_acks[0].fate,
+        TraceFate::Dropped {
+            cause: "partitioned".into()
+        },
+        "{}",
+        render_text(&r.trace)
+    );
+    assert_eq!(r.record.server_timeouts, 1);
+    check(&case).unwrap();
+}
+
+/// Found by the property (case 2646 of an 8000-case run): the same orphan
+/// transfer as above without any duplication. The server's OACK to a UEFI
+/// probe is lost, the client resends its probe RRQ after 1 s and that copy
+/// is held back 2.9 ms; meanwhile the probe completes and is aborted with
+/// ERROR 8, then the held-back RRQ starts an orphan transfer.
+#[test]
+fn late_retransmitted_probe_request_starts_an_orphan_transfer() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            duplicate: 0.0009437335365858329,
+            reorder: Some(Reorder {
+                fraction: 0.1357961216880051,
+                delay: DelayRange {
+                    min: ms(1),
+                    max: ms(24),
+                },
+            }),
+            corrupt: 0.007820422493521079,
+            truncate: 0.014153591056054059,
+            latency: Some(DelayRange::default()),
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            loss: 0.08682847924132787,
+            reorder: Some(Reorder {
+                fraction: 0.0025948718284124813,
+                delay: DelayRange::default(),
+            }),
+            corrupt: 0.013698925597714469,
+            truncate: 0.01610663729991947,
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![Transfer {
+            profile: Profile::UefiPxe,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 0,
+            start: Duration::ZERO,
+        }],
+        seed: 6158971680487743308,
+    };
+    let (scenario, _) = scenario(&case);
+    let r = run(&scenario, case.seed, SimOptions::default());
+    assert!(matches!(r.record.results[0].got, Got::Done { .. }));
+    assert_eq!(r.record.server_timeouts, 1, "{}", render_text(&r.trace));
+    check(&case).unwrap();
+}
+
+/// Found by the property (case 4608 of a 6000-case run, at 20 retries): a
+/// burst on the client's side swallows its ACK #0 eight times in a row after
+/// a 3 s partition (the rpi4 answers a resent OACK only on its own 2 s
+/// timer), and the server gives up first. With RETRIES raised for that
+/// reason the same plan must complete.
+#[test]
+fn burst_after_partition_on_a_rarely_sending_client_completes() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.058593854418298244,
+            burst: Some(Burst {
+                enter: 0.04694245781049068,
+                exit: 0.5,
+                loss: 1.0,
+            }),
+            duplicate: 0.09152393387798045,
+            corrupt: 0.022778224373639633,
+            truncate: 0.0029544150468761,
+            ..clean()
+        },
+        server_to_client: clean(),
+        script: Vec::new(),
+        outage: Some(Outage {
+            at: ms(905),
+            lasting: ms(3103),
+        }),
+        transfers: vec![Transfer {
+            profile: Profile::Rpi4Bootloader,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 0,
+            start: Duration::ZERO,
+        }],
+        seed: 13135712601593035124,
+    };
+    check(&case).unwrap();
+}
