@@ -165,8 +165,7 @@ impl<K: Sink> Receiver<K> {
             }
             return Ok(DataOutcome::Continue);
         }
-        if let Some((wanted, sent)) = self.timing.filter(|&(w, _)| w == self.expected) {
-            debug_assert_eq!(wanted, self.expected);
+        if let Some((_, sent)) = self.timing.filter(|&(w, _)| w == self.expected) {
             self.timer.sample(now.saturating_duration_since(sent));
             self.timing = None;
         }

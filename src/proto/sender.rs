@@ -217,9 +217,8 @@ impl<S: Source> Sender<S> {
             return AckOutcome::Ignored;
         }
         let acked = acked_before + d;
-        if let Some((timed, sent)) = self.timing.filter(|&(t, _)| t <= acked) {
+        if let Some((_, sent)) = self.timing.filter(|&(t, _)| t <= acked) {
             self.timer.sample(now.saturating_duration_since(sent));
-            debug_assert!(timed <= acked);
             self.timing = None;
         }
         self.base = acked + 1;
