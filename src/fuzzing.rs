@@ -2275,11 +2275,9 @@ fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
 }
 
 /// How many timeouts a machine may take once input stops before it must
-/// close: the retry budget at the ceiling, plus the backoff steps below it
-/// (the ceiling may be a negotiated timeout of up to 255 s).
+/// close.
 fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
-    let ceiling = timeout.max(Duration::from_secs(255));
-    retries + crate::proto::Timer::backoff_steps(min_rto, ceiling)
+    crate::proto::Timer::timeouts_before_giving_up(retries, min_rto, timeout)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.

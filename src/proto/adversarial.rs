@@ -320,8 +320,8 @@ impl Setup {
     /// closed: the retries at the ceiling (the timeout, or a negotiated one
     /// of up to 255 s), the backoff steps below it, and two to finish.
     fn timeout_budget(&self) -> u32 {
-        let ceiling = Duration::from_millis(self.timeout_ms).max(Duration::from_secs(255));
-        self.retries + 2 + super::Timer::backoff_steps(self.min_rto(), ceiling)
+        let timeout = Duration::from_millis(self.timeout_ms);
+        2 + super::Timer::timeouts_before_giving_up(self.retries, self.min_rto(), timeout)
     }
 
     fn client_config(&self) -> ClientConfig {

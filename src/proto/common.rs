@@ -299,6 +299,15 @@ impl Timer {
         true
     }
 
+    /// How many timeouts a machine with this configuration takes, once its
+    /// peer falls silent, before it gives up: the retries at the ceiling
+    /// (the configured timeout, or a negotiated one of up to 255 s) plus the
+    /// backoff steps below it. The fuzz targets and proptests bound by it.
+    pub fn timeouts_before_giving_up(retries: u32, floor: Duration, timeout: Duration) -> u32 {
+        let ceiling = timeout.max(Duration::from_secs(255));
+        retries + Self::backoff_steps(floor, ceiling)
+    }
+
     /// The most timeouts below the ceiling between two full-ceiling ones:
     /// how many extra resends backoff can add to the retry budget.
     pub fn backoff_steps(floor: Duration, ceiling: Duration) -> u32 {
