@@ -15,7 +15,7 @@ pub mod socket;
 
 pub use client::{Client, ClientError, Progress};
 pub use server::{serve, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport};
-pub use socket::{DatagramSocket, Network, TokioNet};
+pub use socket::{DatagramSocket, HostSocket, Network, TokioNet};
 
 #[cfg(test)]
 mod tests;

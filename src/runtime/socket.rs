@@ -107,6 +107,104 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// The host's UDP sockets as [`TokioNet`] binds them on Linux: registered
+/// with tokio for readability only. A UDP send on loopback frees its buffer
+/// at once, and with write interest every send would wake the runtime's
+/// poller for nothing: in lock-step that doubled the `epoll_wait` calls per
+/// block. Sends are tried directly; the rare one that finds the send buffer
+/// full (4 MiB) waits a moment and tries again.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub struct HostSocket {
+    fd: tokio::io::unix::AsyncFd<std::net::UdpSocket>,
+}
+
+#[cfg(target_os = "linux")]
+impl HostSocket {
+    fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        // SAFETY: the std socket owns its descriptor and keeps it open, and
+        // the same, until the AsyncFd that owns the socket is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(HostSocket { fd })
+    }
+
+    /// Runs a non-blocking read until it finds a datagram.
+    async fn read<T>(
+        &self,
+        mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            match ready.try_io(|fd| op(fd.get_ref())) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Runs a non-blocking send; a full send buffer is waited out in short
+    /// sleeps (about a second in all) rather than through write readiness.
+    async fn write<T>(
+        &self,
+        mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut pause = std::time::Duration::from_micros(200);
+        loop {
+            match op(self.fd.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && pause.as_millis() < 512 => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl DatagramSocket for HostSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        self.write(|s| s.send_to(buf, target)).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.read(|s| s.recv_from(buf)).await
+    }
+
+    async fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        self.read(|s| gro::recv(s, buf)).await
+    }
+
+    async fn send_segments(
+        &self,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> io::Result<()> {
+        if buf.len() > segment && gso::available() {
+            match self.write(|s| gso::send(s, buf, segment, target)).await {
+                Err(e) if gso::unsupported(&e) => gso::disable(),
+                other => return other,
+            }
+        }
+        for datagram in buf.chunks(segment.max(1)) {
+            self.send_to(datagram, target).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Elsewhere, tokio's own UDP socket, one datagram per call.
+#[cfg(not(target_os = "linux"))]
+pub type HostSocket = tokio::net::UdpSocket;
+
+#[cfg(not(target_os = "linux"))]
 impl DatagramSocket for tokio::net::UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
@@ -125,52 +223,6 @@ impl DatagramSocket for tokio::net::UdpSocket {
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
-    }
-
-    async fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
-        #[cfg(target_os = "linux")]
-        loop {
-            self.readable().await?;
-            match self.try_io(tokio::io::Interest::READABLE, || gro::recv(self, buf)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let (len, from) = tokio::net::UdpSocket::recv_from(self, buf).await?;
-            Ok((len, from, len))
-        }
-    }
-
-    async fn send_segments(
-        &self,
-        buf: &[u8],
-        segment: usize,
-        target: SocketAddr,
-    ) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        if buf.len() > segment && gso::available() {
-            loop {
-                self.writable().await?;
-                let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
-                    gso::send(self, buf, segment, target)
-                });
-                match sent {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) if gso::unsupported(&e) => {
-                        gso::disable();
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        for datagram in buf.chunks(segment.max(1)) {
-            tokio::net::UdpSocket::send_to(self, datagram, target).await?;
-        }
-        Ok(())
     }
 }
 
@@ -250,10 +302,10 @@ mod gso {
 }
 
 impl Network for TokioNet {
-    type Socket = tokio::net::UdpSocket;
+    type Socket = HostSocket;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
-        std::future::ready(bind_std(addr).and_then(tokio::net::UdpSocket::from_std))
+        std::future::ready(bind_std(addr).and_then(HostSocket::new))
     }
 
     fn bind_transfer(
@@ -263,7 +315,7 @@ impl Network for TokioNet {
         let socket = bind_std(addr).and_then(|s| {
             #[cfg(target_os = "linux")]
             gro::enable(&s);
-            tokio::net::UdpSocket::from_std(s)
+            HostSocket::new(s)
         });
         std::future::ready(socket)
     }
