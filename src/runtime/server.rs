@@ -10,13 +10,13 @@ use crate::proto::{
 };
 use crate::store::{Store, StoreError};
 use crate::wire::{ErrorCode, MAX_DATAGRAM};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
@@ -80,7 +80,8 @@ pub struct ServerStats {
     pub refused: AtomicU64,
     /// Requests refused with "server busy" because of `max_transfers`.
     pub busy: AtomicU64,
-    /// Retransmitted requests from a client whose transfer is running.
+    /// Retransmitted requests from a client whose transfer is running, or
+    /// late copies of the request of a transfer that just succeeded.
     pub duplicate_requests: AtomicU64,
 }
 
@@ -104,6 +105,12 @@ struct Shared {
     /// Live transfers by client address: a repeated request from the same
     /// address and port must not start a second one.
     active: Mutex<BTreeMap<SocketAddr, u64>>,
+    /// Requests whose transfers succeeded within the last retransmission
+    /// timeout, oldest first: a copy the network delayed past the end of
+    /// its transfer must not start it again (the new transfer would send to
+    /// a port the client has closed until its retries ran out). A client
+    /// that really asks again from the same port is served on its next try.
+    recent: Mutex<VecDeque<Recent>>,
     next_id: AtomicU64,
     next_port: AtomicU64,
 }
@@ -142,6 +149,7 @@ pub async fn serve<N: Network>(
         events,
         stats: ServerStats::default(),
         active: Mutex::new(BTreeMap::new()),
+        recent: Mutex::new(VecDeque::new()),
         next_id: AtomicU64::new(1),
         next_port: AtomicU64::new(0),
     });
@@ -271,7 +279,7 @@ impl<N: Network> Incoming<'_, N> {
             Err(refusal) => return self.refuse(None, refusal).await,
         };
         let filename = request.filename.to_string();
-        match self.admit() {
+        match self.admit(datagram) {
             Admit::Yes => {}
             Admit::Duplicate => return None,
             Admit::Busy => {
@@ -318,6 +326,7 @@ impl<N: Network> Incoming<'_, N> {
         Some(TransferTask {
             id,
             peer: self.peer,
+            request: datagram.into(),
             filename,
             direction,
             machine,
@@ -326,13 +335,13 @@ impl<N: Network> Incoming<'_, N> {
         })
     }
 
-    /// Whether a request from this peer may start a transfer now.
-    fn admit(&self) -> Admit {
+    /// Whether this request from this peer may start a transfer now.
+    fn admit(&self, datagram: &[u8]) -> Admit {
         let stats = &self.shared.stats;
         let Ok(active) = self.shared.active.lock() else {
             return Admit::Busy;
         };
-        if active.contains_key(&self.peer) {
+        if active.contains_key(&self.peer) || self.shared.recently_done(self.peer, datagram) {
             stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
             Admit::Duplicate
         } else if active.len() >= self.shared.options.max_transfers {
@@ -388,6 +397,56 @@ impl<N: Network> Incoming<'_, N> {
     }
 }
 
+/// A request whose transfer succeeded, and when it ended.
+struct Recent {
+    ended: Instant,
+    peer: SocketAddr,
+    request: Box<[u8]>,
+}
+
+/// The most [`Shared::recent`] keeps, whatever their age.
+const RECENT_MAX: usize = 4096;
+
+impl Shared {
+    /// How long a succeeded request is remembered.
+    fn recent_for(&self) -> Duration {
+        self.options.transfer.timeout
+    }
+
+    fn forget_old(&self, recent: &mut VecDeque<Recent>, t: Instant) {
+        let keep = self.recent_for();
+        while recent.front().is_some_and(|r| {
+            t.saturating_duration_since(r.ended) > keep || recent.len() > RECENT_MAX
+        }) {
+            recent.pop_front();
+        }
+    }
+
+    /// Whether `request` from `peer` repeats one whose transfer just succeeded.
+    fn recently_done(&self, peer: SocketAddr, request: &[u8]) -> bool {
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        self.forget_old(&mut recent, now());
+        recent
+            .iter()
+            .any(|r| r.peer == peer && *r.request == *request)
+    }
+
+    fn remember_done(&self, peer: SocketAddr, request: Box<[u8]>) {
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        let ended = now();
+        recent.push_back(Recent {
+            ended,
+            peer,
+            request,
+        });
+        self.forget_old(&mut recent, ended);
+    }
+}
+
 enum Admit {
     Yes,
     /// A retransmitted request for a transfer already running.
@@ -404,6 +463,8 @@ fn store_refusal(e: StoreError) -> Refusal {
 struct TransferTask<S: DatagramSocket> {
     id: u64,
     peer: SocketAddr,
+    /// The request datagram, remembered for a moment if the transfer succeeds.
+    request: Box<[u8]>,
     filename: String,
     direction: Direction,
     machine: Box<dyn Transfer + Send>,
@@ -438,6 +499,7 @@ impl<S: DatagramSocket> TransferTask<S> {
             code: ErrorCode::UNDEFINED,
             message: "transfer ended without an outcome".into(),
         }));
+        let succeeded = result.is_ok();
         self.report(result, counters);
         let (machine, socket) = (&mut self.machine, &self.socket);
         let idle = |_| Control::Continue;
@@ -450,6 +512,12 @@ impl<S: DatagramSocket> TransferTask<S> {
             idle,
         )
         .await;
+        // Remembered before the peer leaves the table, so no copy of the
+        // request slips between the two.
+        if succeeded {
+            let request = std::mem::take(&mut self.request);
+            self.shared.remember_done(self.peer, request);
+        }
         if let Ok(mut active) = self.shared.active.lock() {
             active.remove(&self.peer);
         }

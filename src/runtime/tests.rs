@@ -203,6 +203,80 @@ async fn duplicate_request_starts_one_transfer_and_strangers_get_error_5() {
     assert_eq!(lab.server.stats().duplicate_requests, 1);
 }
 
+/// Waits until the server has no transfer left.
+async fn until_idle(server: &ServerHandle) {
+    for _ in 0..500 {
+        if server.stats().active == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the server never went idle");
+}
+
+/// Fetches the 600-byte "f" in lock-step: DATA 1 (512 bytes), DATA 2 (88).
+async fn fetch_f(sock: &UdpSocket, server: SocketAddr) {
+    sock.send_to(b"\x00\x01f\x00octet\x00", server)
+        .await
+        .unwrap();
+    let (one, tid) = recv(sock).await;
+    assert_eq!((&one[..4], one.len()), (&b"\x00\x03\x00\x01"[..], 516));
+    sock.send_to(b"\x00\x04\x00\x01", tid).await.unwrap();
+    let (two, _) = recv(sock).await;
+    assert_eq!((&two[..4], two.len()), (&b"\x00\x03\x00\x02"[..], 92));
+    sock.send_to(b"\x00\x04\x00\x02", tid).await.unwrap();
+}
+
+/// Whether anything arrives within `wait`.
+async fn silent_for(sock: &UdpSocket, wait: Duration) -> bool {
+    let mut buf = [0u8; 600];
+    tokio::time::timeout(wait, sock.recv_from(&mut buf))
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn a_late_copy_of_a_finished_request_starts_nothing() {
+    // fast_server: a 200 ms retransmission timeout, which is also how long
+    // a succeeded request is remembered.
+    let lab = lab(|c| c, fast_server()).await;
+    lab.server.store().put_bytes("f", &pattern(600, 0)).unwrap();
+    let addr = lab.server.local_addr();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fetch_f(&sock, addr).await;
+    until_idle(&lab.server).await;
+    // The network delivers a late copy of the RRQ: nothing starts, so no
+    // DATA goes to a port the client may have closed.
+    sock.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    assert!(silent_for(&sock, Duration::from_millis(100)).await);
+    let stats = lab.server.stats();
+    assert_eq!((stats.started, stats.duplicate_requests), (1, 1));
+    // Past the timeout the same request is a new one, and is served.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    fetch_f(&sock, addr).await;
+    assert_eq!(lab.server.stats().started, 2);
+}
+
+#[tokio::test]
+async fn a_request_repeated_after_an_aborted_transfer_is_served_at_once() {
+    // The rpi4 bootloader's tsize probe: it ends the transfer with an
+    // ERROR after DATA 1, then asks again for the same file from the
+    // same port with the same options.
+    let lab = lab(|c| c, fast_server()).await;
+    lab.server.store().put_bytes("f", &pattern(600, 0)).unwrap();
+    let addr = lab.server.local_addr();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    let (_, tid) = recv(&sock).await;
+    sock.send_to(b"\x00\x05\x00\x00Early terminate\x00", tid)
+        .await
+        .unwrap();
+    until_idle(&lab.server).await;
+    fetch_f(&sock, addr).await;
+    let stats = lab.server.stats();
+    assert_eq!((stats.started, stats.duplicate_requests), (2, 0));
+}
+
 #[tokio::test]
 async fn requests_beyond_the_cap_get_server_busy() {
     let options = ServerOptions {
