@@ -182,6 +182,9 @@ pub(crate) struct Timer {
     rttvar: Duration,
     /// Consecutive timeouts since the last fresh sample.
     backoff: u32,
+    /// How many estimated timeouts the timer waits (1, or 2 for a
+    /// receiver: see [`Timer::patient`]).
+    patience: u32,
     /// The timeout the armed deadline was computed with.
     armed_with: Duration,
     /// When the first (not resent) request or OACK went out, to take a
@@ -205,12 +208,26 @@ impl Timer {
             srtt: None,
             rttvar: Duration::ZERO,
             backoff: 0,
+            patience: 1,
             armed_with: ceiling,
             handshake_sent: None,
             max_retries,
             retries: 0,
             deadline: None,
         }
+    }
+
+    /// A receiver's timer: twice the estimate, so the sender's fires first.
+    /// Both sides of a TFTP transfer resend on timeout, and when an ACK is
+    /// lost and the receiver's timer fires first, its re-ACK answers the
+    /// sender's DATA late: the sender times its round trip with the
+    /// receiver's timeout in it, its timeout grows, the receiver's fires
+    /// first ever more often (at 5 % loss the sender's timeout climbed to
+    /// half a second). The receiver's resend is the fallback for a sender
+    /// that stays silent.
+    pub fn patient(mut self) -> Self {
+        self.patience = 2;
+        self
     }
 
     /// Sets the ceiling (the negotiated or configured timeout).
@@ -224,7 +241,10 @@ impl Timer {
             None => self.ceiling.min(Self::INITIAL),
             Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
         };
-        let factor = 1u32.checked_shl(self.backoff).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(self.backoff)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.patience);
         base.max(self.floor)
             .saturating_mul(factor)
             .min(self.ceiling)
@@ -278,9 +298,17 @@ impl Timer {
         self.deadline.is_some_and(|d| now >= d)
     }
 
-    /// The peer made progress: the retry budget starts over.
+    /// The peer made progress: the retry budget starts over, and the
+    /// backoff steps down by one. Karn's rule alone keeps a backed-off
+    /// timeout until a block sent only once is acknowledged, and under
+    /// steady loss resends rarely leave one unresent: the timeout doubled
+    /// from one loss to the next (20 ms to over 300 ms at 5 % loss). One
+    /// step per advance brings it back down, while a path whose round trip
+    /// really grew keeps the timeout near it: a timeout steps up again as
+    /// often as progress steps down.
     pub fn progress(&mut self) {
         self.retries = 0;
+        self.backoff = self.backoff.saturating_sub(1);
     }
 
     /// The timer fired: backs off, and consumes one retry if it had waited
@@ -506,6 +534,36 @@ mod tests {
         t.progress();
         t.sample(ms(40));
         assert!(t.rto() < ms(100));
+    }
+
+    #[test]
+    fn progress_steps_the_backoff_down_and_a_receiver_waits_twice_as_long() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let mut t = Timer::new(ms(5000), ms(20), 3);
+        t.sample(ms(2));
+        for _ in 0..3 {
+            t.arm(now);
+            assert!(t.retry());
+        }
+        assert_eq!(t.rto(), ms(160));
+        t.progress();
+        assert_eq!(
+            t.rto(),
+            ms(80),
+            "one step down per advance, no sample needed"
+        );
+        for _ in 0..5 {
+            t.progress();
+        }
+        assert_eq!(t.rto(), ms(20));
+        let mut r = Timer::new(ms(5000), ms(20), 3).patient();
+        r.sample(ms(2));
+        assert_eq!(r.rto(), ms(40));
+        r.sample(ms(4000));
+        assert_eq!(r.rto(), ms(5000), "never past the ceiling");
+        let fixed = Timer::new(ms(1000), ms(1000), 3).patient();
+        assert_eq!(fixed.rto(), ms(1000), "a fixed timer stays fixed");
     }
 
     #[test]

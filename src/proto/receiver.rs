@@ -111,7 +111,7 @@ impl<K: Sink> Receiver<K> {
             offset: 0,
             max_size,
             complete: false,
-            timer,
+            timer: timer.patient(),
         }
     }
 

@@ -10,14 +10,18 @@
 //!   overlapping windows and a burst of resends (40 DATA in 2 ms seen).
 //!   Within a round trip of a rewind (smoothed, plus its variation) an ACK
 //!   only moves the window on: the blocks already sent past it are in
-//!   flight, and the timer covers their loss.
+//!   flight. Such a gap ACK is not forgotten, though: if the window has not
+//!   moved past its gap once that round trip is over, the sender rewinds
+//!   then, without waiting for the timer (a block lost from a resent window
+//!   used to cost a full timeout, 20 ms and more, instead of a round trip).
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
 //! - On timeout the window is resent from its first unacknowledged block.
 //! - The timeout adapts to the measured round trip ([`Timer`]): one block at
-//!   a time is timed from its first transmission to the ACK that covers it,
-//!   and a timeout cancels the measurement (Karn's rule).
+//!   a time is timed from its first transmission to the ACK that covers it
+//!   and everything sent after it; a timeout cancels the measurement (Karn's
+//!   rule).
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
 use super::common::{wire_block, Counters, Timer};
@@ -107,6 +111,9 @@ pub(crate) struct Sender<S: Source> {
     timing: Option<(u64, Instant)>,
     /// When the window was last rewound (by a gap ACK or a timeout).
     rewound_at: Option<Instant>,
+    /// A gap ACK that came too soon after a rewind to act on: the first
+    /// block index it says is missing.
+    deferred_gap: Option<u64>,
     pub timer: Timer,
 }
 
@@ -123,6 +130,7 @@ impl<S: Source> Sender<S> {
             last: None,
             timing: None,
             rewound_at: None,
+            deferred_gap: None,
             timer,
         }
     }
@@ -217,8 +225,14 @@ impl<S: Source> Sender<S> {
             return AckOutcome::Ignored;
         }
         let acked = acked_before + d;
+        // Only an ACK of everything sent times the round trip: one short of
+        // it answers a gap, or the receiver's own timer after the window's
+        // tail was lost, and timing that counted the receiver's timeout
+        // into the round trip (20 ms and more on loopback).
         if let Some((_, sent)) = self.timing.filter(|&(t, _)| t <= acked) {
-            self.timer.sample(now.saturating_duration_since(sent));
+            if acked == self.sent_max {
+                self.timer.sample(now.saturating_duration_since(sent));
+            }
             self.timing = None;
         }
         self.base = acked + 1;
@@ -230,12 +244,13 @@ impl<S: Source> Sender<S> {
                 .is_some_and(|t| now.saturating_duration_since(t) < self.timer.round_trip_bound());
             if recent {
                 self.next = self.next.max(self.base);
+                self.deferred_gap = Some(self.base);
             } else {
-                self.next = self.base;
-                self.rewound_at = Some(now);
+                self.rewind(now);
             }
         } else {
             self.next = self.base;
+            self.deferred_gap = None;
         }
         self.timer.progress();
         self.source
@@ -247,9 +262,38 @@ impl<S: Source> Sender<S> {
         AckOutcome::Progress
     }
 
-    /// The retransmission timer fired: rewind to the window's start.
-    /// Returns `false` when the retry budget is spent.
+    /// Resends from the window's first unacknowledged block. A block being
+    /// timed goes out again, so its ACK could answer either copy (Karn).
+    fn rewind(&mut self, now: Instant) {
+        if self.timing.is_some_and(|(block, _)| block >= self.base) {
+            self.timing = None;
+        }
+        self.next = self.base;
+        self.rewound_at = Some(now);
+        self.deferred_gap = None;
+    }
+
+    /// When a deferred gap ACK is acted on, if one is waiting and the
+    /// window has not moved past its gap.
+    fn deferred_rewind_at(&self) -> Option<Instant> {
+        self.deferred_gap.filter(|&g| g == self.base)?;
+        Some(self.rewound_at? + self.timer.round_trip_bound())
+    }
+
+    /// The next moment [`Sender::handle_timeout`] has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let timer = self.timer.deadline?;
+        Some(self.deferred_rewind_at().map_or(timer, |d| d.min(timer)))
+    }
+
+    /// Time passed: act on a deferred gap ACK, or, when the retransmission
+    /// timer fired, rewind to the window's start. Returns `false` when the
+    /// retry budget is spent.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) -> bool {
+        if self.deferred_rewind_at().is_some_and(|d| now >= d) {
+            self.rewind(now);
+            return true;
+        }
         if !self.timer.expired(now) {
             return true;
         }
@@ -258,8 +302,7 @@ impl<S: Source> Sender<S> {
         if !self.timer.retry() {
             return false;
         }
-        self.next = self.base;
-        self.rewound_at = Some(now);
+        self.rewind(now);
         true
     }
 }
@@ -269,4 +312,96 @@ fn changed() -> Failure {
         ErrorCode::UNDEFINED,
         "file changed during transfer".to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::MemSource;
+
+    type Mem = MemSource<Vec<u8>>;
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A sender of 20 blocks of 512 bytes, window 4, timeout 1 s, floor 20 ms.
+    fn sender() -> Sender<Mem> {
+        let source = WireSource::new(MemSource::new(vec![7u8; 512 * 20]), Mode::Octet);
+        let mut s = Sender::new(source, Timer::new(1000 * MS, 20 * MS, 5));
+        s.configure(512, 4, 1000 * MS);
+        s
+    }
+
+    /// The block numbers of everything the window lets out now.
+    fn send(s: &mut Sender<Mem>, now: Instant, c: &mut Counters) -> Vec<u16> {
+        let mut buf = [0u8; 600];
+        let mut blocks = Vec::new();
+        while s.poll_data(now, &mut buf, c).unwrap().is_some() {
+            blocks.push(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+        blocks
+    }
+
+    #[test]
+    fn only_an_ack_of_everything_sent_times_the_round_trip() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        let untimed = s.timer.round_trip_bound();
+        assert_eq!(send(&mut s, t, &mut c), vec![1, 2, 3, 4]);
+        // The tail was lost and the receiver's timer answered: ACK 3 after
+        // 30 ms says nothing about the path.
+        s.handle_ack(t + 30 * MS, 3, &mut c);
+        assert_eq!(s.timer.round_trip_bound(), untimed);
+        assert_eq!(send(&mut s, t + 30 * MS, &mut c), vec![4, 5, 6, 7]);
+        s.handle_ack(t + 31 * MS, 7, &mut c);
+        // Block 5 (first sent at 30 ms) answered 1 ms later: srtt 1 ms,
+        // rttvar 0.5 ms, bound 1 + 4 * 0.5 = 3 ms.
+        assert_eq!(s.timer.round_trip_bound(), 3 * MS);
+    }
+
+    #[test]
+    fn a_deferred_gap_ack_rewinds_after_a_round_trip_and_keeps_karn() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        assert_eq!(send(&mut s, t, &mut c), vec![1, 2, 3, 4]);
+        s.handle_ack(t + MS, 4, &mut c); // srtt 1 ms: bound 3 ms
+        assert_eq!(send(&mut s, t + MS, &mut c), vec![5, 6, 7, 8]);
+        // 6 lost: gap ACK 5 rewinds to 6; 9 is new (and timed).
+        s.handle_ack(t + 2 * MS, 5, &mut c);
+        assert_eq!(send(&mut s, t + 2 * MS, &mut c), vec![6, 7, 8, 9]);
+        // 7 lost from the resend: its gap ACK comes too soon to act on.
+        let early = t + 2 * MS + MS / 10;
+        s.handle_ack(early, 6, &mut c);
+        assert_eq!(send(&mut s, early, &mut c), vec![10]);
+        // A round trip (the 3 ms bound) after the rewind, not the 20 ms
+        // floor timeout: the sender rewinds to 7 without a timeout.
+        let due = s.deadline().unwrap();
+        assert_eq!(due, t + 5 * MS);
+        assert!(s.handle_timeout(due, &mut c));
+        assert_eq!(send(&mut s, due, &mut c), vec![7, 8, 9, 10]);
+        assert_eq!(c.timeouts, 0);
+        // 9 went out again, so the ACK covering it times nothing (Karn):
+        // the bound stays 3 ms instead of growing by the stall.
+        s.handle_ack(due + MS / 10, 10, &mut c);
+        assert_eq!(s.timer.round_trip_bound(), 3 * MS);
+    }
+
+    #[test]
+    fn a_deferred_gap_ack_is_dropped_once_the_window_moves_past_it() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        send(&mut s, t, &mut c);
+        s.handle_ack(t + MS, 4, &mut c);
+        send(&mut s, t + MS, &mut c);
+        s.handle_ack(t + 2 * MS, 5, &mut c);
+        send(&mut s, t + 2 * MS, &mut c);
+        s.handle_ack(t + 2 * MS + MS / 10, 6, &mut c);
+        send(&mut s, t + 2 * MS + MS / 10, &mut c);
+        // The resent 7 arrived after all: everything is acknowledged.
+        s.handle_ack(t + 3 * MS, 10, &mut c);
+        assert_eq!(s.deadline(), s.timer.deadline);
+        assert_eq!(send(&mut s, t + 3 * MS, &mut c), vec![11, 12, 13, 14]);
+        assert!(
+            s.deadline().unwrap() >= t + 23 * MS,
+            "the 20 ms floor, no early rewind"
+        );
+    }
 }

@@ -201,11 +201,14 @@ impl<S: Source> Transfer for SendMachine<S> {
         if self.finished {
             return None;
         }
-        self.sender.timer.deadline
+        match self.handshake {
+            Handshake::Done => self.sender.deadline(),
+            _ => self.sender.timer.deadline,
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.finished || !self.sender.timer.expired(now) {
+        if self.finished {
             return;
         }
         let counters = &mut self.link.counters;
@@ -213,6 +216,9 @@ impl<S: Source> Transfer for SendMachine<S> {
             if !self.sender.handle_timeout(now, counters) {
                 self.time_out();
             }
+            return;
+        }
+        if !self.sender.timer.expired(now) {
             return;
         }
         counters.timeouts += 1;
