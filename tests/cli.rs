@@ -115,6 +115,20 @@ fn serve_get_put_and_graceful_stop() {
         "{err}"
     );
 
+    // Again with --sync, over the file just fetched: replaced whole, and
+    // no temporary file left beside it.
+    std::fs::write(&local, b"old").unwrap();
+    let (code, _, err) = run(bin()
+        .args(["get", "--sync", "-q", &served.addr, "9ffefdef/start4.elf"])
+        .arg(&local));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&local).unwrap() == content);
+    let names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("start4.elf")]);
+
     let (code, _, err) = run(bin()
         .args(["put", &served.addr])
         .arg(&local)

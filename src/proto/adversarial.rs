@@ -1553,16 +1553,18 @@ impl Harness {
     }
 
     /// An ACK #n (octet) means exactly n full blocks are in the sink, or,
-    /// once complete, n - 1 full blocks and a short one.
+    /// for the final ACK, n - 1 full blocks and a short one (a client
+    /// reports the end only after that ACK, once its sink is committed).
     fn check_ack(&self, block: u16, idx: u64) {
         if self.s.netascii {
             return;
         }
         let len = self.sink.borrow().len;
         let blk = self.blksize() as u64;
+        let last = idx >= 1 && (idx - 1) * blk <= len && len < idx * blk;
         let ok = match self.finished {
-            Some(Ok(_)) => idx >= 1 && (idx - 1) * blk <= len && len < idx * blk,
-            _ => len == idx * blk,
+            Some(Ok(_)) => last,
+            _ => len == idx * blk || last,
         };
         self.ensure(ok, || {
             format!("ACK #{block} (index {idx}) with {len} bytes in the sink, blksize {blk}")
@@ -1871,10 +1873,13 @@ impl Harness {
                     let ok = t.ack + t.handshake <= 1 && t.error <= 1;
                     self.ensure(ok, || format!("a timeout sent {t:?}"));
                 }
-                // No busy loop: close, or resend and move past `now`.
+                // No busy loop: close, or resend (or, for a client's
+                // commit after its final ACK, report the end) and move
+                // past `now`.
                 let closed = self.m.is_closed();
                 let moved = deadline.is_some_and(|d| d > self.now);
-                self.ensure(closed || (own > 0 && moved), || {
+                let acted = own > 0 || finished_now.is_some();
+                self.ensure(closed || (acted && moved), || {
                     format!(
                         "a due timeout neither closed the machine nor resent and rearmed \
                          (sent {own}, deadline {:?})",
@@ -1933,11 +1938,16 @@ impl Harness {
                 }
             }
             Ok(summary) => {
-                self.ensure(
-                    from_peer && matches!(parsed, Some(Packet::Data { .. })),
-                    || "receiver finished without DATA".into(),
-                );
-                self.ensure(t.ack == 1, || {
+                // A server ends on the last DATA, acknowledging it; a client
+                // acknowledges it first and ends at the next deadline, when
+                // it commits (sending nothing then).
+                let on_data = from_peer && matches!(parsed, Some(Packet::Data { .. }));
+                let on_commit = role == Role::ClientGet && matches!(act, Act::Timeout);
+                self.ensure(on_data || on_commit, || {
+                    "receiver finished without DATA".into()
+                });
+                let acks = if on_commit { 0 } else { 1 };
+                self.ensure(t.ack == acks, || {
                     "finished without acknowledging the last block".into()
                 });
                 let log = self.sink.borrow();

@@ -111,11 +111,13 @@ impl<K: Sink> ClientGet<K> {
                 options: config.options,
             },
             negotiated: Negotiated::default(),
-            receiver: Receiver::new(WireSink::new(sink, config.mode), config.max_size, timer),
+            receiver: Receiver::new(WireSink::new(sink, config.mode), config.max_size, timer)
+                .committing_after_ack(),
             oack_is_ack0: false,
             default_rto: config.timeout,
             finished: false,
             dally_until: None,
+            commit_at: None,
             closed: false,
         }))
     }

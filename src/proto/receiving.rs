@@ -25,6 +25,9 @@ pub(crate) struct RecvMachine<K: Sink> {
     pub finished: bool,
     /// After success: stay until then to re-acknowledge a repeated last block.
     pub dally_until: Option<Instant>,
+    /// The last block is in and its ACK owed; the sink commits at this
+    /// moment, once the ACK is out (see [`Receiver::commit_after_ack`]).
+    pub commit_at: Option<Instant>,
     pub closed: bool,
 }
 
@@ -48,6 +51,7 @@ impl<K: Sink> RecvMachine<K> {
             return;
         }
         self.finished = true;
+        self.commit_at = None;
         self.receiver.abort_sink();
         self.link.fail(code, message.clone());
         self.link
@@ -64,6 +68,15 @@ impl<K: Sink> RecvMachine<K> {
     }
 
     fn complete(&mut self, now: Instant) {
+        if self.receiver.commit_owed() {
+            // Not finished yet: an abort or a peer's ERROR still discards.
+            self.commit_at = Some(now);
+            return;
+        }
+        self.report_success(now);
+    }
+
+    fn report_success(&mut self, now: Instant) {
         self.finished = true;
         // Long enough for the sender to time out and resend the last block
         // at least once after losing our final ACK.
@@ -85,6 +98,7 @@ impl<K: Sink> RecvMachine<K> {
         match packet {
             Packet::Error { code, message } if !self.finished => {
                 self.finished = true;
+                self.commit_at = None;
                 self.link.peer.get_or_insert(from);
                 self.receiver.abort_sink();
                 let message = message.to_string();
@@ -179,6 +193,9 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         if self.closed {
             return None;
         }
+        if !self.finished && self.commit_at.is_some() {
+            return self.commit_at;
+        }
         match self.dally_until {
             Some(t) => Some(t),
             None if self.finished => None,
@@ -187,6 +204,16 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if !self.finished && self.commit_at.is_some_and(|t| now >= t) {
+            self.commit_at = None;
+            // A failure still gets its ERROR, though the sender may have
+            // closed on our final ACK.
+            match self.receiver.commit() {
+                Ok(()) => self.report_success(now),
+                Err(failure) => self.fail(failure),
+            }
+            return;
+        }
         if let Some(until) = self.dally_until {
             self.closed |= now >= until;
             return;

@@ -213,6 +213,7 @@ impl<K: Sink> ServerWrite<K> {
             default_rto: config.timeout,
             finished: false,
             dally_until: None,
+            commit_at: None,
             closed: false,
         };
         machine.settle(negotiated);

@@ -324,6 +324,12 @@ fn receiver_dallies_and_reacks_a_repeated_last_block() {
     sent(&mut m, now);
     m.handle_datagram(now, server, &data(1, b"tiny"));
     assert_eq!(sent(&mut m, now), vec![(server, ack(1))]);
+    // The final ACK goes out first; the download commits, and reports its
+    // end, at a deadline of now.
+    assert!(finished(&mut m).is_none() && !sink.0.borrow().committed);
+    assert_eq!(m.poll_timeout(), Some(now));
+    m.handle_timeout(now);
+    assert!(sink.0.borrow().committed);
     assert!(matches!(finished(&mut m), Some(Ok(_))));
     assert!(!m.is_closed(), "closed without dallying");
     let later = now + Duration::from_secs(1);

@@ -47,6 +47,7 @@ pub struct Progress {
 pub struct Client<N: Network> {
     net: N,
     config: ClientConfig,
+    sync_files: bool,
 }
 
 /// A sink into shared memory, so the bytes survive the machine.
@@ -81,7 +82,18 @@ impl Sink for SharedVec {
 
 impl<N: Network> Client<N> {
     pub fn new(net: N, config: ClientConfig) -> Self {
-        Client { net, config }
+        Client {
+            net,
+            config,
+            sync_files: false,
+        }
+    }
+
+    /// Whether [`Client::get_file`] fsyncs a download before it replaces
+    /// the old file (off by default).
+    pub fn sync_files(mut self, yes: bool) -> Self {
+        self.sync_files = yes;
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -131,7 +143,8 @@ impl<N: Network> Client<N> {
             let sink = crate::data::StreamSink::new(out);
             return self.get(server, remote, sink, progress).await;
         }
-        let sink = crate::data::WriteBehind::new(UploadSink::replacing(local.to_path_buf())?);
+        let file = UploadSink::replacing(local.to_path_buf())?.synced(self.sync_files);
+        let sink = crate::data::WriteBehind::new(file);
         self.get(server, remote, sink, progress).await
     }
 

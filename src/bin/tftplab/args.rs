@@ -146,6 +146,11 @@ pub struct GetArgs {
     /// Where to write it (default: the remote name's last component in the
     /// current directory; `-` for stdout).
     pub local: Option<PathBuf>,
+    /// fsync the file before it replaces the old one, so it survives a
+    /// power cut (other TFTP clients do not; the file appears whole either
+    /// way).
+    #[arg(long)]
+    pub sync: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
 }

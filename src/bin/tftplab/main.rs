@@ -256,7 +256,7 @@ fn last_component(name: &str) -> &str {
 
 async fn run_get(a: GetArgs) -> Result<(), Failure> {
     let server = resolve(&a.server)?;
-    let client = Client::new(TokioNet, client_config(&a.transfer));
+    let client = Client::new(TokioNet, client_config(&a.transfer)).sync_files(a.sync);
     let quiet = a.transfer.quiet;
     if a.local.as_deref() == Some(Path::new("-")) {
         let data = client
