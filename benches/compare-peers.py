@@ -1,23 +1,84 @@
 #!/usr/bin/env python3
 """Side-by-side download throughput: tftplab against tftpd-hpa and atftpd.
 
-Run through benches/compare-peers.sh (it installs the peers and builds
-tftplab first). In one invocation this starts the three servers on loopback
-high ports over the same root, downloads the same file with the same client
-and options from each server in turn (the server order rotates run by run,
-so drift in machine load is shared), checks the SHA-256 of every download,
-and prints per (client, options, server): median MB/s (10^6 B/s), min-max,
-median server CPU seconds per run and per MiB, and the ratio of tftplab to
-the best peer server. Only ratios from one run mean anything on a noisy
-machine.
+Run through benches/compare-peers.sh (it installs the peers and iperf3 and
+builds tftplab first). In one invocation this starts the three servers on
+loopback high ports over the same root, downloads the same file with the
+same client and options from each server in turn (the server order rotates
+run by run, so drift in machine load is shared), checks the SHA-256 of every
+download, and prints per (client, options, server): median MB/s (10^6 B/s),
+min-max, median server CPU seconds per run and per MiB, and the ratio of
+tftplab to the best peer server (the speed-up over it). Only ratios from one
+run mean anything on a noisy machine.
 
 A server that does not take part in a configuration (tftpd-hpa has no
 windowsize; it would silently fall back to lock-step) is left out of it.
 A missing peer is reported and skipped, never faked.
+
+  --only SUBSTRING  keep only the configurations whose label (as printed,
+                    e.g. "curl blksize 1468", "tftplab blksize 8192
+                    windowsize 64") contains SUBSTRING; repeatable (a label
+                    matching any of them is kept). The atftp client at
+                    blksize 8192 and 65464 (windowed) runs only when an
+                    --only names it: it overruns loopback socket buffers at
+                    those sizes and waits out its own 5 s timeouts (0.03 to
+                    40+ s per 8 MiB in a probe, some stalls), which is not
+                    cheap.
+
+  --ceiling / --no-ceiling (default on)
+                    the loopback UDP ceiling of this machine, measured in the
+                    same run: iperf3 (a one-off server on 127.0.0.1 at a free
+                    port, and an unpaced client: -u -b 0, one flow,
+                    --ceiling-secs long, --json) once before and once after
+                    the downloads, so drift is shared, at the datagram sizes
+                    of the configurations being run (TFTP DATA = blksize + 4;
+                    the default set has blksizes 512, 1468, 8192 and 65464,
+                    so iperf3 -l 516, 1472, 8196, 65468). The figure
+                    is the receiver side (end.sum_received: what arrived,
+                    datagrams the unpaced sender lost to the receiver's full
+                    socket buffer excluded). Printed as MB/s of UDP payload
+                    and, scaled by blksize / (blksize + 4), as the file bytes
+                    per second that rate would carry; each windowed download
+                    of our client from our server (tftplab get --windowsize
+                    > 1, tftplab serve) is then given as a fraction of the
+                    latter ("x.xx of ceiling"). iperf3 receives one datagram
+                    per system call while tftplab may use UDP GRO, so a
+                    fraction above 1 is possible and not an error.
+
+  --loss PCT        the whole comparison (servers, clients, ceiling) runs in
+                    a fresh network namespace tftplab-cmp-<pid> (only its lo,
+                    brought up, with 127.0.0.2 added because in.tftpd's
+                    getaddrinfo fails where 127.0.0.1 is the only IPv4
+                    address), where an nftables rule drops PCT % of UDP
+                    datagrams at random, each independently, in both
+                    directions (DATA and ACK). The rule sits in the input
+                    hook, and UDP segmentation offload is turned off on the
+                    namespace's lo (ethtool -K lo tx-udp-segmentation off):
+                    tftplab sends a window with one UDP_SEGMENT (GSO) call,
+                    and loopback passes such a batch whole through the output
+                    hook and, with the offload on, through the input hook
+                    too, so a rule there would drop or keep up to a whole
+                    window at once and count it as one packet. With the
+                    offload off the batch is split before it re-enters the
+                    stack, so the input hook sees every datagram once. The
+                    rule (as nft lists it back) and, per row, the datagrams
+                    it dropped out of the UDP datagrams it saw are printed.
+                    The namespace is deleted at the end, also on Ctrl-C or
+                    SIGTERM. Defaults change with it: 1 MiB files, a 300 s
+                    per-download timeout, and the configurations curl,
+                    atftp, busybox and tftplab at blksize 1468 lock-step
+                    (every server) plus atftp and tftplab at blksize 1468
+                    windowsize 16 (tftplab and atftpd servers). Server CPU is
+                    still counted by cgroup (membership does not depend on
+                    the network namespace). Needs root, ip, nft and ethtool.
+
+  --size-mib N / --size-kib N   file size (64 MiB by default, 1 MiB with
+                    --loss).
 """
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -33,10 +94,21 @@ REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(tcp_too=False):
+    """A port free on 127.0.0.1 for UDP (and TCP, for iperf3's control
+    connection). Inside a fresh namespace every port is free anyway."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if not tcp_too:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
 
 
 class CpuGroup:
@@ -76,11 +148,17 @@ class CpuGroup:
         return 0.0
 
     def remove(self):
-        if self.path:
+        """rmdir, once the group is empty: a transfer child killed with its
+        server can linger a moment as a zombie until init reaps it."""
+        if not self.path:
+            return
+        for _ in range(50):
             try:
                 self.path.rmdir()
+                return
             except OSError:
-                pass
+                time.sleep(0.1)
+        print(f"could not remove cgroup {self.path}", file=sys.stderr)
 
 
 def cpu_seconds(pid):
@@ -102,9 +180,90 @@ def which(name, extra=()):
     return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
+class LossNamespace:
+    """A network namespace of our own with only lo, where nftables drops a
+    share of the UDP datagrams at random (see --loss in the docstring)."""
+
+    TABLE = "tftplab_cmp"
+
+    def __init__(self, pct, ip, nft, ethtool):
+        self.name = f"tftplab-cmp-{os.getpid()}"
+        self.ip, self.nft, self.ethtool = ip, nft, ethtool
+        self.pct = pct
+        self.created = False
+        self.rule = None
+
+    def run(self, argv):
+        p = subprocess.run(argv, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {p.stderr.strip() or p.returncode}")
+        return p.stdout
+
+    def wrap(self):
+        return [self.ip, "netns", "exec", self.name]
+
+    def create(self):
+        self.run([self.ip, "netns", "add", self.name])
+        self.created = True
+        self.run([self.ip, "-n", self.name, "link", "set", "lo", "up"])
+        # glibc's getaddrinfo (AI_ADDRCONFIG) counts every IPv4 address but
+        # 127.0.0.1 as "IPv4 configured"; with none, in.tftpd cannot resolve
+        # its own --address 127.0.0.1 and exits 66. A second loopback address
+        # is enough, and nothing reaches beyond lo.
+        self.run([self.ip, "-n", self.name, "addr", "add", "127.0.0.2/8", "dev", "lo"])
+        ns = self.wrap()
+        self.run(ns + [self.ethtool, "-K", "lo", "tx-udp-segmentation", "off"])
+        feats = self.run(ns + [self.ethtool, "-k", "lo"])
+        for line in feats.splitlines():
+            if line.strip().startswith("tx-udp-segmentation:") and "off" not in line:
+                raise RuntimeError(f"UDP segmentation offload stays on on lo: {line.strip()}")
+        if float(self.pct).is_integer():
+            cond = f"numgen random mod 100 < {int(self.pct)}"
+        else:
+            cond = f"numgen random mod 10000 < {round(self.pct * 100)}"
+        ruleset = f"""table inet {self.TABLE} {{
+  counter udp_seen {{}}
+  counter udp_dropped {{}}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    meta l4proto udp counter name "udp_seen"
+    meta l4proto udp {cond} counter name "udp_dropped" drop
+  }}
+}}
+"""
+        p = subprocess.run(ns + [self.nft, "-f", "-"], input=ruleset, capture_output=True,
+                           text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"nft -f: {p.stderr.strip()}")
+        listed = self.run(ns + [self.nft, "list", "chain", "inet", self.TABLE, "input"])
+        self.rule = "\n".join(line.strip() for line in listed.splitlines()
+                              if "udp_dropped" in line)
+
+    def counters(self):
+        """(UDP datagrams seen, dropped) since the table was made."""
+        out = self.run(self.wrap() + [self.nft, "-j", "list", "counters", "table", "inet",
+                                      self.TABLE])
+        got = {}
+        for item in json.loads(out)["nftables"]:
+            c = item.get("counter")
+            if c:
+                got[c["name"]] = c["packets"]
+        return got["udp_seen"], got["udp_dropped"]
+
+    def delete(self):
+        if self.created:
+            p = subprocess.run([self.ip, "netns", "delete", self.name],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"could not delete netns {self.name}: {p.stderr.strip()}",
+                      file=sys.stderr)
+            else:
+                self.created = False
+
+
 class Server:
-    def __init__(self, name, argv, port):
-        self.name, self.argv, self.port = name, argv, port
+    def __init__(self, name, argv, port, wrap=()):
+        self.name, self.argv, self.port = name, list(wrap) + argv, port
         self.proc = None
         self.group = CpuGroup(name)
 
@@ -133,6 +292,52 @@ class Server:
         self.group.remove()
 
 
+def udp_ceiling(iperf3, wrap, payload, secs):
+    """One unpaced iperf3 UDP flow over 127.0.0.1 with datagrams of
+    `payload` bytes. Returns (received B/s, sent B/s, lost %), receiver
+    side; raises RuntimeError with iperf3's own message."""
+    port = free_port(tcp_too=True)
+    srv = subprocess.Popen(
+        list(wrap) + [iperf3, "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        argv = list(wrap) + [iperf3, "-c", "127.0.0.1", "-p", str(port), "-u", "-b", "0",
+                             "-l", str(payload), "-t", str(secs), "--json"]
+        for _ in range(25):  # until the server listens
+            time.sleep(0.2)
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+            try:
+                res = json.loads(p.stdout)
+            except ValueError:
+                raise RuntimeError(f"iperf3 rc {p.returncode}: "
+                                   f"{(p.stderr or p.stdout).strip()[:200]}")
+            err = res.get("error")
+            if not err:
+                break
+            if "connect" not in err or srv.poll() is not None:
+                raise RuntimeError(f"iperf3: {err}")
+        else:
+            raise RuntimeError(f"iperf3: {err}")
+        end = res["end"]
+        sent = end["sum_sent"] if "sum_sent" in end else end["sum"]
+        rx = end.get("sum_received")
+        if rx:
+            got = rx["bits_per_second"] / 8
+        else:  # older iperf3: one UDP sum, with the receiver's loss count
+            s = end["sum"]
+            got = s["bytes"] * (1 - s["lost_percent"] / 100) / s["seconds"]
+        lost = (rx or end["sum"]).get("lost_percent", 0.0)
+        return got, sent["bits_per_second"] / 8, lost
+    finally:
+        if srv.poll() is None:
+            os.killpg(srv.pid, signal.SIGTERM)
+            try:
+                srv.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(srv.pid, signal.SIGKILL)
+                srv.wait()
+
+
 def client_argv(client, tftplab, port, out, blksize, window):
     host = "127.0.0.1"
     if client == "curl":
@@ -154,14 +359,53 @@ def client_argv(client, tftplab, port, out, blksize, window):
     raise ValueError(client)
 
 
+def mbps_text(v):
+    """MB/s with about three significant digits: lossy downloads of peers
+    run at hundredths of a MB/s."""
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+
+
+def label_of(client, blk, win):
+    return f"{client} blksize {blk}" + (f" windowsize {win}" if win > 1 else "")
+
+
+def size_text(nbytes):
+    if nbytes % (1 << 20) == 0:
+        return f"{nbytes >> 20} MiB"
+    return f"{nbytes >> 10} KiB"
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-mib", type=int, default=64)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1])
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--size-mib", type=int,
+                      help="file size in MiB (default 64, or 1 with --loss)")
+    size.add_argument("--size-kib", type=int, help="file size in KiB")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--timeout", type=float, default=120.0,
-                    help="seconds before one download counts as stalled")
+    ap.add_argument("--timeout", type=float,
+                    help="seconds before one download counts as stalled "
+                         "(default 120, or 300 with --loss)")
     ap.add_argument("--tftplab", default=str(REPO / "target/release/tftplab"))
+    ap.add_argument("--only", action="append", default=[], metavar="SUBSTRING",
+                    help="keep configurations whose label contains this (repeatable)")
+    ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the loopback UDP ceiling with iperf3 (default on)")
+    ap.add_argument("--ceiling-secs", type=int, default=3,
+                    help="length of one iperf3 measurement (default 3)")
+    ap.add_argument("--loss", type=float, metavar="PCT",
+                    help="run everything in a fresh netns dropping PCT %% of UDP datagrams")
     args = ap.parse_args()
+    loss = args.loss is not None
+    if loss and not 0 < args.loss < 100:
+        ap.error("--loss takes a percentage above 0 and below 100")
+    if args.size_kib:
+        size_bytes = args.size_kib << 10
+    else:
+        size_bytes = (args.size_mib or (1 if loss else 64)) << 20
+    timeout = args.timeout or (300.0 if loss else 120.0)
 
     atftpd = os.environ.get("TFTPLAB_ATFTPD") or which(
         "atftpd", [REPO / "target/peers/atftpd/usr/sbin"])
@@ -172,60 +416,129 @@ def main():
     missing += [c for c, p in clients.items() if not p]
     for m in missing:
         print(f"MISSING: {m} (run .ci/install-peers.sh as root); its rows are skipped")
+    iperf3 = which("iperf3") if args.ceiling else None
+    if args.ceiling and not iperf3:
+        print("MISSING: iperf3 (benches/compare-peers.sh installs it as root); "
+              "the loopback UDP ceiling is skipped")
+
+    ns = None
+    if loss:
+        tools = {t: which(t) for t in ["ip", "nft", "ethtool"]}
+        absent = [t for t, p in tools.items() if not p]
+        if absent or os.geteuid() != 0:
+            for t in absent:
+                print(f"MISSING: {t} (run .ci/install-peers.sh as root); --loss needs it")
+            if os.geteuid() != 0:
+                print("MISSING: root; --loss makes a network namespace and nftables rules")
+            return 2
+        ns = LossNamespace(args.loss, tools["ip"], tools["nft"], tools["ethtool"])
+    wrap = ns.wrap() if ns else []
+
+    # (client, blksize, windowsize, servers taking part, runs without --only)
+    peers = [n for n, path in [("tftpd-hpa", in_tftpd), ("atftpd", atftpd)] if path]
+    every = ["tftplab"] + peers
+    windowed = ["tftplab"] + [s for s in peers if s == "atftpd"]
+    if loss:
+        configs = [
+            ("curl", 1468, 1, every, True),
+            ("atftp", 1468, 1, every, True),
+            ("busybox", 1468, 1, every, True),
+            ("tftplab", 1468, 1, every, True),
+            ("atftp", 1468, 16, windowed, True),
+            ("tftplab", 1468, 16, windowed, True),
+        ]
+    else:
+        configs = [
+            ("curl", 1468, 1, every, True),
+            ("curl", 65464, 1, every, True),
+            ("atftp", 1468, 1, every, True),
+            ("atftp", 1468, 64, windowed, True),
+            ("busybox", 1468, 1, every, True),
+            ("tftplab", 512, 1, every, True),
+            ("tftplab", 1468, 1, every, True),
+            ("tftplab", 65464, 1, every, True),
+            ("tftplab", 1468, 64, windowed, True),
+        ]
+        for blk in (8192, 65464):
+            for win in (16, 64):
+                configs.append(("tftplab", blk, win, ["tftplab"], True))
+        for blk in (8192, 65464):
+            for win in (16, 64):
+                configs.append(("atftp", blk, win, windowed, False))
+    configs = [c for c in configs if c[0] == "tftplab" or clients.get(c[0])]
+    if args.only:
+        configs = [c for c in configs
+                   if any(o in label_of(*c[:3]) for o in args.only)]
+        if not configs:
+            print(f"no configuration matches --only {args.only}", file=sys.stderr)
+            return 2
+    else:
+        configs = [c for c in configs if c[4]]
+    configs = [c[:4] for c in configs]
+    ceiling_blks = sorted({blk for _, blk, _, _ in configs}) if iperf3 else []
+
+    # SIGTERM unwinds like Ctrl-C, so the finally below still cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="tftplab-compare-"))
-    root = work / "root"
-    root.mkdir()
-    os.chmod(work, 0o755)
-    os.chmod(root, 0o755)
-    data = os.urandom(args.size_mib << 20)
-    (root / "file.bin").write_bytes(data)
-    os.chmod(root / "file.bin", 0o644)
-    want = hashlib.sha256(data).hexdigest()
-    del data
-
-    servers = {}
-    p = free_port()
-    servers["tftplab"] = Server("tftplab", [args.tftplab, "serve", "--root", str(root),
-                                            "--bind", f"127.0.0.1:{p}"], p)
-    if in_tftpd:
-        p = free_port()
-        servers["tftpd-hpa"] = Server("tftpd-hpa", [
-            in_tftpd, "--foreground", "--address", f"127.0.0.1:{p}", "--secure",
-            "--user", "root", str(root)], p)
-    if atftpd:
-        p = free_port()
-        servers["atftpd"] = Server("atftpd", [
-            atftpd, "--daemon", "--no-fork", "--port", str(p), "--bind-address",
-            "127.0.0.1", "--logfile", "/dev/null", "--user", "root", "--group", "root",
-            str(root)], p)
-
-    # (client, blksize, windowsize, servers taking part)
-    peers = [s for s in ("tftpd-hpa", "atftpd") if s in servers]
-    configs = [
-        ("curl", 1468, 1, ["tftplab"] + peers),
-        ("curl", 65464, 1, ["tftplab"] + peers),
-        ("atftp", 1468, 1, ["tftplab"] + peers),
-        ("atftp", 1468, 64, ["tftplab"] + [s for s in peers if s == "atftpd"]),
-        ("busybox", 1468, 1, ["tftplab"] + peers),
-        ("tftplab", 512, 1, ["tftplab"] + peers),
-        ("tftplab", 1468, 1, ["tftplab"] + peers),
-        ("tftplab", 65464, 1, ["tftplab"] + peers),
-        ("tftplab", 1468, 64, ["tftplab"] + [s for s in peers if s == "atftpd"]),
-    ]
-    configs = [c for c in configs if c[0] == "tftplab" or clients.get(c[0])]
-
-    if not all(s.group.path for s in servers.values()):
-        print("no cgroup for CPU accounting: server CPU reads /proc (misses "
-              "tftpd-hpa's per-transfer children)")
     results = {}
+    ceiling = {}  # blksize -> list of (received B/s, sent B/s, lost %) or error text
     failures = 0
+    servers = {}
     try:
+        if ns:
+            ns.create()
+            print(f"netns {ns.name}: lo up (127.0.0.1, 127.0.0.2), UDP segmentation "
+                  f"offload off, dropping {args.loss:g} % of UDP datagrams:")
+            print(f"   nft (inet {ns.TABLE}, input hook): {ns.rule}")
+        root = work / "root"
+        root.mkdir()
+        os.chmod(work, 0o755)
+        os.chmod(root, 0o755)
+        data = os.urandom(size_bytes)
+        (root / "file.bin").write_bytes(data)
+        os.chmod(root / "file.bin", 0o644)
+        want = hashlib.sha256(data).hexdigest()
+        del data
+
+        p = free_port()
+        servers["tftplab"] = Server("tftplab", [args.tftplab, "serve", "--root", str(root),
+                                                "--bind", f"127.0.0.1:{p}"], p, wrap)
+        if in_tftpd:
+            p = free_port()
+            servers["tftpd-hpa"] = Server("tftpd-hpa", [
+                in_tftpd, "--foreground", "--address", f"127.0.0.1:{p}", "--secure",
+                "--user", "root", str(root)], p, wrap)
+        if atftpd:
+            p = free_port()
+            servers["atftpd"] = Server("atftpd", [
+                atftpd, "--daemon", "--no-fork", "--port", str(p), "--bind-address",
+                "127.0.0.1", "--logfile", "/dev/null", "--user", "root", "--group", "root",
+                str(root)], p, wrap)
+        if not all(s.group.path for s in servers.values()):
+            print("no cgroup for CPU accounting: server CPU reads /proc (misses "
+                  "tftpd-hpa's per-transfer children)")
         for s in servers.values():
             s.start()
-        size_mb = (args.size_mib << 20) / 1e6
+
+        def measure_ceiling(when):
+            if not ceiling_blks:
+                return
+            print(f"== loopback UDP ceiling ({when}): iperf3 -u -b 0 -l "
+                  f"{', '.join(str(b + 4) for b in ceiling_blks)}, {args.ceiling_secs} s each",
+                  flush=True)
+            for blk in ceiling_blks:
+                try:
+                    r = udp_ceiling(iperf3, wrap, blk + 4, args.ceiling_secs)
+                except (RuntimeError, subprocess.TimeoutExpired, KeyError) as e:
+                    r = f"{type(e).__name__}: {e}"
+                    print(f"   {blk + 4} B: FAILED ({r})")
+                ceiling.setdefault(blk, []).append(r)
+
+        measure_ceiling("before")
+        size_mb = size_bytes / 1e6
         for client, blk, win, names in configs:
-            label = f"{client} blksize {blk}" + (f" windowsize {win}" if win > 1 else "")
+            label = label_of(client, blk, win)
             print(f"== {label}: {', '.join(names)} x {args.runs}", flush=True)
             for run in range(args.runs):
                 order = names[run % len(names):] + names[:run % len(names)]
@@ -233,13 +546,15 @@ def main():
                     srv = servers[name]
                     out = work / f"out-{name}.bin"
                     out.unlink(missing_ok=True)
-                    argv = client_argv(client, args.tftplab, srv.port, str(out), blk, win)
+                    argv = wrap + client_argv(client, args.tftplab, srv.port, str(out),
+                                              blk, win)
+                    seen0, drop0 = ns.counters() if ns else (0, 0)
                     cpu0 = srv.cpu()
                     t0 = time.perf_counter()
                     try:
                         rc = subprocess.run(argv, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE,
-                                            timeout=args.timeout).returncode
+                                            timeout=timeout).returncode
                     except subprocess.TimeoutExpired:
                         rc = "stalled"
                     secs = time.perf_counter() - t0
@@ -248,29 +563,55 @@ def main():
                     ok = rc == 0 and out.exists() and \
                         hashlib.sha256(out.read_bytes()).hexdigest() == want
                     key = (label, name)
-                    r = results.setdefault(key, {"mbps": [], "cpu": [], "bad": 0})
+                    r = results.setdefault(key, {"mbps": [], "cpu": [], "bad": 0,
+                                                 "secs": [], "seen": 0, "dropped": 0})
+                    if ns:
+                        seen1, drop1 = ns.counters()
+                        r["seen"] += seen1 - seen0
+                        r["dropped"] += drop1 - drop0
                     if ok:
                         r["mbps"].append(size_mb / secs)
                         r["cpu"].append(cpu)
+                        r["secs"].append(secs)
+                        if ns:
+                            print(f"   {name}: {secs:.2f} s, nft dropped {drop1 - drop0} of "
+                                  f"{seen1 - seen0} UDP datagrams", flush=True)
                     else:
                         r["bad"] += 1
                         failures += 1
-                        print(f"   {name}: run {run + 1} FAILED ({rc}; sha256 "
-                              f"{'mismatch' if out.exists() else 'no file'})")
+                        drops = f", nft dropped {drop1 - drop0} of {seen1 - seen0}" \
+                            if ns else ""
+                        what = "no file" if not out.exists() else \
+                            "sha256 mismatch" if rc == 0 else "partial file"
+                        print(f"   {name}: run {run + 1} FAILED ({rc}; {what}; "
+                              f"{secs:.1f} s{drops})", flush=True)
+        measure_ceiling("after")
     finally:
         for s in servers.values():
             s.stop()
+        if ns:
+            ns.delete()
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"{args.size_mib} MiB over loopback, {args.runs} runs each, servers rotated; "
+    where = "over loopback"
+    if ns:
+        where = (f"over lo in netns {ns.name}, {args.loss:g} % of UDP datagrams dropped "
+                 f"at random (nft, input hook)")
+    print(f"{size_text(size_bytes)} {where}, {args.runs} runs each, servers rotated; "
           "MB/s = 10^6 B/s")
-    hdr = f"{'client, options':<34} {'server':<10} {'median':>8} {'min-max':>15} " \
+    if ns:
+        print(f"drop rule: {ns.rule}")
+    mib = size_bytes / (1 << 20)
+    lw = max([34] + [len(label_of(*c[:3])) for c in configs])
+    hdr = f"{'client, options':<{lw}} {'server':<10} {'median':>8} {'min-max':>15} " \
           f"{'cpu s':>6} {'cpu ms/MiB':>10} {'vs best peer':>12}"
+    if ns:
+        hdr += f" {'median s':>8} {'nft dropped/seen':>22}"
     print(hdr)
     print("-" * len(hdr))
     for client, blk, win, names in configs:
-        label = f"{client} blksize {blk}" + (f" windowsize {win}" if win > 1 else "")
+        label = label_of(client, blk, win)
         med = {}
         for name in names:
             r = results.get((label, name))
@@ -278,18 +619,75 @@ def main():
                 med[name] = statistics.median(r["mbps"])
         best_peer = max((v for n, v in med.items() if n != "tftplab"), default=None)
         for name in names:
-            r = results.get((label, name), {"mbps": [], "cpu": [], "bad": 0})
+            r = results.get((label, name))
+            if not r:
+                continue  # interrupted before this row
+            drops = ""
+            if ns and r["seen"]:
+                pct = 100 * r["dropped"] / r["seen"]
+                drops = f" {r['dropped']:>7}/{r['seen']:<7} {pct:>5.2f}%"
             if not r["mbps"]:
-                print(f"{label:<34} {name:<10} {'failed':>8}")
+                line = f"{label:<{lw}} {name:<10} {'failed':>8}"
+                if ns:  # blank up to the dropped/seen column
+                    line += " " * (len(hdr) - len(line) - 23) + drops
+                print(line + f"  ({r['bad']} failed)")
                 continue
             cpu = statistics.median(r["cpu"])
             ratio = ""
             if name == "tftplab" and best_peer:
                 ratio = f"{med['tftplab'] / best_peer:.2f}x"
             bad = f"  ({r['bad']} failed)" if r["bad"] else ""
-            print(f"{label:<34} {name:<10} {med[name]:>8.1f} "
-                  f"{min(r['mbps']):>7.1f}-{max(r['mbps']):<7.1f} {cpu:>6.2f} "
-                  f"{1000 * cpu / args.size_mib:>10.2f} {ratio:>12}{bad}")
+            secs = f" {statistics.median(r['secs']):>8.2f}" if ns else ""
+            lo, hi = mbps_text(min(r["mbps"])), mbps_text(max(r["mbps"]))
+            print(f"{label:<{lw}} {name:<10} {mbps_text(med[name]):>8} {lo:>7}-{hi:<7} "
+                  f"{cpu:>6.2f} {1000 * cpu / mib:>10.2f} {ratio:>12}{secs}{drops}{bad}")
+
+    if ceiling:
+        print()
+        print("Loopback UDP ceiling (iperf3, unpaced, one flow)")
+        over = "lo in the namespace, with the drop rule" if ns else "127.0.0.1"
+        print(f"receiver side over {over}; "
+              f"{args.ceiling_secs} s before and after the downloads; MB/s = 10^6 B/s of UDP "
+              "payload;\nfile MB/s = mean x blksize / (blksize + 4), the file data that "
+              "rate carries as TFTP DATA; lost = sender datagrams the receiver missed")
+        hdr = f"{'datagram':>8} {'blksize':>7} {'before':>8} {'after':>8} {'mean':>8} " \
+              f"{'file MB/s':>9} {'kdgram/s':>8} {'sent MB/s':>9} {'lost':>6}"
+        print(hdr)
+        print("-" * len(hdr))
+        file_ceiling = {}
+        for blk in sorted(ceiling):
+            runs = ceiling[blk]
+            good = [r for r in runs if not isinstance(r, str)]
+            cells = [f"{r[0] / 1e6:>8.1f}" if not isinstance(r, str) else f"{'failed':>8}"
+                     for r in runs]
+            cells += [f"{'-':>8}"] * (2 - len(cells))
+            if not good:
+                print(f"{blk + 4:>8} {blk:>7} {cells[0]} {cells[1]}")
+                continue
+            mean = statistics.mean(r[0] for r in good)
+            file_ceiling[blk] = mean * blk / (blk + 4)
+            print(f"{blk + 4:>8} {blk:>7} {cells[0]} {cells[1]} {mean / 1e6:>8.1f} "
+                  f"{file_ceiling[blk] / 1e6:>9.1f} {mean / (blk + 4) / 1e3:>8.1f} "
+                  f"{statistics.mean(r[1] for r in good) / 1e6:>9.1f} "
+                  f"{statistics.mean(r[2] for r in good):>5.1f}%")
+        rows = []
+        for client, blk, win, names in configs:
+            if client != "tftplab" or win <= 1 or "tftplab" not in names:
+                continue
+            r = results.get((label_of(client, blk, win), "tftplab"))
+            if not r or not r["mbps"] or blk not in file_ceiling:
+                continue
+            m = statistics.median(r["mbps"])
+            rows.append(f"{label_of(client, blk, win):<{lw}} tftplab    {mbps_text(m):>8} MB/s  "
+                        f"{m * 1e6 / file_ceiling[blk]:.2f} of ceiling "
+                        f"({file_ceiling[blk] / 1e6:.1f} file MB/s at {blk + 4} B)")
+        if rows:
+            print()
+            print("tftplab get (windowed) from tftplab serve, median against the ceiling at "
+                  "the same datagram size:")
+            for row in rows:
+                print(row)
+
     if failures:
         print(f"{failures} download(s) failed or were corrupt", file=sys.stderr)
         return 1
