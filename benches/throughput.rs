@@ -146,6 +146,10 @@ fn sansio_download(file: &Arc<[u8]>, blksize: u16, windowsize: u16) -> u64 {
             pool.push(d);
         }
     }
+    // The client commits once its final ACK is out, at a deadline of now.
+    if client.poll_timeout().is_some_and(|d| d <= now) {
+        client.handle_timeout(now);
+    }
     let mut done = None;
     while let Some(e) = client.poll_event() {
         if let tftplab::proto::Event::Finished(r) = e {
