@@ -1109,6 +1109,9 @@ struct Session {
     model_done: bool,
     /// The ACK that closed a successful receive; the only thing resent after.
     final_ack: Option<u16>,
+    /// The last ACK sent: a client's final ACK goes out before its commit
+    /// ends the transfer.
+    last_ack: Option<u16>,
     // Input helpers.
     last_in: Option<(SocketAddr, Vec<u8>)>,
     recent_out: Vec<Vec<u8>>,
@@ -1241,6 +1244,7 @@ impl Session {
             model_next: 1,
             model_done: false,
             final_ack: None,
+            last_ack: None,
             last_in: None,
             recent_out: Vec::new(),
             payload_left: PAYLOAD_BUDGET,
@@ -1677,6 +1681,9 @@ impl Session {
                         assert!(s.aborted && !s.committed, "failed but the sink was kept");
                     }
                 }
+                if result.is_ok() && cause == Cause::Timeout {
+                    self.final_ack = self.last_ack;
+                }
                 self.finished = Some(result);
             }
         }
@@ -1757,6 +1764,7 @@ impl Session {
             }
             Packet::Ack { block } => {
                 assert!(!self.role.sends_data(), "a sender sent ACK");
+                self.last_ack = Some(block);
                 if matches!(self.finished, Some(Ok(_))) {
                     let last = *self.final_ack.get_or_insert(block);
                     assert_eq!(block, last, "re-ACK after the end is not the last block");
@@ -2286,9 +2294,10 @@ fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
 }
 
 /// How many timeouts a machine may take once input stops before it must
-/// close.
+/// close: the timer's own, plus one deadline that is no timeout (a
+/// sender's deferred gap ACK, or a client's commit after its final ACK).
 fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
-    crate::proto::Timer::timeouts_before_giving_up(retries, min_rto, timeout)
+    1 + crate::proto::Timer::timeouts_before_giving_up(retries, min_rto, timeout)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.
