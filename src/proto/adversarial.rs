@@ -1799,7 +1799,15 @@ impl Harness {
                             "a duplicate or ignored ACK moved the timer".into()
                         });
                     }
-                    if own == 0 && finished_now.is_none() {
+                    // A gap ACK that comes within a round trip of a rewind
+                    // is deferred to the end of that round trip: the next
+                    // deadline may come sooner (never in the past), but
+                    // only for an accepted ACK short of the highest block.
+                    let deferred = !dropped
+                        && !to_the_end
+                        && matches!(parsed, Some(Packet::Ack { .. }))
+                        && matches!((deadline, b.deadline), (Some(d), Some(bd)) if d < bd && d >= self.now);
+                    if own == 0 && finished_now.is_none() && !deferred {
                         self.ensure(deadline == b.deadline, || {
                             format!(
                                 "timer moved without a transmission: {:?} -> {:?}",
