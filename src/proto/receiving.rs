@@ -27,6 +27,7 @@ pub(crate) struct RecvMachine<K: Sink> {
     pub dally_until: Option<Instant>,
     /// The last block is in and its ACK owed; the sink commits at this
     /// moment, once the ACK is out (see [`Receiver::commit_after_ack`]).
+    /// Void once `finished`: a failure ends the transfer without it.
     pub commit_at: Option<Instant>,
     pub closed: bool,
 }
@@ -51,7 +52,6 @@ impl<K: Sink> RecvMachine<K> {
             return;
         }
         self.finished = true;
-        self.commit_at = None;
         self.receiver.abort_sink();
         self.link.fail(code, message.clone());
         self.link
@@ -98,7 +98,6 @@ impl<K: Sink> RecvMachine<K> {
         match packet {
             Packet::Error { code, message } if !self.finished => {
                 self.finished = true;
-                self.commit_at = None;
                 self.link.peer.get_or_insert(from);
                 self.receiver.abort_sink();
                 let message = message.to_string();

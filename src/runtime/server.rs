@@ -408,13 +408,10 @@ struct Recent {
 const RECENT_MAX: usize = 4096;
 
 impl Shared {
-    /// How long a succeeded request is remembered.
-    fn recent_for(&self) -> Duration {
-        self.options.transfer.timeout
-    }
-
+    /// Drops what is older than one retransmission timeout, or beyond
+    /// [`RECENT_MAX`].
     fn forget_old(&self, recent: &mut VecDeque<Recent>, t: Instant) {
-        let keep = self.recent_for();
+        let keep = self.options.transfer.timeout;
         while recent.front().is_some_and(|r| {
             t.saturating_duration_since(r.ended) > keep || recent.len() > RECENT_MAX
         }) {
