@@ -144,8 +144,8 @@ impl Sink for MemSink {
 
 /// A source over an open file, read with positional reads (`pread`).
 ///
-/// Small blocks are served from a read-ahead buffer of [`READ_AHEAD`]
-/// bytes: one `pread` fills it for the next twenty-odd 1468-byte blocks
+/// Small blocks after the first are served from a read-ahead buffer of
+/// [`READ_AHEAD`] bytes: one `pread` fills it for the next twenty-odd 1468-byte blocks
 /// instead of one system call per block. Blocks of more than a quarter of
 /// the buffer are read straight into the caller's buffer. A read outside
 /// the buffered range (a resend after a rewind, say) refills it there.
@@ -190,7 +190,10 @@ impl FileSource {
 
 impl Source for FileSource {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.len() > READ_AHEAD / 4 {
+        // The first block is read directly: the buffer is only worth its
+        // memory once the client has acknowledged something, and a flood
+        // of requests that never do must not hold 32 KiB each.
+        if buf.len() > READ_AHEAD / 4 || offset == 0 {
             return self.read_full(offset, buf);
         }
         let end = offset.saturating_add(buf.len() as u64);

@@ -36,12 +36,12 @@ use crate::netascii::{decode_all, encode_all, Decoder, Encoder, NetasciiSink, Ne
 use crate::options::{negotiate, parse_number, Direction, Limits, Negotiated, Opt, OptionRequest};
 use crate::proto::{
     parse_request, ClientConfig, ClientGet, ClientPut, Event, ServerConfig, ServerRead,
-    ServerWrite, Summary, Transfer, TransferError,
+    ServerWrite, Summary, Transfer, TransferError, UNKNOWN_OPCODE_REPLY_LEN,
 };
 use crate::store::{Intent, Store, StoreConfig};
 use crate::wire::{
-    emit_error, ErrorCode, Mode, Opcode, Packet, RawOption, Request, MAX_BLKSIZE, MAX_DATAGRAM,
-    MIN_BLKSIZE,
+    emit_error, ErrorCode, Mode, Opcode, Packet, ParseError, RawOption, Request, MAX_BLKSIZE,
+    MAX_DATAGRAM, MIN_BLKSIZE,
 };
 use std::cell::RefCell;
 use std::io;
@@ -231,7 +231,16 @@ pub fn packet_parse(data: &[u8]) {
             "a request was ignored"
         ),
         Err(refusal) => {
-            assert!(matches!(data, [0, 1 | 2, ..]), "refused a non-request");
+            let unknown_opcode = matches!(parsed, Err(ParseError::UnknownOpcode(_)));
+            assert!(
+                matches!(data, [0, 1 | 2, ..]) || unknown_opcode,
+                "refused a known non-request"
+            );
+            if unknown_opcode {
+                let mut reply = [0u8; 512];
+                let len = refusal.emit(&mut reply).expect("refusal fits");
+                assert!(len <= UNKNOWN_OPCODE_REPLY_LEN, "the listener amplifies");
+            }
             assert!(
                 [ErrorCode::ILLEGAL_OPERATION, ErrorCode::OPTION_NEGOTIATION]
                     .contains(&refusal.code),
@@ -288,6 +297,7 @@ fn gen_limits(input: &mut Input<'_>) -> Limits {
         max_blksize: input.u16(),
         max_windowsize: input.u16(),
         max_upload: input.bool().then(|| input.u64() >> (input.u8() % 64)),
+        max_timeout: input.u8(),
     }
 }
 
@@ -405,7 +415,7 @@ fn check_server_negotiated(
         }
     }
     match requested(opts, Opt::Timeout) {
-        Some(Some(asked @ 1..=255)) => {
+        Some(Some(asked @ 1..=255)) if asked <= u64::from(limits.max_timeout) => {
             assert_eq!(n.timeout.map(u64::from), Some(asked), "timeout not echoed");
             assert!(accepted.contains(&Opt::Timeout));
         }
@@ -1665,7 +1675,9 @@ impl Session {
                             }
                         ));
                     }
-                    Err(TransferError::TimedOut { .. }) => assert_eq!(cause, Cause::Timeout),
+                    Err(TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. }) => {
+                        assert_eq!(cause, Cause::Timeout)
+                    }
                     Err(TransferError::Local { code, .. }) => {
                         assert_ne!(code.0, 5, "ended with ERROR 5")
                     }
@@ -1865,6 +1877,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
             max_upload: input
                 .bool()
                 .then(|| u64::from(input.u16()) << (input.u8() % 5)),
+            ..Limits::default()
         },
     };
     let fill = input.chunk().to_vec();

@@ -56,6 +56,10 @@ pub fn parse_number(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// The default cap on the `timeout` option: U-Boot asks for 5 s, and no
+/// LAN needs a retransmission timer longer than this.
+pub const DEFAULT_MAX_TIMEOUT: u8 = 30;
+
 /// What the server allows; the negotiated values never exceed these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -65,6 +69,12 @@ pub struct Limits {
     pub max_windowsize: u16,
     /// Largest upload accepted, checked against a WRQ's announced tsize.
     pub max_upload: Option<u64>,
+    /// Largest `timeout` option accepted, in seconds. A larger one is left
+    /// out of the OACK (the server keeps its own timer) rather than lowered:
+    /// U-Boot refuses an OACK whose timeout differs from what it asked.
+    /// Without a cap, `timeout 255` holds a transfer slot for half an hour
+    /// of retries.
+    pub max_timeout: u8,
 }
 
 impl Default for Limits {
@@ -73,6 +83,7 @@ impl Default for Limits {
             max_blksize: MAX_BLKSIZE,
             max_windowsize: 64,
             max_upload: None,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
         }
     }
 }
@@ -132,7 +143,7 @@ pub enum Direction {
 
 /// Server-side negotiation. `file_size` is the size to report for `tsize` in
 /// a read (`None` when unknown, e.g. netascii, in which case tsize is left
-/// out of the OACK).
+/// out of the OACK; so is a size of 0, which curl refuses).
 pub fn negotiate(
     req: &Request<'_>,
     direction: Direction,
@@ -157,14 +168,16 @@ pub fn negotiate(
                 n.blksize = v.min(u64::from(cap)) as u16;
                 true
             }
-            (Opt::Timeout, Some(v @ 1..=255)) => {
+            (Opt::Timeout, Some(v @ 1..=255)) if v <= u64::from(limits.max_timeout) => {
                 n.timeout = Some(v as u8);
                 true
             }
             (Opt::Tsize, Some(v)) => match direction {
+                // Left out for an empty file: curl refuses an OACK that
+                // carries `tsize 0`, and a server may drop any option.
                 Direction::Read => {
-                    n.tsize = file_size;
-                    file_size.is_some()
+                    n.tsize = file_size.filter(|&size| size > 0);
+                    n.tsize.is_some()
                 }
                 Direction::Write => {
                     if let Some(limit) = limits.max_upload.filter(|&l| v > l) {
@@ -468,10 +481,44 @@ mod tests {
     #[test]
     fn read_tsize_reports_the_real_size_or_is_dropped_when_unknown() {
         let req = rrq(&[("tsize", "0")]);
-        let known = negotiate(&req, Direction::Read, Some(0), &Limits::default()).unwrap();
-        assert_eq!(oack_bytes(&known), b"\x00\x06tsize\x000\x00");
+        let known = negotiate(&req, Direction::Read, Some(3), &Limits::default()).unwrap();
+        assert_eq!(oack_bytes(&known), b"\x00\x06tsize\x003\x00");
         let unknown = negotiate(&req, Direction::Read, None, &Limits::default()).unwrap();
         assert!(!unknown.has_oack());
+    }
+
+    #[test]
+    fn tsize_is_left_out_for_an_empty_file() {
+        // curl refuses an OACK carrying `tsize 0`; with nothing else
+        // accepted there is no OACK at all and DATA 1 answers the request.
+        let alone = negotiate(
+            &rrq(&[("tsize", "0")]),
+            Direction::Read,
+            Some(0),
+            &Limits::default(),
+        );
+        assert!(!alone.unwrap().has_oack());
+        let req = rrq(&[("tsize", "0"), ("blksize", "1024")]);
+        let n = negotiate(&req, Direction::Read, Some(0), &Limits::default()).unwrap();
+        assert_eq!(oack_bytes(&n), b"\x00\x06blksize\x001024\x00");
+    }
+
+    #[test]
+    fn a_timeout_above_the_cap_is_left_out_not_lowered() {
+        let limits = Limits::default();
+        assert_eq!(DEFAULT_MAX_TIMEOUT, 30);
+        let n = negotiate(&rrq(&[("timeout", "30")]), Direction::Read, None, &limits);
+        assert_eq!(n.unwrap().timeout, Some(30));
+        let req = rrq(&[("timeout", "255"), ("blksize", "1468")]);
+        let n = negotiate(&req, Direction::Read, None, &limits).unwrap();
+        assert_eq!(n.timeout, None);
+        assert_eq!(oack_bytes(&n), b"\x00\x06blksize\x001468\x00");
+        let tight = Limits {
+            max_timeout: 4,
+            ..limits
+        };
+        let n = negotiate(&rrq(&[("timeout", "5")]), Direction::Read, None, &tight).unwrap();
+        assert!(!n.has_oack());
     }
 
     #[test]

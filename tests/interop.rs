@@ -26,10 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peers::{
-    available, client_command, client_get, client_put, encode_request, make_file, raw_request,
-    run_in_netns, run_with_timeout, settled_sha256, sha256_file, skip_or_fail, skipped, temp_dir,
-    Direction as PeerDirection, Peer, PeerResult, PeerServer, Reply, ServerProcess, CLIENT_TIMEOUT,
-    OP_RRQ, OP_WRQ,
+    available, client_get, client_put, encode_request, make_file, raw_request, run_in_netns,
+    settled_sha256, sha256_file, skip_or_fail, skipped, temp_dir, Peer, PeerResult, PeerServer,
+    Reply, ServerProcess, OP_RRQ, OP_WRQ,
 };
 use tempfile::TempDir;
 use tftplab::options::{Direction, OptionRequest};
@@ -217,37 +216,17 @@ impl fmt::Display for Opts {
     }
 }
 
-/// `peer` downloads `name` from our server into `local`.
-///
-/// curl 7.88.1 is the exception for an empty file: it rejects the
-/// `tsize 0` our OACK rightly carries (see
-/// `our_oack_for_an_empty_file_carries_tsize_0_as_rfc_2349_says`), so it
-/// downloads one with `--tftp-no-options`, the workaround `tests/peers/`
-/// documents; that transfer then runs without options.
+/// `peer` downloads `name` from our server into `local`. Every peer, curl
+/// included, uses its options for an empty file too: our OACK leaves tsize
+/// out there (see `our_oack_for_an_empty_file_leaves_tsize_out_so_curl_can_fetch_it`).
 fn real_client_gets(
     peer: Peer,
     server: &OurServer,
     name: &str,
-    size: u64,
+    _size: u64,
     local: &Path,
     opts: Opts,
 ) -> (PeerResult, Opts) {
-    if peer == Peer::Curl && size == 0 {
-        let mut cmd = client_command(
-            peer,
-            PeerDirection::Get,
-            server.addr(),
-            name,
-            local,
-            None,
-            None,
-        );
-        cmd.arg("--tftp-no-options");
-        return (
-            run_with_timeout(Some(peer), cmd, CLIENT_TIMEOUT),
-            Opts::NONE,
-        );
-    }
     let r = client_get(
         peer,
         server.addr(),
@@ -437,21 +416,26 @@ fn real_clients_download_from_our_server_at_the_same_time() {
     }
 }
 
-/// RFC 2349: a server that answers `tsize` in an RRQ gives the file's size,
-/// which for an empty file is 0; our OACK says exactly that, to exactly the
-/// request curl sends. curl 7.88.1 rejects a zero tsize in an OACK ("invalid
-/// tsize -:0:- value in OACK packet", exit 71; `tests/peers/` shows it does
-/// the same against tftpd-hpa). The quirk is curl's, so the round trips
-/// download empty files with curl's `--tftp-no-options` instead.
+/// curl 7.88.1 rejects a zero tsize in an OACK ("invalid tsize -:0:- value
+/// in OACK packet", exit 71; `tests/peers/` shows it does so against
+/// tftpd-hpa). A server may leave any option out of its OACK (RFC 2347), so
+/// ours leaves tsize out for an empty file, answering exactly the request
+/// curl sends, and curl fetches the file with its options.
 #[test]
-fn our_oack_for_an_empty_file_carries_tsize_0_as_rfc_2349_says() {
+fn our_oack_for_an_empty_file_leaves_tsize_out_so_curl_can_fetch_it() {
     let server = OurServer::start(WritePolicy::Off);
     make_file(&server.path("empty"), 0, 0);
     let curl_rrq = [("tsize", "0"), ("blksize", "1468"), ("timeout", "6")];
     let rrq = encode_request(OP_RRQ, "empty", "octet", &curl_rrq);
     let reply = raw_request(server.addr(), None, &rrq, RAW_WAIT).expect("send RRQ");
-    let owned = curl_rrq.map(|(k, v)| (k.to_string(), v.to_string()));
+    let granted = [("blksize", "1468"), ("timeout", "6")];
+    let owned = granted.map(|(k, v)| (k.to_string(), v.to_string()));
     assert_eq!(reply, Reply::Oack(owned.to_vec()));
+    skip_or_fail!(available(Peer::Curl));
+    let local = server.path("curl-empty");
+    let (r, _) = real_client_gets(Peer::Curl, &server, "empty", 0, &local, Opts::NONE);
+    assert!(r.ok(), "curl could not fetch an empty file:\n{r}");
+    assert_eq!(std::fs::metadata(&local).map(|m| m.len()).ok(), Some(0));
 }
 
 // ------------------------------------------------------------ our client

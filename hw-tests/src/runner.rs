@@ -249,10 +249,12 @@ fn server_setup(scenario: &Scenario, board: &Board, root: &Path) -> (StoreConfig
                 max_blksize: s.max_blksize.min(board.max_blksize()),
                 max_windowsize: s.max_windowsize,
                 max_upload: s.max_upload,
+                ..Limits::default()
             },
         },
         max_transfers: s.max_transfers,
         port_range: None,
+        ..ServerOptions::default()
     };
     (store, options)
 }
@@ -405,6 +407,15 @@ pub fn expand(text: &str, scenario: &Scenario, board: &Board) -> Result<String, 
 /// A server event with its time since power-on.
 type Seen = (Duration, ServerEvent);
 
+/// Server transfers that finished with an error `matches` accepts.
+fn count_finished(seen: &[Seen], matches: impl Fn(&TransferError) -> bool) -> u64 {
+    seen.iter()
+        .filter(
+            |(_, e)| matches!(e, ServerEvent::Finished { result: Err(err), .. } if matches(err)),
+        )
+        .count() as u64
+}
+
 /// Pairs each action with the server's record of it, in order.
 fn match_actions(
     spec: &ClientSpec,
@@ -483,7 +494,9 @@ fn outcome(
                 Ok(_) => Got::Done { bytes: Vec::new() },
                 Err(TransferError::Peer { .. }) if probe => Got::Probed,
                 Err(TransferError::Peer { code, message }) => Got::Local(code.0, message.clone()),
-                Err(TransferError::TimedOut { .. }) => Got::TimedOut,
+                Err(TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. }) => {
+                    Got::TimedOut
+                }
                 Err(TransferError::Local { code, message }) => {
                     Got::ServerError(code.0, message.clone())
                 }
@@ -749,18 +762,10 @@ async fn run_inner(
             vec![spec.name.clone()]
         },
         server_active: stats.active,
-        server_timeouts: seen
-            .iter()
-            .filter(|(_, e)| {
-                matches!(
-                    e,
-                    ServerEvent::Finished {
-                        result: Err(TransferError::TimedOut { .. }),
-                        ..
-                    }
-                )
-            })
-            .count() as u64,
+        server_timeouts: count_finished(&seen, |e| matches!(e, TransferError::TimedOut { .. })),
+        server_unconfirmed: count_finished(&seen, |e| {
+            matches!(e, TransferError::Unconfirmed { .. })
+        }),
         datagrams: events.len() as u64,
         dropped: events
             .iter()

@@ -70,6 +70,16 @@ impl Network for TurmoilNet {
             horizon: self.horizon.clone(),
         })
     }
+
+    /// Inline: a simulated host's file system is part of its deterministic
+    /// world and takes no simulated time, while a thread would make the
+    /// run's order depend on the OS scheduler.
+    async fn run_blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> io::Result<R> {
+        Ok(work())
+    }
 }
 
 /// When the next thing can happen, so [`drive`] can skip the time in
@@ -372,10 +382,12 @@ fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
                 max_blksize: s.max_blksize,
                 max_windowsize: s.max_windowsize,
                 max_upload: s.max_upload,
+                ..Limits::default()
             },
         },
         max_transfers: s.max_transfers,
         port_range: None,
+        ..ServerOptions::default()
     };
     (store, options)
 }
@@ -467,7 +479,7 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
 
     let handle_slot: Arc<Mutex<Option<ServerHandle>>> = Arc::new(Mutex::new(None));
     let incarnation = Arc::new(AtomicU64::new(0));
-    let server_timeouts = Arc::new(AtomicU64::new(0));
+    let server_timeouts = Arc::new(ServerTimeouts::default());
     {
         let (store_cfg, options) = server_options(scenario);
         let store_cfg = StoreConfig {
@@ -507,13 +519,15 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
                 let timeouts = timeouts.clone();
                 tokio::spawn(async move {
                     while let Ok(event) = events.recv().await {
-                        if let ServerEvent::Finished {
-                            result: Err(TransferError::TimedOut { .. }),
-                            ..
-                        } = event
-                        {
-                            timeouts.fetch_add(1, Ordering::Relaxed);
-                        }
+                        let ServerEvent::Finished { result: Err(e), .. } = event else {
+                            continue;
+                        };
+                        let counter = match e {
+                            TransferError::TimedOut { .. } => &timeouts.midway,
+                            TransferError::Unconfirmed { .. } => &timeouts.unconfirmed,
+                            _ => continue,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 });
                 std::future::pending::<()>().await;
@@ -576,7 +590,8 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             .collect(),
         results: results.into_values().flatten().collect(),
         server_active: server_active(&handle_slot),
-        server_timeouts: server_timeouts.load(Ordering::Relaxed),
+        server_timeouts: server_timeouts.midway.load(Ordering::Relaxed),
+        server_unconfirmed: server_timeouts.unconfirmed.load(Ordering::Relaxed),
         datagrams: events.len() as u64,
         dropped: events
             .iter()
@@ -810,4 +825,12 @@ fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String], cloc
         TimedEventKind::Crash => sim.crash("server"),
         TimedEventKind::Restart => sim.bounce("server"),
     }
+}
+
+/// The server's transfers that ran out of retries, by where they were.
+#[derive(Default)]
+struct ServerTimeouts {
+    midway: AtomicU64,
+    /// Every block sent; only the final ACK never came.
+    unconfirmed: AtomicU64,
 }

@@ -99,6 +99,13 @@ impl<N: Network> Network for FaultyNet<N> {
             })
         }
     }
+
+    fn run_blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> impl Future<Output = io::Result<R>> + Send {
+        self.inner.run_blocking(work)
+    }
 }
 
 impl<S: DatagramSocket> FaultySocket<S> {

@@ -226,7 +226,9 @@ fn outcome(r: Result<(), TransferError>, bytes: Vec<u8>) -> Got {
     match r {
         Ok(()) => Got::Done { bytes },
         Err(TransferError::Peer { code, message }) => Got::ServerError(code.0, message),
-        Err(TransferError::TimedOut { .. }) => Got::TimedOut,
+        // A put whose final ACK never came may have landed: the judge
+        // counts it as a maybe, like any other timeout.
+        Err(TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. }) => Got::TimedOut,
         Err(TransferError::Local { code, message }) => Got::Local(code.0, message),
     }
 }

@@ -306,6 +306,7 @@ impl Setup {
             max_blksize: self.max_blksize,
             max_windowsize: self.max_windowsize.min(window_cap(blk)),
             max_upload: self.limit,
+            ..Limits::default()
         }
     }
 
@@ -852,6 +853,8 @@ struct Harness {
     finished: Option<Result<Summary, TransferError>>,
     own_errors: u32,
     closed_seen: bool,
+    /// When a stranger last got ERROR 5: at most one per interval.
+    last_error5: std::cell::Cell<Option<Instant>>,
     /// `acked_hi` before the current step's emissions.
     acked_before: u64,
     /// `data_hi` before the current step's emissions.
@@ -966,6 +969,7 @@ impl Harness {
             finished: None,
             own_errors: 0,
             closed_seen: false,
+            last_error5: Default::default(),
             acked_before: 0,
             data_hi_before: 0,
             last_in: None,
@@ -1696,7 +1700,7 @@ impl Harness {
                     )
                 });
             }
-            Some(Err(TransferError::TimedOut { .. })) => {
+            Some(Err(e)) if e.is_timeout() => {
                 self.ensure(matches!(act, Act::Timeout), || {
                     "TimedOut outside a timeout".into()
                 });
@@ -1729,11 +1733,24 @@ impl Harness {
                     format!("start emitted {own} datagrams, expected exactly 1")
                 });
             }
-            Act::Dgram(..) if stranger => {
-                // Exactly one ERROR 5 to the stranger; nothing else changes.
-                self.ensure(own == 0 && t.error5 == 1, || {
-                    format!("a stranger got {own} datagrams and {} ERROR 5", t.error5)
+            Act::Dgram(_, bytes) if stranger => {
+                // One ERROR 5 to the stranger, unless it sent an ERROR (never
+                // answered) or another stranger was answered less than an
+                // interval ago; nothing else changes.
+                let quiet = self
+                    .last_error5
+                    .get()
+                    .is_some_and(|t| self.now < t + super::common::STRANGER_INTERVAL);
+                let owed = usize::from(!bytes.starts_with(&[0, 5]) && !quiet);
+                self.ensure(own == 0 && t.error5 == owed, || {
+                    format!(
+                        "a stranger got {own} datagrams and {} ERROR 5 (owed {owed})",
+                        t.error5
+                    )
                 });
+                if t.error5 == 1 {
+                    self.last_error5.set(Some(self.now));
+                }
                 self.ensure(finished_now.is_none(), || {
                     "a stranger ended the transfer".into()
                 });
@@ -1978,7 +1995,8 @@ impl Harness {
                         let ok = from_peer && matches!(parsed, Some(Packet::Error { .. }));
                         self.ensure(ok, || "Peer error without a peer ERROR".into());
                     }
-                    TransferError::TimedOut { retries } => {
+                    TransferError::TimedOut { retries }
+                    | TransferError::Unconfirmed { retries } => {
                         let ok = matches!(act, Act::Timeout) && *retries == self.s.retries;
                         self.ensure(ok, || format!("TimedOut {{ retries: {retries} }}"));
                         // When retries run out, send an ERROR before giving up.

@@ -2,7 +2,7 @@
 //! counters, and the peer link that enforces transfer IDs.
 
 use crate::options::Negotiated;
-use crate::wire::{emit_error, ErrorCode};
+use crate::wire::{emit_error, ErrorCode, Opcode, DATA_HEADER_LEN, DEFAULT_BLKSIZE, MAX_DATAGRAM};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,13 @@ pub enum TransferError {
     /// Retries ran out; an ERROR was sent to the peer.
     #[error("timed out after {retries} retries")]
     TimedOut { retries: u32 },
+    /// A sender's retries ran out after it had sent every block, the last
+    /// one included: only the final ACK never came. The receiver may well
+    /// have the whole file (the final ACK is itself never acknowledged, and
+    /// U-Boot sends it once), so this is not a transfer that died midway.
+    /// An ERROR was sent to the peer, as for [`TransferError::TimedOut`].
+    #[error("sent every block, but the final ACK never came after {retries} retries (the peer may have the whole file)")]
+    Unconfirmed { retries: u32 },
     /// This side ended the transfer (I/O error, size limit, rejected OACK,
     /// explicit abort) and sent the peer ERROR `code`.
     #[error("aborted with ERROR {code}: {message}")]
@@ -52,11 +59,19 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// True when retries ran out, midway or waiting for the final ACK.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. }
+        )
+    }
+
     /// The TFTP error code involved, if any side sent one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             TransferError::Peer { code, .. } | TransferError::Local { code, .. } => Some(*code),
-            TransferError::TimedOut { .. } => None,
+            TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. } => None,
         }
     }
 }
@@ -118,6 +133,15 @@ pub trait Transfer {
     /// received in order (receiver). For progress displays.
     fn bytes_transferred(&self) -> u64;
 
+    /// The largest datagram the machine may send or accept with its options
+    /// as they stand (4 + the negotiated blksize, and never under 516 so an
+    /// ERROR with its message fits). Drivers size their buffers from it and
+    /// ask again as the transfer goes: a client's shrinks once the server
+    /// answers. By default the largest TFTP datagram.
+    fn max_datagram(&self) -> usize {
+        MAX_DATAGRAM
+    }
+
     /// Ends the transfer from this side: the peer gets ERROR `code` with
     /// `message` (if its address is known) and [`Event::Finished`] reports
     /// [`TransferError::Local`]. Does nothing once the transfer has ended.
@@ -150,6 +174,9 @@ impl<T: Transfer + ?Sized> Transfer for Box<T> {
     }
     fn bytes_transferred(&self) -> u64 {
         (**self).bytes_transferred()
+    }
+    fn max_datagram(&self) -> usize {
+        (**self).max_datagram()
     }
     fn abort(&mut self, code: ErrorCode, message: &str) {
         (**self).abort(code, message)
@@ -361,6 +388,20 @@ pub(crate) fn wire_block(index: u64) -> u16 {
     index as u16
 }
 
+/// What [`Transfer::max_datagram`] is for a machine in `handshake` with
+/// `negotiated`: anything up to the largest datagram while a client waits
+/// for the server's answer (the OACK may grant any blksize up to what was
+/// asked, and the request itself carries the name).
+pub(crate) fn max_datagram(awaiting_answer: bool, negotiated: &Negotiated) -> usize {
+    if awaiting_answer {
+        return MAX_DATAGRAM;
+    }
+    DATA_HEADER_LEN + usize::from(negotiated.blksize.max(DEFAULT_BLKSIZE))
+}
+
+/// The shortest time between two ERROR 5 answers of one transfer.
+pub(crate) const STRANGER_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The peer's address and transfer ID, plus the control datagrams (ERRORs)
 /// waiting to go out. Every machine owns one.
 #[derive(Debug)]
@@ -372,6 +413,9 @@ pub(crate) struct Link {
     /// An ERROR 5 owed to a stranger. One slot: a flood of strangers must
     /// not grow memory or make us a reflector.
     stranger: Option<SocketAddr>,
+    /// No stranger is answered before this: at most one ERROR 5 per
+    /// [`STRANGER_INTERVAL`], whoever sends.
+    strangers_quiet_until: Option<Instant>,
     /// The ERROR this side ends the transfer with.
     final_error: Option<(ErrorCode, String)>,
     pub final_error_sent: bool,
@@ -395,6 +439,7 @@ impl Link {
             peer,
             server,
             stranger: None,
+            strangers_quiet_until: None,
             final_error: None,
             final_error_sent: false,
             counters: Counters::default(),
@@ -403,7 +448,13 @@ impl Link {
         }
     }
 
-    pub fn accept(&mut self, from: SocketAddr) -> Accept {
+    /// Sorts out a datagram by its source. A stranger is owed ERROR 5,
+    /// unless what it sent is itself an ERROR (RFC 1350: an ERROR is never
+    /// answered; two transfers answering each other's ERROR 5 would do so
+    /// forever) or another stranger was answered less than
+    /// [`STRANGER_INTERVAL`] ago (so a flood of forged sources cannot turn a
+    /// transfer into a reflector).
+    pub fn accept(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Accept {
         self.counters.datagrams_received += 1;
         let ok = match self.peer {
             Some(peer) => peer == from,
@@ -413,8 +464,11 @@ impl Link {
             return Accept::Peer;
         }
         self.counters.unknown_tid += 1;
-        if self.stranger.is_none() {
+        let is_error = datagram.starts_with(&[0, Opcode::Error as u8]);
+        let quiet = self.strangers_quiet_until.is_some_and(|t| now < t);
+        if self.stranger.is_none() && !is_error && !quiet {
             self.stranger = Some(from);
+            self.strangers_quiet_until = Some(now + STRANGER_INTERVAL);
         }
         Accept::Stranger
     }
@@ -571,10 +625,11 @@ mod tests {
         let now = Instant::now();
         let peer: SocketAddr = "10.0.0.2:1000".parse().unwrap();
         let mut link = Link::new(now, Some(peer), peer);
-        assert!(matches!(link.accept(peer), Accept::Peer));
+        let ack = b"\x00\x04\x00\x01";
+        assert!(matches!(link.accept(now, peer, ack), Accept::Peer));
         for port in 2000..2010 {
             let from = SocketAddr::new(peer.ip(), port);
-            assert!(matches!(link.accept(from), Accept::Stranger));
+            assert!(matches!(link.accept(now, from, ack), Accept::Stranger));
         }
         let mut buf = [0u8; 64];
         let t = link.poll_control(&mut buf).unwrap();
@@ -582,5 +637,38 @@ mod tests {
         assert_eq!(&buf[..4], b"\x00\x05\x00\x05");
         assert!(link.poll_control(&mut buf).is_none());
         assert_eq!(link.counters.unknown_tid, 10);
+        // Within the interval, whoever it is: no answer.
+        let later = now + STRANGER_INTERVAL / 2;
+        assert!(matches!(
+            link.accept(later, SocketAddr::new(peer.ip(), 3000), ack),
+            Accept::Stranger
+        ));
+        assert!(link.poll_control(&mut buf).is_none());
+        let after = now + STRANGER_INTERVAL;
+        link.accept(after, SocketAddr::new(peer.ip(), 3001), ack);
+        assert_eq!(link.poll_control(&mut buf).unwrap().dest.port(), 3001);
+    }
+
+    #[test]
+    fn link_never_answers_an_error() {
+        // Two transfers of one server, each a stranger to the other: if an
+        // ERROR drew an ERROR 5, one forged ERROR would start an exchange
+        // that lasts as long as both transfers.
+        let now = Instant::now();
+        let peer: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        let other: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let mut link = Link::new(now, Some(peer), peer);
+        let mut buf = [0u8; 64];
+        let len = emit_error(&mut buf, ErrorCode::UNKNOWN_TID, "unknown transfer ID").unwrap();
+        let error = buf[..len].to_vec();
+        for i in 0..5u32 {
+            let t = now + STRANGER_INTERVAL * (i + 1);
+            assert!(matches!(link.accept(t, other, &error), Accept::Stranger));
+            assert!(
+                link.poll_control(&mut buf).is_none(),
+                "ERROR {i} was answered"
+            );
+        }
+        assert_eq!(link.counters.unknown_tid, 5);
     }
 }

@@ -35,7 +35,10 @@ mod server;
 pub use client::{ClientConfig, ClientGet, ClientPut};
 pub(crate) use common::Timer;
 pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
-pub use server::{parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO};
+pub use server::{
+    parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO,
+    UNKNOWN_OPCODE_REPLY_LEN,
+};
 
 #[cfg(test)]
 mod adversarial;

@@ -163,7 +163,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         if self.closed || self.is_closed() {
             return;
         }
-        if let Accept::Stranger = self.link.accept(from) {
+        if let Accept::Stranger = self.link.accept(now, from, datagram) {
             return;
         }
         match Packet::parse(datagram) {
@@ -246,6 +246,11 @@ impl<K: Sink> Transfer for RecvMachine<K> {
 
     fn counters(&self) -> super::Counters {
         self.link.counters
+    }
+
+    fn max_datagram(&self) -> usize {
+        let awaiting = matches!(self.handshake, Handshake::Request { .. });
+        super::common::max_datagram(awaiting, &self.negotiated)
     }
 
     fn bytes_transferred(&self) -> u64 {

@@ -155,6 +155,12 @@ impl<S: Source> Sender<S> {
         self.base - 1
     }
 
+    /// True once the final block has gone out at least once: from then on
+    /// only the final ACK is missing for the transfer to be complete.
+    pub fn sent_last(&self) -> bool {
+        self.last.is_some_and(|(l, _)| self.sent_max >= l)
+    }
+
     fn may_send(&self) -> bool {
         self.next < self.base + self.window && self.last.is_none_or(|(l, _)| self.next <= l)
     }

@@ -93,8 +93,12 @@ impl<S: Source> SendMachine<S> {
         self.finished = true;
         let retries = self.sender.timer.max_retries;
         self.link.fail(ErrorCode::UNDEFINED, "timed out");
-        self.link
-            .push_event(Event::Finished(Err(TransferError::TimedOut { retries })));
+        let error = if matches!(self.handshake, Handshake::Done) && self.sender.sent_last() {
+            TransferError::Unconfirmed { retries }
+        } else {
+            TransferError::TimedOut { retries }
+        };
+        self.link.push_event(Event::Finished(Err(error)));
     }
 
     fn complete(&mut self, now: Instant) {
@@ -158,7 +162,7 @@ impl<S: Source> Transfer for SendMachine<S> {
         if self.is_closed() {
             return;
         }
-        if let Accept::Stranger = self.link.accept(from) {
+        if let Accept::Stranger = self.link.accept(now, from, datagram) {
             return;
         }
         match Packet::parse(datagram) {
@@ -240,6 +244,11 @@ impl<S: Source> Transfer for SendMachine<S> {
 
     fn counters(&self) -> super::Counters {
         self.link.counters
+    }
+
+    fn max_datagram(&self) -> usize {
+        let awaiting = matches!(self.handshake, Handshake::Request { .. });
+        super::common::max_datagram(awaiting, &self.negotiated)
     }
 
     fn bytes_transferred(&self) -> u64 {

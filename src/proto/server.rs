@@ -12,7 +12,7 @@ use super::sender::{Sender, WireSource};
 use super::sending::{initial_timer, Handshake, SendMachine};
 use crate::data::{Sink, Source};
 use crate::options::{negotiate, Direction, Limits, Negotiated};
-use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Packet, Request};
+use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Opcode, Packet, Request};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,12 @@ impl Refusal {
 }
 
 /// Classifies a datagram that arrived on the listening port. `Ok(None)`:
-/// not a request (a stray ACK or DATA), to be ignored without a reply so the
-/// server cannot be used as a reflector.
+/// a packet of another kind (a stray ACK, DATA, OACK or ERROR), to be
+/// ignored without a reply: an ERROR is never answered (RFC 1350), and
+/// answering the rest would make the server a reflector. A malformed
+/// request and an unknown opcode get ERROR 4 (RFC 1350); the refusal for an
+/// unknown opcode is at most [`UNKNOWN_OPCODE_REPLY_LEN`] bytes, whatever
+/// arrived, so the listener never amplifies.
 pub fn parse_request(datagram: &[u8]) -> Result<Option<(Direction, Request<'_>)>, Refusal> {
     let packet = Packet::parse(datagram).map_err(|e| Refusal::new(e.error_code(), e.to_string()));
     let (direction, request) = match packet {
@@ -80,6 +84,12 @@ pub fn parse_request(datagram: &[u8]) -> Result<Option<(Direction, Request<'_>)>
         Ok(Packet::Wrq(r)) => (Direction::Write, r),
         Ok(_) => return Ok(None),
         Err(refusal) if is_request(datagram) => return Err(refusal),
+        Err(_) if has_unknown_opcode(datagram) => {
+            return Err(Refusal::new(
+                ErrorCode::ILLEGAL_OPERATION,
+                UNKNOWN_OPCODE_MESSAGE,
+            ))
+        }
         Err(_) => return Ok(None),
     };
     if request.mode == Mode::Mail {
@@ -93,6 +103,19 @@ pub fn parse_request(datagram: &[u8]) -> Result<Option<(Direction, Request<'_>)>
 
 fn is_request(datagram: &[u8]) -> bool {
     matches!(datagram, [0, 1 | 2, ..])
+}
+
+const UNKNOWN_OPCODE_MESSAGE: &str = "unknown opcode";
+
+/// The size of the ERROR 4 that answers an unknown opcode.
+pub const UNKNOWN_OPCODE_REPLY_LEN: usize = 4 + UNKNOWN_OPCODE_MESSAGE.len() + 1;
+
+/// Two bytes or more, and an opcode outside 1..=6 (RFC 1350, 2347).
+fn has_unknown_opcode(datagram: &[u8]) -> bool {
+    match datagram {
+        [hi, lo, ..] => Opcode::from_u16(u16::from_be_bytes([*hi, *lo])).is_none(),
+        _ => false,
+    }
 }
 
 fn negotiate_or_refuse(
@@ -137,6 +160,9 @@ macro_rules! delegate_transfer {
             }
             fn bytes_transferred(&self) -> u64 {
                 self.0.bytes_transferred()
+            }
+            fn max_datagram(&self) -> usize {
+                self.0.max_datagram()
             }
             fn abort(&mut self, code: ErrorCode, message: &str) {
                 self.0.abort(code, message)

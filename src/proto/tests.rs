@@ -254,7 +254,9 @@ fn running_out_of_retries_sends_an_error_then_gives_up() {
         now,
         client,
         &request(&[]),
-        MemSource::new(pattern(100)),
+        // Two blocks: the client never ACKs the first, so the transfer
+        // dies midway.
+        MemSource::new(pattern(1000)),
         &config,
     )
     .unwrap();
@@ -280,6 +282,49 @@ fn running_out_of_retries_sends_an_error_then_gives_up() {
         Some(Err(TransferError::TimedOut { retries: 2 }))
     ));
     assert!(m.is_closed());
+}
+
+#[test]
+fn a_final_ack_that_never_comes_is_told_apart_from_a_transfer_that_died() {
+    // The client ACKs block 1 of 2; the last block goes out, and its ACK
+    // never comes back. The client may have the whole file: the server
+    // still sends an ERROR when it gives up, but reports Unconfirmed, not
+    // TimedOut.
+    let now = t0();
+    let client = addr(CLIENT);
+    let config = ServerConfig {
+        retries: 2,
+        ..ServerConfig::default()
+    };
+    let src = MemSource::new(pattern(1000));
+    let mut m = ServerRead::new(now, client, &request(&[]), src, &config).unwrap();
+    sent(&mut m, now);
+    m.handle_datagram(now, client, &ack(1));
+    let mut t = now;
+    let mut last_blocks = 0;
+    let mut last = Vec::new();
+    while !m.is_closed() {
+        let out = sent(&mut m, t);
+        last_blocks += out
+            .iter()
+            .filter(|(_, b)| b[..4] == *b"\x00\x03\x00\x02")
+            .count();
+        last = out.last().map(|o| o.1.clone()).unwrap_or(last);
+        let Some(d) = m.poll_timeout() else { break };
+        t = d;
+        m.handle_timeout(t);
+    }
+    // Sent, then resent at least at each of the two retries (the adaptive
+    // timer's early backoff steps are free).
+    assert!(
+        last_blocks >= 3,
+        "the last block went out {last_blocks} times"
+    );
+    assert_eq!(&last[..4], b"\x00\x05\x00\x00", "an ERROR before giving up");
+    assert!(matches!(
+        finished(&mut m),
+        Some(Err(TransferError::Unconfirmed { retries: 2 }))
+    ));
 }
 
 #[test]
@@ -443,6 +488,18 @@ fn server_write_answers_with_oack_and_rejects_mail_mode() {
     let refused = parse_request(b"\x00\x02f\x00MAIL\x00").unwrap_err();
     assert_eq!(refused.code, ErrorCode::ILLEGAL_OPERATION);
     assert_eq!(parse_request(b"\x00\x04\x00\x01").unwrap(), None);
+    // An ERROR is never answered, even a malformed one; an unknown opcode
+    // gets a small ERROR 4, however large the datagram.
+    assert_eq!(parse_request(b"\x00\x05\x00\x05oops\x00").unwrap(), None);
+    assert_eq!(parse_request(b"\x00\x05").unwrap(), None);
+    assert_eq!(parse_request(b"\x00").unwrap(), None);
+    for opcode in [&b"\x00\x00"[..], b"\x00\x07", b"\xff\xff"] {
+        let datagram = [opcode, &[b'x'; 1000][..]].concat();
+        let refusal = parse_request(&datagram).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::ILLEGAL_OPERATION);
+        let mut buf = [0u8; 512];
+        assert_eq!(refusal.emit(&mut buf), Ok(UNKNOWN_OPCODE_REPLY_LEN));
+    }
     assert_eq!(
         parse_request(b"\x00\x01\x00octet\x00").unwrap_err().code,
         ErrorCode::ILLEGAL_OPERATION
@@ -728,8 +785,10 @@ proptest! {
         };
         let blocks = wire_blocks(&c, &data);
         let clean = c.loss == 0.0 && c.reorder == 0.0;
-        let timed_out = matches!(r.client, Some(Err(TransferError::TimedOut { .. })))
-            || matches!(r.server, Some(Err(TransferError::TimedOut { .. })));
+        let timed_out = |end: &Option<Result<Summary, TransferError>>| {
+            matches!(end, Some(Err(e)) if e.is_timeout())
+        };
+        let timed_out = timed_out(&r.client) || timed_out(&r.server);
         if !(timed_out && c.loss > 0.0) {
             prop_assert!(matches!(r.client, Some(Ok(_))), "client {:?}\n{}", r.client, r.trace.join("\n"));
             prop_assert!(matches!(r.server, Some(Ok(_))), "server {:?}", r.server);

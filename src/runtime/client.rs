@@ -225,6 +225,7 @@ where
         &socket,
         &mut cancel,
         until,
+        None,
         events,
         on_progress,
     )
@@ -238,6 +239,7 @@ where
                 &socket,
                 &mut cancel,
                 Until::Closed,
+                None,
                 |_| Control::Continue,
                 idle,
             )

@@ -4,7 +4,7 @@
 
 use super::socket::{DatagramSocket, SEGMENTS_MAX_BYTES, SEGMENTS_MAX_COUNT};
 use crate::proto::{Event, Transfer};
-use crate::wire::{ErrorCode, MAX_DATAGRAM};
+use crate::wire::ErrorCode;
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -64,9 +64,13 @@ struct Outgoing<'a> {
 }
 
 impl Batch {
+    /// An empty batch; its buffer grows to what the transfer needs (a
+    /// window of its blocks, within the kernel's limits) on first use, so
+    /// a lock-step transfer of 512-byte blocks holds about 1 KiB, not the
+    /// 130 KB a batch of the largest datagrams takes.
     fn new() -> Self {
         Batch {
-            buf: vec![0u8; SEGMENTS_MAX_BYTES + MAX_DATAGRAM],
+            buf: Vec::new(),
             used: 0,
             count: 0,
             dest: None,
@@ -75,9 +79,13 @@ impl Batch {
         }
     }
 
-    /// Where the machine writes its next datagram.
-    fn room(&mut self) -> &mut [u8] {
-        &mut self.buf[self.used..self.used + MAX_DATAGRAM]
+    /// Where the machine writes its next datagram, of at most `max` bytes.
+    fn room(&mut self, max: usize) -> &mut [u8] {
+        let end = self.used + max;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        &mut self.buf[self.used..end]
     }
 
     /// Takes the datagram the machine just wrote into [`Batch::room`].
@@ -151,18 +159,27 @@ async fn send<S: DatagramSocket>(socket: &S, out: Outgoing<'_>) {
 /// Drives `machine` on `socket` until `until`, handing every event to
 /// `on_event`. Sends failures are retried by the machine's own timer, so
 /// they are only logged.
+///
+/// `lifetime`, if given, is when the transfer is aborted with ERROR 0
+/// however it is going (the server's cap on how long one transfer may hold
+/// a slot).
 pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     machine: &mut T,
     socket: &S,
     cancel: &mut watch::Receiver<Cancel>,
     until: Until,
+    lifetime: Option<Instant>,
     mut on_event: impl FnMut(Event) -> Control,
     mut on_progress: impl FnMut(u64) -> Control,
 ) {
     let mut batch = Batch::new();
-    // Room for a coalesced read (receive offload) of up to 64 KiB, and one
-    // byte more than the largest datagram, so an oversized one shows.
-    let mut rx = vec![0u8; (MAX_DATAGRAM + 1).max(1 << 16)];
+    // Sized from the machine as it goes (see `receive_room`).
+    let mut rx = Vec::new();
+    let mut lifetime_live = lifetime.is_some();
+    let lifetime = tokio::time::sleep_until(
+        lifetime.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
+    );
+    tokio::pin!(lifetime);
     let mut finished = false;
     let mut cancel_live = true;
     let mut aborting = false;
@@ -189,7 +206,8 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
         };
         deliver_events(machine, &mut finished);
         let t = now();
-        while let Some(out) = machine.poll_transmit(t, batch.room()) {
+        let max = machine.max_datagram();
+        while let Some(out) = machine.poll_transmit(t, batch.room(max)) {
             if let Some(full) = batch.push(out.dest, out.len) {
                 send(socket, full).await;
                 batch.flushed();
@@ -212,6 +230,7 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
             sleep.as_mut().reset(d);
             armed = Some(d);
         }
+        rx.resize(receive_room(machine.max_datagram(), socket.coalesces()), 0);
         tokio::select! {
             biased;
             received = socket.recv_segments(&mut rx) => match received {
@@ -239,6 +258,11 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
                 armed = None;
                 machine.handle_timeout(now());
             }
+            _ = &mut lifetime, if lifetime_live => {
+                lifetime_live = false;
+                machine.abort(ErrorCode::UNDEFINED, "transfer took too long");
+                aborting = true;
+            }
             changed = cancel.changed(), if cancel_live => {
                 cancel_live = changed.is_ok();
                 if *cancel.borrow() == Cancel::Abort {
@@ -250,9 +274,23 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     }
 }
 
+/// The receive buffer for a machine whose datagrams are at most
+/// `max_datagram` bytes: one byte more, so an oversized datagram shows as
+/// one; or 64 KiB where the socket coalesces a window's datagrams into one
+/// read (receive offload).
+fn receive_room(max_datagram: usize, coalesces: bool) -> usize {
+    let one = max_datagram + 1;
+    if coalesces {
+        one.max(1 << 16)
+    } else {
+        one
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::MAX_DATAGRAM;
 
     /// Feeds datagrams (destination port, length) through a batch, the way
     /// `drive` does, and returns what goes out: (port, total bytes, segment).
@@ -261,7 +299,7 @@ mod tests {
         let mut out = Vec::new();
         let mut record = |o: Outgoing<'_>| out.push((o.dest.port(), o.bytes.len(), o.segment));
         for (i, &(port, len)) in datagrams.iter().enumerate() {
-            let room = batch.room();
+            let room = batch.room(MAX_DATAGRAM);
             room[..len].fill(i as u8);
             let dest = SocketAddr::from(([10, 0, 0, 1], port));
             if let Some(full) = batch.push(dest, len) {
@@ -309,9 +347,9 @@ mod tests {
         let mut batch = Batch::new();
         let a = SocketAddr::from(([10, 0, 0, 1], 7));
         let b = SocketAddr::from(([10, 0, 0, 1], 8));
-        batch.room()[..3].copy_from_slice(b"one");
+        batch.room(MAX_DATAGRAM)[..3].copy_from_slice(b"one");
         assert!(batch.push(a, 3).is_none());
-        batch.room()[..5].copy_from_slice(b"other");
+        batch.room(MAX_DATAGRAM)[..5].copy_from_slice(b"other");
         let first = batch.push(b, 5).expect("a different peer flushes");
         assert_eq!(first.bytes, b"one");
         batch.flushed();

@@ -3,12 +3,13 @@
 
 use super::driver::{drive, now, Cancel, Control, Until};
 use super::socket::{DatagramSocket, Network};
+use crate::data::FileSource;
 use crate::options::Direction;
 use crate::proto::{
     parse_request, Counters, Event, Refusal, ServerConfig, ServerRead, ServerWrite, Summary,
     Transfer, TransferError,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, UploadSink};
 use crate::wire::{ErrorCode, MAX_DATAGRAM};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -17,7 +18,7 @@ use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// How the server listens and how many transfers it runs.
@@ -32,7 +33,19 @@ pub struct ServerOptions {
     pub max_transfers: usize,
     /// Ports for transfer sockets; `None` lets the OS choose.
     pub port_range: Option<RangeInclusive<u16>>,
+    /// Longest a transfer may run, however it progresses: then it is
+    /// aborted with ERROR 0. Bounds how long one slow client holds a slot.
+    pub max_transfer_time: Duration,
+    /// How long a request may wait for its name to be resolved and its file
+    /// opened (on a blocking worker, at most [`OPEN_WORKERS`] at once)
+    /// before it is refused with ERROR 0 "server busy". A file system that
+    /// hangs costs requests this much, never the listener.
+    pub open_deadline: Duration,
 }
+
+/// Blocking workers that may resolve and open files at once. A hung file
+/// system holds at most this many threads.
+pub const OPEN_WORKERS: usize = 16;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -41,6 +54,8 @@ impl Default for ServerOptions {
             transfer: ServerConfig::default(),
             max_transfers: 512,
             port_range: None,
+            max_transfer_time: Duration::from_secs(3600),
+            open_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -113,6 +128,8 @@ struct Shared {
     recent: Mutex<VecDeque<Recent>>,
     next_id: AtomicU64,
     next_port: AtomicU64,
+    /// Permits for [`OPEN_WORKERS`] blocking opens.
+    opens: Arc<Semaphore>,
 }
 
 /// A running server. Dropping it without [`ServerHandle::stop`] aborts the
@@ -152,6 +169,7 @@ pub async fn serve<N: Network>(
         recent: Mutex::new(VecDeque::new()),
         next_id: AtomicU64::new(1),
         next_port: AtomicU64::new(0),
+        opens: Arc::new(Semaphore::new(OPEN_WORKERS)),
     });
     let (stop, stop_rx) = watch::channel(None);
     let listener = tokio::spawn(listen(net, socket, shared.clone(), stop_rx));
@@ -223,12 +241,18 @@ impl ServerHandle {
 }
 
 /// The listener task. Returns how many transfers it had to abort.
+///
+/// It only sorts datagrams: parsing, the duplicate and busy checks, and
+/// refusals that need no file. Everything that can block (resolving the
+/// name, opening the file) happens in the request's own task, on a
+/// blocking worker, so one slow or hostile request never delays another.
 async fn listen<N: Network>(
     net: N,
     socket: N::Socket,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) -> usize {
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut tasks = JoinSet::new();
     let (cancel, cancel_rx) = watch::channel(Cancel::Run);
@@ -241,9 +265,9 @@ async fn listen<N: Network>(
             }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, peer)) => {
-                    let request = Incoming { net: &net, shared: &shared, listener: &socket, peer };
-                    if let Some(task) = request.handle(&buf[..len]).await {
-                        tasks.spawn(task.run(cancel_rx.clone()));
+                    let request = Incoming { shared: &shared, listener: &*socket, peer };
+                    if let Some(admitted) = request.handle(&buf[..len]).await {
+                        tasks.spawn(admitted.run(net.clone(), socket.clone(), cancel_rx.clone()));
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "listener receive failed"),
@@ -263,20 +287,23 @@ async fn listen<N: Network>(
 }
 
 /// One datagram that arrived at the listener.
-struct Incoming<'a, N: Network> {
-    net: &'a N,
+struct Incoming<'a, S: DatagramSocket> {
     shared: &'a Arc<Shared>,
-    listener: &'a N::Socket,
+    listener: &'a S,
     peer: SocketAddr,
 }
 
-impl<N: Network> Incoming<'_, N> {
-    /// Answers the datagram; returns the transfer to run, if one starts.
-    async fn handle(self, datagram: &[u8]) -> Option<TransferTask<N::Socket>> {
+impl<S: DatagramSocket> Incoming<'_, S> {
+    /// Answers the datagram, or admits it as a request whose file is to
+    /// be opened. Never blocks on the file system.
+    async fn handle(self, datagram: &[u8]) -> Option<Admitted> {
         let (direction, request) = match parse_request(datagram) {
             Ok(Some(r)) => r,
             Ok(None) => return None,
-            Err(refusal) => return self.refuse(None, refusal).await,
+            Err(refusal) => {
+                refuse(self.listener, self.shared, self.peer, None, refusal, None).await;
+                return None;
+            }
         };
         let filename = request.filename.to_string();
         match self.admit(datagram) {
@@ -284,54 +311,31 @@ impl<N: Network> Incoming<'_, N> {
             Admit::Duplicate => return None,
             Admit::Busy => {
                 let busy = Refusal::new(ErrorCode::UNDEFINED, "server busy, try again later");
-                return self.refuse(Some(filename), busy).await;
+                let why = Some(format!(
+                    "{} transfers running",
+                    self.shared.options.max_transfers
+                ));
+                refuse(
+                    self.listener,
+                    self.shared,
+                    self.peer,
+                    Some(filename),
+                    busy,
+                    why,
+                )
+                .await;
+                return None;
             }
         }
-        let socket = match self.bind_transfer_socket().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot bind a transfer socket");
-                let refusal = Refusal::new(ErrorCode::UNDEFINED, "server out of sockets");
-                return self.refuse(Some(filename), refusal).await;
-            }
-        };
-        let store = &self.shared.store;
-        let config = &self.shared.options.transfer;
-        let t = now();
-        let machine: Result<Box<dyn Transfer + Send>, Refusal> = match direction {
-            Direction::Read => store
-                .open_read(&filename)
-                .map_err(store_refusal)
-                .and_then(|src| ServerRead::new(t, self.peer, &request, src, config))
-                .map(|m| Box::new(m) as Box<dyn Transfer + Send>),
-            Direction::Write => store
-                .open_write(&filename)
-                .map_err(store_refusal)
-                .and_then(|sink| ServerWrite::new(t, self.peer, &request, sink, config))
-                .map(|m| Box::new(m) as Box<dyn Transfer + Send>),
-        };
-        let machine = match machine {
-            Ok(m) => m,
-            Err(refusal) => return self.refuse(Some(filename), refusal).await,
-        };
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.active.lock().ok()?.insert(self.peer, id);
-        self.shared.stats.started.fetch_add(1, Ordering::Relaxed);
-        let _ = self.shared.events.send(ServerEvent::Started {
-            id,
-            peer: self.peer,
-            filename: filename.clone(),
-            direction,
-        });
-        Some(TransferTask {
+        let slot = Slot::take(self.shared, self.peer, id)?;
+        Some(Admitted {
             id,
             peer: self.peer,
             request: datagram.into(),
             filename,
             direction,
-            machine,
-            socket,
-            shared: self.shared.clone(),
+            slot,
         })
     }
 
@@ -351,50 +355,230 @@ impl<N: Network> Incoming<'_, N> {
             Admit::Yes
         }
     }
+}
 
-    async fn refuse(
-        self,
-        filename: Option<String>,
-        refusal: Refusal,
-    ) -> Option<TransferTask<N::Socket>> {
-        let mut buf = [0u8; 512];
-        if let Ok(len) = refusal.emit(&mut buf) {
-            let _ = self.listener.send_to(&buf[..len], self.peer).await;
+/// Sends `refusal` from the listener's address and reports it. `why` is
+/// for the log only: the client learns the code and the short message.
+async fn refuse<S: DatagramSocket>(
+    listener: &S,
+    shared: &Shared,
+    peer: SocketAddr,
+    filename: Option<String>,
+    refusal: Refusal,
+    why: Option<String>,
+) {
+    let mut buf = [0u8; 512];
+    if let Ok(len) = refusal.emit(&mut buf) {
+        let _ = listener.send_to(&buf[..len], peer).await;
+    }
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    let file = filename.as_deref().unwrap_or("-");
+    let why = why.as_deref().unwrap_or(&refusal.message);
+    tracing::info!(%peer, file, code = refusal.code.0, message = %refusal.message, why, "refused");
+    let _ = shared.events.send(ServerEvent::Refused {
+        peer,
+        filename,
+        code: refusal.code,
+        message: refusal.message,
+    });
+}
+
+/// A client's place in the table of live transfers: taken when its request
+/// is admitted, given back when the task that serves it ends, however it
+/// ends (refused after all, finished, aborted at shutdown), so no path can
+/// leak a slot.
+struct Slot {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl Slot {
+    fn take(shared: &Arc<Shared>, peer: SocketAddr, id: u64) -> Option<Slot> {
+        shared.active.lock().ok()?.insert(peer, id);
+        Some(Slot {
+            shared: shared.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.shared.active.lock() {
+            active.remove(&self.peer);
         }
-        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let file = filename.as_deref().unwrap_or("-");
-        tracing::info!(peer = %self.peer, file, code = refusal.code.0, message = %refusal.message, "refused");
-        let _ = self.shared.events.send(ServerEvent::Refused {
+    }
+}
+
+/// What a request opened: the file to send, or the upload to receive.
+enum Opened {
+    Read(FileSource),
+    Write(UploadSink),
+}
+
+/// A request admitted by the listener: its file is yet to be opened.
+struct Admitted {
+    id: u64,
+    peer: SocketAddr,
+    /// The request datagram: parsed again once the file is open, and
+    /// remembered for a moment if the transfer succeeds.
+    request: Box<[u8]>,
+    filename: String,
+    direction: Direction,
+    slot: Slot,
+}
+
+impl Admitted {
+    /// Opens the file, builds the machine, binds the transfer's socket and
+    /// runs the transfer; or refuses the request from the listener's
+    /// address.
+    async fn run<N: Network>(
+        self,
+        net: N,
+        listener: Arc<N::Socket>,
+        cancel: watch::Receiver<Cancel>,
+    ) {
+        let shared = self.slot.shared.clone();
+        let (machine, socket) = match self.start(&net).await {
+            Ok(started) => started,
+            Err((refusal, why)) => {
+                let name = Some(self.filename);
+                refuse(&*listener, &shared, self.peer, name, refusal, why).await;
+                return;
+            }
+        };
+        shared.stats.started.fetch_add(1, Ordering::Relaxed);
+        let _ = shared.events.send(ServerEvent::Started {
+            id: self.id,
             peer: self.peer,
-            filename,
-            code: refusal.code,
-            message: refusal.message,
+            filename: self.filename.clone(),
+            direction: self.direction,
         });
-        None
+        let task = TransferTask {
+            id: self.id,
+            peer: self.peer,
+            request: self.request,
+            filename: self.filename,
+            direction: self.direction,
+            machine,
+            socket,
+            slot: self.slot,
+        };
+        task.run(cancel).await;
     }
 
-    /// A fresh socket on the listener's address: an OS-chosen port, or the
-    /// next free one in the configured range.
-    async fn bind_transfer_socket(&self) -> io::Result<N::Socket> {
-        let ip = self.shared.options.bind.ip();
-        let Some(range) = self.shared.options.port_range.clone() else {
-            return self.net.bind_transfer(SocketAddr::new(ip, 0)).await;
+    async fn start<N: Network>(
+        &self,
+        net: &N,
+    ) -> Result<(Box<dyn Transfer + Send>, N::Socket), (Refusal, Option<String>)> {
+        let shared = &self.slot.shared;
+        let opened = open_file(net, shared, self.direction, &self.filename).await?;
+        let Ok(Some((_, request))) = parse_request(&self.request) else {
+            let refusal = Refusal::new(ErrorCode::UNDEFINED, "internal error");
+            return Err((refusal, Some("request no longer parses".into())));
         };
-        let (first, count) = (u64::from(*range.start()), range.len() as u64);
-        let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "port range exhausted");
-        for _ in 0..count {
-            let i = self.shared.next_port.fetch_add(1, Ordering::Relaxed) % count;
-            match self
-                .net
-                .bind_transfer(SocketAddr::new(ip, (first + i) as u16))
-                .await
-            {
-                Ok(socket) => return Ok(socket),
-                Err(e) => last_err = e,
+        let config = &shared.options.transfer;
+        let t = now();
+        let machine: Box<dyn Transfer + Send> = match opened {
+            Opened::Read(src) => Box::new(ServerRead::new(t, self.peer, &request, src, config)?),
+            Opened::Write(sink) => {
+                Box::new(ServerWrite::new(t, self.peer, &request, sink, config)?)
+            }
+        };
+        // Receive offload only where windows of DATA arrive: a socket that
+        // coalesces needs a 64 KiB buffer for every read.
+        let windowed = request
+            .options
+            .iter()
+            .any(|o| o.name.eq_ignore_ascii_case(b"windowsize") && o.value != b"1");
+        let coalesce = self.direction == Direction::Write && windowed;
+        match bind_transfer_socket(net, shared, coalesce).await {
+            Ok(socket) => Ok((machine, socket)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot bind a transfer socket");
+                let refusal = Refusal::new(ErrorCode::UNDEFINED, "server out of sockets");
+                Err((refusal, Some(e.to_string())))
             }
         }
-        Err(last_err)
     }
+}
+
+impl From<Refusal> for (Refusal, Option<String>) {
+    fn from(refusal: Refusal) -> Self {
+        (refusal, None)
+    }
+}
+
+/// Resolves and opens `filename` on a blocking worker, within the
+/// server's open deadline.
+async fn open_file<N: Network>(
+    net: &N,
+    shared: &Arc<Shared>,
+    direction: Direction,
+    filename: &str,
+) -> Result<Opened, (Refusal, Option<String>)> {
+    let busy = |why: &str| {
+        let refusal = Refusal::new(ErrorCode::UNDEFINED, "server busy, try again later");
+        (refusal, Some(why.to_string()))
+    };
+    let (store, name) = (shared.store.clone(), filename.to_string());
+    let work = async {
+        let permit = shared.opens.clone().acquire_owned().await;
+        let permit = permit.map_err(|_| busy("shutting down"))?;
+        let opened = net
+            .run_blocking(move || {
+                // Held until the open returns, however long that takes.
+                let _permit = permit;
+                match direction {
+                    Direction::Read => store.open_read(&name).map(Opened::Read),
+                    Direction::Write => store.open_write(&name).map(Opened::Write),
+                }
+            })
+            .await
+            .map_err(|e| busy(&format!("open failed: {e}")))?;
+        opened.map_err(|e| (store_refusal(&e), Some(e.to_string())))
+    };
+    let deadline = shared.options.open_deadline;
+    match tokio::time::timeout(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => Err(busy(&format!(
+            "opening the file took longer than {deadline:?}"
+        ))),
+    }
+}
+
+/// A fresh socket on the listener's address: an OS-chosen port, or the
+/// next free one in the configured range. `coalesce` asks for receive
+/// offload.
+async fn bind_transfer_socket<N: Network>(
+    net: &N,
+    shared: &Shared,
+    coalesce: bool,
+) -> io::Result<N::Socket> {
+    let ip = shared.options.bind.ip();
+    let bind = |port| {
+        let addr = SocketAddr::new(ip, port);
+        async move {
+            if coalesce {
+                net.bind_transfer(addr).await
+            } else {
+                net.bind(addr).await
+            }
+        }
+    };
+    let Some(range) = shared.options.port_range.clone() else {
+        return bind(0).await;
+    };
+    let (first, count) = (u64::from(*range.start()), range.len() as u64);
+    let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "port range exhausted");
+    for _ in 0..count {
+        let i = shared.next_port.fetch_add(1, Ordering::Relaxed) % count;
+        match bind((first + i) as u16).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
 }
 
 /// A request whose transfer succeeded, and when it ended.
@@ -452,7 +636,7 @@ enum Admit {
     Busy,
 }
 
-fn store_refusal(e: StoreError) -> Refusal {
+fn store_refusal(e: &StoreError) -> Refusal {
     Refusal::new(e.error_code(), e.message())
 }
 
@@ -466,7 +650,7 @@ struct TransferTask<S: DatagramSocket> {
     direction: Direction,
     machine: Box<dyn Transfer + Send>,
     socket: S,
-    shared: Arc<Shared>,
+    slot: Slot,
 }
 
 impl<S: DatagramSocket> TransferTask<S> {
@@ -474,6 +658,7 @@ impl<S: DatagramSocket> TransferTask<S> {
     /// keeps the machine (and its place in the duplicate-request table)
     /// until it closes, so a receiver can dally.
     async fn run(mut self, mut cancel: watch::Receiver<Cancel>) {
+        let lifetime = now() + self.slot.shared.options.max_transfer_time;
         let mut result = None;
         let on_event = |event| {
             if let Event::Finished(r) = event {
@@ -487,6 +672,7 @@ impl<S: DatagramSocket> TransferTask<S> {
             socket,
             &mut cancel,
             Until::Finished,
+            Some(lifetime),
             on_event,
             |_| Control::Continue,
         )
@@ -505,23 +691,22 @@ impl<S: DatagramSocket> TransferTask<S> {
             socket,
             &mut cancel,
             Until::Closed,
+            Some(lifetime),
             |_| Control::Continue,
             idle,
         )
         .await;
-        // Remembered before the peer leaves the table, so no copy of the
-        // request slips between the two.
+        // Remembered before the peer leaves the table (when the slot is
+        // dropped), so no copy of the request slips between the two.
         if succeeded {
             let request = std::mem::take(&mut self.request);
-            self.shared.remember_done(self.peer, request);
-        }
-        if let Ok(mut active) = self.shared.active.lock() {
-            active.remove(&self.peer);
+            self.slot.shared.remember_done(self.peer, request);
         }
     }
 
     fn report(&self, result: Result<Summary, TransferError>, counters: Counters) {
-        let stats = &self.shared.stats;
+        let shared = &self.slot.shared;
+        let stats = &shared.stats;
         match &result {
             Ok(s) => {
                 stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -542,7 +727,7 @@ impl<S: DatagramSocket> TransferTask<S> {
                 tracing::info!(peer = %self.peer, file = %self.filename, direction = ?self.direction, error = %e, "transfer failed");
             }
         }
-        let _ = self.shared.events.send(ServerEvent::Finished {
+        let _ = shared.events.send(ServerEvent::Finished {
             id: self.id,
             peer: self.peer,
             filename: self.filename.clone(),

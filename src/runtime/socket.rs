@@ -41,6 +41,12 @@ pub trait DatagramSocket: Send + Sync + 'static {
         }
     }
 
+    /// True when [`DatagramSocket::recv_segments`] may hand over several
+    /// datagrams in one read, so its buffer must hold 64 KiB.
+    fn coalesces(&self) -> bool {
+        false
+    }
+
     /// Sends `buf` to `target` as datagrams of `segment` bytes each (the
     /// last may be shorter): a window of DATA in one call. By default one
     /// [`DatagramSocket::send_to`] per datagram; the host's UDP sockets use
@@ -82,6 +88,19 @@ pub trait Network: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
         self.bind(addr)
     }
+
+    /// Runs `work`, which may block (resolving a name and opening a file),
+    /// without blocking the task that awaits it. By default on tokio's pool
+    /// of blocking threads; a simulated host runs it inline, since its file
+    /// system takes no simulated time and a thread would make the run's
+    /// order depend on the OS scheduler. Fails only if `work` panicked.
+    fn run_blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> impl Future<Output = io::Result<R>> + Send {
+        let handle = tokio::task::spawn_blocking(work);
+        async move { handle.await.map_err(io::Error::other) }
+    }
 }
 
 /// The host's UDP stack, through tokio.
@@ -117,17 +136,19 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 #[derive(Debug)]
 pub struct HostSocket {
     fd: tokio::io::unix::AsyncFd<std::net::UdpSocket>,
+    /// Receive offload is on: one read may hold a window of datagrams.
+    gro: bool,
 }
 
 #[cfg(target_os = "linux")]
 impl HostSocket {
-    fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+    fn new(socket: std::net::UdpSocket, gro: bool) -> io::Result<Self> {
         use tokio::io::{unix::AsyncFd, Interest};
         // SAFETY: the std socket owns its descriptor and keeps it open, and
         // the same, until the AsyncFd that owns the socket is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(HostSocket { fd })
+        Ok(HostSocket { fd, gro })
     }
 
     /// Runs a non-blocking read until it finds a datagram.
@@ -179,6 +200,10 @@ impl DatagramSocket for HostSocket {
 
     async fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
         self.read(|s| gro::recv(s, buf)).await
+    }
+
+    fn coalesces(&self) -> bool {
+        self.gro
     }
 
     async fn send_segments(
@@ -305,7 +330,7 @@ impl Network for TokioNet {
     type Socket = HostSocket;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
-        std::future::ready(bind_std(addr).and_then(HostSocket::new))
+        std::future::ready(bind_std(addr).and_then(|s| HostSocket::new(s, false)))
     }
 
     fn bind_transfer(
@@ -314,8 +339,10 @@ impl Network for TokioNet {
     ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
         let socket = bind_std(addr).and_then(|s| {
             #[cfg(target_os = "linux")]
-            gro::enable(&s);
-            HostSocket::new(s)
+            let gro = gro::enable(&s);
+            #[cfg(not(target_os = "linux"))]
+            let gro = false;
+            HostSocket::new(s, gro)
         });
         std::future::ready(socket)
     }
@@ -332,17 +359,18 @@ mod gro {
     use std::os::fd::AsRawFd;
 
     /// Best effort: a kernel without GRO leaves every read one datagram.
-    pub fn enable(socket: &impl AsRawFd) {
+    /// True when it is on.
+    pub fn enable(socket: &impl AsRawFd) -> bool {
         let on: libc::c_int = 1;
         // SAFETY: a valid descriptor and a pointer to a c_int of the size given.
-        unsafe {
+        0 == unsafe {
             libc::setsockopt(
                 socket.as_raw_fd(),
                 libc::SOL_UDP,
                 libc::UDP_GRO,
                 &on as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+            )
         }
     }
 
@@ -423,7 +451,7 @@ mod tests {
         rx.set_nonblocking(false).unwrap();
         rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
-        gro::enable(&rx);
+        assert!(gro::enable(&rx));
         let tx = bind_std("127.0.0.1:0".parse().unwrap()).unwrap();
         let segment = 1472;
         let window: Vec<u8> = (0..(20 * segment + 300)).map(|i| (i % 251) as u8).collect();

@@ -68,6 +68,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub max_windowsize: u16,
+    /// Largest `timeout` option granted, in seconds (1..=255). A client
+    /// asking for more gets no timeout in the OACK and the server keeps its
+    /// own timer (lowering it would make U-Boot refuse the OACK).
+    #[arg(long, value_name = "S", default_value_t = tftplab::options::DEFAULT_MAX_TIMEOUT,
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub max_timeout: u8,
+    /// Longest a transfer may run, in seconds, however it progresses; then
+    /// it is aborted with ERROR 0. Bounds how long a slow client can hold
+    /// one of the --max-transfers slots.
+    #[arg(long, value_name = "S", default_value_t = 3600.0, value_parser = parse_seconds)]
+    pub max_transfer_time: f64,
     /// Retransmission timeout in seconds when the client negotiates none.
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
     pub timeout: f64,

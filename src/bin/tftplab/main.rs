@@ -92,10 +92,13 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
                 max_blksize: a.max_blksize,
                 max_windowsize: a.max_windowsize,
                 max_upload: a.max_upload,
+                max_timeout: a.max_timeout,
             },
         },
         max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
         port_range: a.port_range.map(|(lo, hi)| lo..=hi),
+        max_transfer_time: Duration::from_secs_f64(a.max_transfer_time),
+        ..ServerOptions::default()
     };
     let server = serve(TokioNet, Arc::new(store), options).await.map_err(|e| {
         let hint = if a.bind.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -192,6 +195,10 @@ fn explain(e: ClientError, server: SocketAddr, name: &str) -> Failure {
         ClientError::Transfer(TransferError::TimedOut { retries }) => format!(
             "no answer from {server} after {retries} retries; is a TFTP server running there, \
              and does a firewall let UDP through?"
+        ),
+        ClientError::Transfer(TransferError::Unconfirmed { retries }) => format!(
+            "sent all of `{name}`, but {server} never acknowledged the last block after \
+             {retries} retries; it may have the whole file: check with `tftplab get`"
         ),
         ClientError::Transfer(TransferError::Local { code, message }) => {
             format!("gave up on `{name}` (sent ERROR {}): {message}", code.0)
