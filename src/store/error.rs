@@ -127,7 +127,10 @@ impl StoreError {
     pub(crate) fn from_io(name: &str, e: io::Error) -> Self {
         let name = name.to_owned();
         match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NotFound { name },
+            // A component longer than the file system allows names nothing.
+            io::ErrorKind::NotFound
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::InvalidFilename => StoreError::NotFound { name },
             io::ErrorKind::PermissionDenied => StoreError::Denied {
                 name,
                 reason: DenyReason::Permission,

@@ -190,9 +190,22 @@ mod symlinks {
     #[test]
     fn dangling_link_is_not_found_for_reads_and_refused_for_writes() {
         let (tmp, store) = setup(writable(WritePolicy::Overwrite));
-        symlink(tmp.path().join("nowhere"), store.root().join("dangle")).unwrap();
-        assert_eq!(code(store.open_read("dangle")), 1);
-        assert_eq!(code(store.open_write("dangle")), 2);
+        symlink("nowhere", store.root().join("dangle")).unwrap();
+        symlink(
+            store.root().join("nodir/x"),
+            store.root().join("dangle-abs"),
+        )
+        .unwrap();
+        for name in ["dangle", "dangle-abs"] {
+            assert_eq!(code(store.open_read(name)), 1, "{name}");
+            assert_eq!(code(store.open_write(name)), 2, "{name}");
+        }
+        assert!(!store.root().join("nowhere").exists());
+        // A dangling link that points outside is outside: ERROR 2 for both,
+        // so the answer says nothing about what exists there.
+        symlink(tmp.path().join("nowhere"), store.root().join("out")).unwrap();
+        assert_eq!(code(store.open_read("out")), 2);
+        assert_eq!(code(store.open_write("out")), 2);
         assert!(!tmp.path().join("nowhere").exists());
     }
 

@@ -4,13 +4,20 @@
 //! Writing in place would let a board fetch a half-uploaded kernel, and would
 //! destroy the old file when an upload dies halfway. The temporary file sits in
 //! the target's own directory because `rename` and `link` are only atomic
-//! within one file system.
+//! within one file system. That directory is held open from the moment the
+//! name is resolved: the temporary file is created, renamed and removed with
+//! `*at` calls on that handle, so an upload cannot be redirected out of the
+//! root by swapping a directory on its path for a symlink meanwhile.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use super::at::{self, DirFd};
 use crate::data::{write_all_at, Sink};
 
 const TAG: &str = ".tftplab-";
@@ -31,30 +38,41 @@ pub(crate) enum Commit {
     NoClobber,
 }
 
+/// The pid in a name of the form [`temp_name`] produces, as digits.
+fn temp_pid(c: &str) -> Option<&str> {
+    let body = c.strip_prefix('.')?.strip_suffix(EXT)?;
+    let at = body.rfind(TAG)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = body[at + TAG.len()..].split('-');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(pid), Some(n), None) if digits(pid) && digits(n) => Some(pid),
+        _ => None,
+    }
+}
+
 /// True for names of the form [`temp_name`] produces, so listings can hide
 /// them and clients cannot ask for them.
 pub(crate) fn is_temp_name(c: &str) -> bool {
-    let Some(body) = c.strip_prefix('.').and_then(|s| s.strip_suffix(EXT)) else {
-        return false;
-    };
-    let Some(at) = body.rfind(TAG) else {
-        return false;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mut parts = body[at + TAG.len()..].split('-');
-    matches!(
-        (parts.next(), parts.next(), parts.next()),
-        (Some(pid), Some(n), None) if digits(pid) && digits(n)
-    )
+    temp_pid(c).is_some()
 }
 
-fn temp_name(file_name: &str) -> String {
+fn temp_name(file_name: &OsStr) -> OsString {
+    let file_name = file_name.to_string_lossy();
     let mut end = file_name.len().min(MAX_STEM);
     while !file_name.is_char_boundary(end) {
         end -= 1;
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".{}{TAG}{}-{n}{EXT}", &file_name[..end], std::process::id())
+    format!(".{}{TAG}{}-{n}{EXT}", &file_name[..end], std::process::id()).into()
+}
+
+/// A directory an upload made, for `remove_created_on_close` (and to take
+/// back if the upload cannot even start).
+#[derive(Debug)]
+struct MadeDir {
+    parent: DirFd,
+    name: OsString,
+    path: PathBuf,
 }
 
 /// A [`Sink`] that writes an upload to `.<name>.tftplab-<pid>-<n>.part` in
@@ -69,8 +87,13 @@ fn temp_name(file_name: &str) -> String {
 #[derive(Debug)]
 pub struct UploadSink {
     file: Option<File>,
-    temp: PathBuf,
+    /// The directory the file goes into, held open.
+    dir: DirFd,
+    temp: OsString,
+    name: OsString,
     target: PathBuf,
+    /// Parents first.
+    made: Vec<MadeDir>,
     commit: Commit,
     limit: Option<u64>,
     /// fsync the file (and its directory) around the rename.
@@ -85,7 +108,17 @@ impl UploadSink {
     /// downloads of other TFTP clients: an fsync of a 64 MiB file took
     /// longer (0.1 s) than fetching it over loopback.
     pub fn replacing(target: PathBuf) -> io::Result<Self> {
-        Ok(Self::create(target, Commit::Replace, None)?.synced(false))
+        let name = target
+            .file_name()
+            .ok_or(io::ErrorKind::InvalidInput)?
+            .to_owned();
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = at::open_dir_path(parent)?;
+        let dir_path = target.parent().unwrap_or(Path::new("")).to_path_buf();
+        Ok(Self::create(dir, dir_path, &[], name, Commit::Replace, None)?.synced(false))
     }
 
     /// Whether commit makes the file durable (fsync of the file before the
@@ -95,26 +128,62 @@ impl UploadSink {
         self
     }
 
-    pub(crate) fn create(target: PathBuf, commit: Commit, limit: Option<u64>) -> io::Result<Self> {
-        let dir = target.parent().ok_or(io::ErrorKind::InvalidInput)?;
-        let file_name = target
-            .file_name()
-            .ok_or(io::ErrorKind::InvalidInput)?
-            .to_string_lossy();
-        // A stale file from an earlier process with the same pid can collide.
-        let mut attempts = 0;
-        let (file, temp) = loop {
-            let temp = dir.join(temp_name(&file_name));
-            match OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(file) => break (file, temp),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
-                Err(e) => return Err(e),
+    /// Makes `new_dirs` below `dir` (each with `mkdirat` in the one before,
+    /// remembering those it made), then the temporary file for `name` in the
+    /// last of them.
+    pub(crate) fn create(
+        dir: DirFd,
+        dir_path: PathBuf,
+        new_dirs: &[OsString],
+        name: OsString,
+        commit: Commit,
+        limit: Option<u64>,
+    ) -> io::Result<Self> {
+        let mut made = Vec::new();
+        let mut dir = dir;
+        let mut path = dir_path;
+        let opened = (|| {
+            for d in new_dirs {
+                path.push(d);
+                if at::make_dir(dir.as_fd(), d)? {
+                    made.push(MadeDir {
+                        parent: dir.clone(),
+                        name: d.clone(),
+                        path: path.clone(),
+                    });
+                }
+                // Made by us or by a concurrent upload; a link or a file
+                // there is refused.
+                dir = Arc::new(at::open_subdir(dir.as_fd(), d)?);
+            }
+            // A stale file from an earlier process with the same pid can
+            // collide.
+            let mut attempts = 0;
+            loop {
+                let temp = temp_name(&name);
+                match at::create_new(dir.as_fd(), &temp) {
+                    Ok(file) => return Ok((file, temp)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                        attempts += 1
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })();
+        let (file, temp) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                remove_made(&made);
+                return Err(e);
             }
         };
         Ok(UploadSink {
             file: Some(file),
+            dir,
             temp,
-            target,
+            target: path.join(&name),
+            name,
+            made,
             commit,
             limit,
             durable: true,
@@ -127,38 +196,52 @@ impl UploadSink {
         &self.target
     }
 
+    /// The directories this upload created, parents first.
+    pub(crate) fn made_dirs(&self) -> Vec<PathBuf> {
+        self.made.iter().map(|d| d.path.clone()).collect()
+    }
+
     /// Moves the synced temporary file into place.
     fn publish(&self) -> io::Result<()> {
+        let dir = self.dir.as_fd();
         match self.commit {
-            Commit::Replace => fs::rename(&self.temp, &self.target)?,
-            Commit::NoClobber => match fs::hard_link(&self.temp, &self.target) {
+            Commit::Replace => at::rename(dir, &self.temp, &self.name)?,
+            Commit::NoClobber => match at::link(dir, &self.temp, &self.name) {
                 Ok(()) => {
-                    let _ = fs::remove_file(&self.temp);
+                    let _ = at::unlink(dir, &self.temp);
                 }
                 // No hard links on this file system: fall back to a checked
                 // rename, which leaves a small window for a racing creator.
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                    if fs::symlink_metadata(&self.target).is_ok() {
+                    if at::exists(dir, &self.name) {
                         return Err(io::ErrorKind::AlreadyExists.into());
                     }
-                    fs::rename(&self.temp, &self.target)?
+                    at::rename(dir, &self.temp, &self.name)?
                 }
                 Err(e) => return Err(e),
             },
         }
         if self.durable {
-            sync_dir(&self.target);
+            // Best effort: some file systems refuse to sync a directory, and
+            // the data is already safe.
+            let _ = at::sync_dir(dir);
         }
         Ok(())
     }
 
     fn discard(&mut self) {
-        // Close first: Windows cannot delete an open file.
         self.file = None;
         if !self.finished {
             self.finished = true;
-            let _ = fs::remove_file(&self.temp);
+            let _ = at::unlink(self.dir.as_fd(), &self.temp);
         }
+    }
+}
+
+/// Removes directories an upload made, deepest first, where still empty.
+fn remove_made(made: &[MadeDir]) {
+    for d in made.iter().rev() {
+        let _ = at::remove_dir(d.parent.as_fd(), &d.name);
     }
 }
 
@@ -198,7 +281,7 @@ impl Sink for UploadSink {
         drop(file);
         let result = synced.and_then(|()| self.publish());
         if result.is_err() {
-            let _ = fs::remove_file(&self.temp);
+            self.discard();
         }
         self.finished = true;
         result
@@ -213,17 +296,4 @@ impl Drop for UploadSink {
     fn drop(&mut self) {
         self.discard();
     }
-}
-
-/// Makes the rename itself durable; best effort, as some file systems refuse
-/// to sync a directory and the data is already safe.
-fn sync_dir(target: &Path) {
-    #[cfg(unix)]
-    if let Some(dir) = target.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = target;
 }
