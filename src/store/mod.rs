@@ -19,6 +19,7 @@
 //!   that point into the root's canonical path (labs link
 //!   `/srv/tftp/<serial> -> /srv/tftp/boot`); a link leading outside is
 //!   ERROR 2 whether or not its target exists.
+//! - Names over [`MAX_NAME_BYTES`] or [`MAX_NAME_COMPONENTS`] get ERROR 1.
 //! - Uploads into a missing directory get ERROR 1 unless `create_dirs` is on,
 //!   so a typo in a board's upload path does not silently grow the tree.
 //! - Uploads to a directory, a dangling symlink or a non-regular file get
@@ -44,7 +45,7 @@ use std::sync::Mutex;
 
 pub use error::{DenyReason, StoreError};
 pub use manage::{Entry, PutOutcome};
-pub use path::{Intent, MAX_LINKS, MAX_STEPS};
+pub use path::{Intent, MAX_LINKS, MAX_NAME_BYTES, MAX_NAME_COMPONENTS, MAX_STEPS};
 pub use upload::UploadSink;
 
 use crate::data::FileSource;

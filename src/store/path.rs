@@ -3,7 +3,10 @@
 //!
 //! Resolution happens in two stages:
 //!
-//! 1. **Lexical.** The name is split on `/` (and on `\` when
+//! 1. **Lexical.** A name longer than [`MAX_NAME_BYTES`] or with more than
+//!    [`MAX_NAME_COMPONENTS`] components is refused with ERROR 1 before
+//!    anything else is done with it (real clients send far less; U-Boot's
+//!    limit is 128 bytes). The name is split on `/` (and on `\` when
 //!    `backslash_to_slash` is on). Empty and `.` components are dropped, so
 //!    leading slashes mean "relative to the root". A `..` removes the previous
 //!    component; one with nothing left to remove would climb above the root and
@@ -49,6 +52,11 @@ use super::error::{DenyReason, StoreError};
 use super::upload::is_temp_name;
 use super::Store;
 
+/// Longest name a client may ask for, in bytes.
+pub const MAX_NAME_BYTES: usize = 512;
+/// Most `/`-separated (non-empty) components a client's name may have,
+/// counted before `.` and `..` are settled.
+pub const MAX_NAME_COMPONENTS: usize = 32;
 /// Most symlinks expanded while resolving one name (Linux's own limit).
 pub const MAX_LINKS: usize = 40;
 /// Most components looked up on disk while resolving one name, links'
@@ -181,6 +189,12 @@ pub(crate) struct Walker<'s> {
 /// Stage one: the lexical components of `name`, with `.` and `..` settled.
 pub(crate) fn split_name(name: &str, backslash_to_slash: bool) -> Result<Vec<String>, StoreError> {
     let is_sep = |c: char| c == '/' || (backslash_to_slash && c == '\\');
+    // Bounded first, before anything proportional to the name is allocated.
+    if name.len() > MAX_NAME_BYTES
+        || name.split(is_sep).filter(|c| !c.is_empty()).count() > MAX_NAME_COMPONENTS
+    {
+        return Err(StoreError::name_too_long(name));
+    }
     let deny = |reason| StoreError::denied(name, reason);
     if name.contains('\0') {
         return Err(deny(DenyReason::NulByte));
