@@ -21,7 +21,8 @@
 //!   ERROR 2 whether or not its target exists.
 //! - Names over [`MAX_NAME_BYTES`] or [`MAX_NAME_COMPONENTS`] get ERROR 1.
 //! - Uploads into a missing directory get ERROR 1 unless `create_dirs` is on,
-//!   so a typo in a board's upload path does not silently grow the tree.
+//!   so a typo in a board's upload path does not silently grow the tree; an
+//!   upload that does not complete removes the directories it made.
 //! - Uploads to a directory, a dangling symlink or a non-regular file get
 //!   ERROR 2; reads of them (FIFOs and devices too) get ERROR 1.
 //!

@@ -66,8 +66,8 @@ fn temp_name(file_name: &OsStr) -> OsString {
     format!(".{}{TAG}{}-{n}{EXT}", &file_name[..end], std::process::id()).into()
 }
 
-/// A directory an upload made, for `remove_created_on_close` (and to take
-/// back if the upload cannot even start).
+/// A directory an upload made, so an upload that does not commit can take
+/// it away again.
 #[derive(Debug)]
 struct MadeDir {
     parent: DirFd,
@@ -83,7 +83,8 @@ struct MadeDir {
 /// of one name never interleave.
 ///
 /// Dropping it without a successful [`Sink::commit`] deletes the temporary
-/// file, so a transfer task that dies or is cancelled leaves nothing behind.
+/// file, and the directories it created for the upload if they are still
+/// empty, so a transfer task that dies or is cancelled leaves nothing behind.
 #[derive(Debug)]
 pub struct UploadSink {
     file: Option<File>,
@@ -234,6 +235,7 @@ impl UploadSink {
         if !self.finished {
             self.finished = true;
             let _ = at::unlink(self.dir.as_fd(), &self.temp);
+            remove_made(&std::mem::take(&mut self.made));
         }
     }
 }
