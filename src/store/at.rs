@@ -225,3 +225,26 @@ pub(crate) fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     }
     Ok(names)
 }
+
+/// Owner and type of an entry, not following a link: `Some(uid)` for a
+/// regular file.
+pub(crate) fn regular_file_owner(dir: BorrowedFd<'_>, name: &OsStr) -> Option<u32> {
+    let stat = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    (FileType::from_raw_mode(stat.st_mode as _) == FileType::RegularFile).then_some(stat.st_uid)
+}
+
+/// True only when `pid` certainly names no process (`kill(pid, 0)` says
+/// `ESRCH`); a process of another user (`EPERM`) is alive.
+pub(crate) fn process_is_gone(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) == Err(Errno::SRCH)
+}
+
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}

@@ -155,11 +155,14 @@ pub struct Store {
     root_fd: DirFd,
     config: StoreConfig,
     created: Mutex<manage::Created>,
+    stale_removed: usize,
 }
 
 impl Store {
-    /// Opens the root. Fails if the root does not exist or is not a
-    /// directory; the error names the path, as it goes to the operator.
+    /// Opens the root and removes temporary files that dead uploads left in
+    /// it (see [`Store::stale_removed`]). Fails if the root does not exist
+    /// or is not a directory; the error names the path, as it goes to the
+    /// operator.
     pub fn new(mut config: StoreConfig) -> io::Result<Store> {
         let context = |e: io::Error| {
             let msg = format!("TFTP root {}: {e}", config.root.display());
@@ -171,12 +174,21 @@ impl Store {
             return Err(context(e));
         }
         let root_fd = at::open_dir_path(&root).map_err(context)?;
+        let stale = upload::sweep_stale(&root_fd);
+        if !stale.is_empty() {
+            tracing::info!(
+                root = %root.display(),
+                count = stale.len(),
+                "removed temporary files of uploads whose process is gone"
+            );
+        }
         config.root = root.clone();
         Ok(Store {
             root,
             root_fd,
             config,
             created: Mutex::default(),
+            stale_removed: stale.len(),
         })
     }
 
@@ -187,6 +199,14 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// How many temporary files of dead uploads [`Store::new`] removed: those
+    /// named `.<name>.tftplab-<pid>-<n>.part`, regular, owned by this
+    /// process's effective uid, whose pid is no live process. Each one is
+    /// also logged at `info` with its root-relative name.
+    pub fn stale_removed(&self) -> usize {
+        self.stale_removed
     }
 
     /// Opens a file for a read request. The file is opened without following

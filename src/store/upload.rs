@@ -8,6 +8,9 @@
 //! name is resolved: the temporary file is created, renamed and removed with
 //! `*at` calls on that handle, so an upload cannot be redirected out of the
 //! root by swapping a directory on its path for a symlink meanwhile.
+//!
+//! A process that dies mid-upload leaves its temporary file; [`sweep_stale`]
+//! removes those of dead processes when a store opens.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -17,13 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::at::{self, DirFd};
+use super::at::{self, DirFd, Node};
 use crate::data::{write_all_at, Sink};
 
 const TAG: &str = ".tftplab-";
 const EXT: &str = ".part";
 /// Keeps `.<name>.tftplab-<pid>-<n>.part` under the usual 255-byte name limit.
 const MAX_STEM: usize = 160;
+/// How deep [`sweep_stale`] looks below the root.
+const SWEEP_DEPTH: usize = super::MAX_NAME_COMPONENTS;
 
 /// Distinguishes uploads within this process; the pid distinguishes processes.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -297,5 +302,48 @@ impl Sink for UploadSink {
 impl Drop for UploadSink {
     fn drop(&mut self) {
         self.discard();
+    }
+}
+
+/// Removes the temporary files of uploads whose process is gone, anywhere
+/// below `root` (not through symlinks, at most [`SWEEP_DEPTH`] directories
+/// down). A file is removed only when all of this holds: its name is exactly
+/// one [`temp_name`] makes, it is a regular file owned by our effective uid,
+/// and no process has the pid in its name (`kill(pid, 0)` says `ESRCH`).
+/// Best effort: what cannot be read is left alone. Returns the root-relative
+/// names removed.
+pub(crate) fn sweep_stale(root: &DirFd) -> Vec<String> {
+    let mut removed = Vec::new();
+    sweep_dir(root, "", 0, at::effective_uid(), &mut removed);
+    removed
+}
+
+fn sweep_dir(dir: &DirFd, prefix: &str, depth: usize, uid: u32, removed: &mut Vec<String>) {
+    let Ok(names) = at::read_dir(dir.as_fd()) else {
+        return;
+    };
+    for name in names {
+        let shown = format!("{prefix}{}", name.to_string_lossy());
+        let pid = name.to_str().and_then(temp_pid);
+        if let Some(pid) = pid {
+            let ours = at::regular_file_owner(dir.as_fd(), &name) == Some(uid);
+            let dead = pid.parse().is_ok_and(at::process_is_gone);
+            if ours && dead && at::unlink(dir.as_fd(), &name).is_ok() {
+                tracing::info!(name = %shown, "removed a dead upload's temporary file");
+                removed.push(shown);
+            }
+            continue;
+        }
+        if depth < SWEEP_DEPTH {
+            if let Ok(Node::Dir(sub)) = at::lookup(dir.as_fd(), &name) {
+                sweep_dir(
+                    &Arc::new(sub),
+                    &format!("{shown}/"),
+                    depth + 1,
+                    uid,
+                    removed,
+                );
+            }
+        }
     }
 }
