@@ -29,6 +29,8 @@ const EXT: &str = ".part";
 const MAX_STEM: usize = 160;
 /// How deep [`sweep_stale`] looks below the root.
 const SWEEP_DEPTH: usize = super::MAX_NAME_COMPONENTS;
+/// How many directory entries [`sweep_stale`] looks at, at most.
+const SWEEP_ENTRIES: usize = 100_000;
 
 /// Distinguishes uploads within this process; the pid distinguishes processes.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -307,42 +309,53 @@ impl Drop for UploadSink {
 
 /// Removes the temporary files of uploads whose process is gone, anywhere
 /// below `root` (not through symlinks, at most [`SWEEP_DEPTH`] directories
-/// down). A file is removed only when all of this holds: its name is exactly
-/// one [`temp_name`] makes, it is a regular file owned by our effective uid,
-/// and no process has the pid in its name (`kill(pid, 0)` says `ESRCH`).
-/// Best effort: what cannot be read is left alone. Returns the root-relative
-/// names removed.
+/// down, at most [`SWEEP_ENTRIES`] entries looked at, so a root pointed at a
+/// huge tree does not stall startup). A file is removed only when all of
+/// this holds: its name is exactly one [`temp_name`] makes, it is a regular
+/// file owned by our effective uid, and no process has the pid in its name
+/// (`kill(pid, 0)` says `ESRCH`). Best effort: what cannot be read is left
+/// alone. Returns the root-relative names removed.
 pub(crate) fn sweep_stale(root: &DirFd) -> Vec<String> {
-    let mut removed = Vec::new();
-    sweep_dir(root, "", 0, at::effective_uid(), &mut removed);
-    removed
+    let mut sweep = Sweep {
+        uid: at::effective_uid(),
+        budget: SWEEP_ENTRIES,
+        removed: Vec::new(),
+    };
+    sweep.dir(root, "", 0);
+    sweep.removed
 }
 
-fn sweep_dir(dir: &DirFd, prefix: &str, depth: usize, uid: u32, removed: &mut Vec<String>) {
-    let Ok(names) = at::read_dir(dir.as_fd()) else {
-        return;
-    };
-    for name in names {
-        let shown = format!("{prefix}{}", name.to_string_lossy());
-        let pid = name.to_str().and_then(temp_pid);
-        if let Some(pid) = pid {
-            let ours = at::regular_file_owner(dir.as_fd(), &name) == Some(uid);
-            let dead = pid.parse().is_ok_and(at::process_is_gone);
-            if ours && dead && at::unlink(dir.as_fd(), &name).is_ok() {
-                tracing::info!(name = %shown, "removed a dead upload's temporary file");
-                removed.push(shown);
+struct Sweep {
+    uid: u32,
+    /// Entries still to look at.
+    budget: usize,
+    removed: Vec<String>,
+}
+
+impl Sweep {
+    fn dir(&mut self, dir: &DirFd, prefix: &str, depth: usize) {
+        let Ok(names) = at::read_dir(dir.as_fd()) else {
+            return;
+        };
+        for name in names {
+            if self.budget == 0 {
+                return;
             }
-            continue;
-        }
-        if depth < SWEEP_DEPTH {
-            if let Ok(Node::Dir(sub)) = at::lookup(dir.as_fd(), &name) {
-                sweep_dir(
-                    &Arc::new(sub),
-                    &format!("{shown}/"),
-                    depth + 1,
-                    uid,
-                    removed,
-                );
+            self.budget -= 1;
+            let shown = format!("{prefix}{}", name.to_string_lossy());
+            if let Some(pid) = name.to_str().and_then(temp_pid) {
+                let ours = at::regular_file_owner(dir.as_fd(), &name) == Some(self.uid);
+                let dead = pid.parse().is_ok_and(at::process_is_gone);
+                if ours && dead && at::unlink(dir.as_fd(), &name).is_ok() {
+                    tracing::info!(name = %shown, "removed a dead upload's temporary file");
+                    self.removed.push(shown);
+                }
+                continue;
+            }
+            if depth < SWEEP_DEPTH {
+                if let Ok(Node::Dir(sub)) = at::lookup(dir.as_fd(), &name) {
+                    self.dir(&Arc::new(sub), &format!("{shown}/"), depth + 1);
+                }
             }
         }
     }
