@@ -62,6 +62,15 @@ pub enum StoreError {
     Denied { name: String, reason: DenyReason },
     #[error("{name:?}: file already exists")]
     Exists { name: String },
+    /// A name over [`MAX_NAME_BYTES`] or [`MAX_NAME_COMPONENTS`]. ERROR 1,
+    /// which makes U-Boot give up rather than retry. `name` holds only the
+    /// start of the name (and an ellipsis), so a hostile name cannot flood
+    /// the logs; `len` is its full length in bytes.
+    ///
+    /// [`MAX_NAME_BYTES`]: super::MAX_NAME_BYTES
+    /// [`MAX_NAME_COMPONENTS`]: super::MAX_NAME_COMPONENTS
+    #[error("{name:?}: name too long ({len} bytes)")]
+    NameTooLong { name: String, len: usize },
     #[error("{name:?}: {source}")]
     Io {
         name: String,
@@ -83,7 +92,9 @@ impl StoreError {
     /// never 0: U-Boot retries on 0, which turns a policy refusal into a loop.
     pub fn error_code(&self) -> ErrorCode {
         match self {
-            StoreError::NotFound { .. } | StoreError::NotAFile { .. } => ErrorCode::FILE_NOT_FOUND,
+            StoreError::NotFound { .. }
+            | StoreError::NotAFile { .. }
+            | StoreError::NameTooLong { .. } => ErrorCode::FILE_NOT_FOUND,
             StoreError::Denied { .. } => ErrorCode::ACCESS_VIOLATION,
             StoreError::Exists { .. } => ErrorCode::FILE_EXISTS,
             StoreError::Io { source, .. } | StoreError::Local { source, .. } => {
@@ -96,17 +107,21 @@ impl StoreError {
     /// which rule fired (that would help someone probing the root).
     pub fn message(&self) -> String {
         match self {
-            StoreError::NotFound { .. } | StoreError::NotAFile { .. } => "File not found".into(),
+            StoreError::NotFound { .. }
+            | StoreError::NotAFile { .. }
+            | StoreError::NameTooLong { .. } => "File not found".into(),
             StoreError::Denied { .. } => "Access violation".into(),
             StoreError::Exists { .. } => "File already exists".into(),
             StoreError::Io { source, .. } | StoreError::Local { source, .. } => io_message(source),
         }
     }
 
-    /// The name the request asked for (empty for [`StoreError::Local`]).
+    /// The name the request asked for (empty for [`StoreError::Local`],
+    /// shortened for [`StoreError::NameTooLong`]).
     pub fn name(&self) -> &str {
         match self {
             StoreError::NotFound { name }
+            | StoreError::NameTooLong { name, .. }
             | StoreError::NotAFile { name }
             | StoreError::Denied { name, .. }
             | StoreError::Exists { name }
@@ -122,12 +137,27 @@ impl StoreError {
         }
     }
 
+    /// Keeps the first [`SHOWN_NAME_CHARS`] characters of the name.
+    pub(crate) fn name_too_long(name: &str) -> Self {
+        let shown = match name.char_indices().nth(SHOWN_NAME_CHARS) {
+            Some((end, _)) => format!("{}…", &name[..end]),
+            None => name.to_owned(),
+        };
+        StoreError::NameTooLong {
+            name: shown,
+            len: name.len(),
+        }
+    }
+
     /// Classifies an OS error met while looking a name up or opening it, so
     /// that "missing" and "forbidden" get their own codes instead of 0.
     pub(crate) fn from_io(name: &str, e: io::Error) -> Self {
         let name = name.to_owned();
         match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NotFound { name },
+            // A component longer than the file system allows names nothing.
+            io::ErrorKind::NotFound
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::InvalidFilename => StoreError::NotFound { name },
             io::ErrorKind::PermissionDenied => StoreError::Denied {
                 name,
                 reason: DenyReason::Permission,
@@ -137,6 +167,9 @@ impl StoreError {
         }
     }
 }
+
+/// How much of an overlong name [`StoreError::NameTooLong`] keeps.
+const SHOWN_NAME_CHARS: usize = 64;
 
 /// A path-free message for an I/O error: the kind's description, or the
 /// store's own wording for the size limit.

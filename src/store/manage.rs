@@ -7,14 +7,18 @@
 //! there, so re-staging the same boot files does not touch files a board may
 //! be reading at that moment.
 
-use std::fs::{self, File};
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::at::{self, DirFd, Node, Opened};
 use super::error::StoreError;
-use super::path::Intent;
+use super::path::{Goal, Reached, Walker, WriteTarget};
 use super::upload::{is_temp_name, Commit, UploadSink};
 use super::Store;
 use crate::data::Sink;
@@ -100,17 +104,20 @@ enum CopyError {
     Write(io::Error),
 }
 
-fn file_content(path: &Path) -> io::Result<Content> {
-    hash_stream(File::open(path)?, None).map_err(|(CopyError::Read(e) | CopyError::Write(e))| e)
+fn file_content(file: File) -> io::Result<Content> {
+    hash_stream(file, None).map_err(|(CopyError::Read(e) | CopyError::Write(e))| e)
 }
 
-/// Whether `path` holds `content`; the size check spares hashing most
-/// changed files.
-fn holds(path: &Path, content: Content) -> io::Result<bool> {
-    if fs::metadata(path)?.len() != content.size {
+/// Whether the file at `target` holds `content`; the size check spares
+/// hashing most changed files. Something else there now does not hold it.
+fn holds(target: &WriteTarget, content: Content) -> io::Result<bool> {
+    let Opened::File(file) = at::open_read(target.dir.as_fd(), &target.file)? else {
+        return Ok(false);
+    };
+    if file.metadata()?.len() != content.size {
         return Ok(false);
     }
-    Ok(file_content(path)?.sha256 == content.sha256)
+    Ok(file_content(file)?.sha256 == content.sha256)
 }
 
 impl Store {
@@ -130,7 +137,9 @@ impl Store {
             path: local.to_path_buf(),
             source: e,
         };
-        let content = file_content(local).map_err(local_err)?;
+        let content = File::open(local)
+            .and_then(file_content)
+            .map_err(local_err)?;
         let file = File::open(local).map_err(local_err)?;
         self.put(name, Some(content), file, &local_err)
     }
@@ -149,33 +158,32 @@ impl Store {
         read_err: &dyn Fn(io::Error) -> StoreError,
     ) -> Result<PutOutcome, StoreError> {
         let target = self.resolve_write(name, true)?;
+        let existed = target.existed;
         let outcome = |c: Content, skipped| PutOutcome {
-            created: !target.existed,
+            created: !existed,
             skipped_identical: skipped,
             sha256: c.sha256,
             size: c.size,
         };
-        if let Some(c) = known.filter(|_| target.existed) {
-            if holds(&target.path, c).map_err(|e| io_err(name, e))? {
+        if let Some(c) = known.filter(|_| existed) {
+            if holds(&target, c).map_err(|e| io_err(name, e))? {
                 return Ok(outcome(c, true));
             }
         }
-        let (target, new_dirs) = self.make_dirs(name, target.clone())?;
-        self.track(Vec::new(), new_dirs);
-        let mut sink = UploadSink::create(target.path.clone(), Commit::Replace, None)
-            .map_err(|e| io_err(name, e))?;
+        let path = target.path();
+        let mut sink = self.sink(name, target.clone(), Commit::Replace, None)?;
         let c = hash_stream(reader, Some(&mut sink)).map_err(|e| match e {
             CopyError::Read(e) => read_err(e),
             CopyError::Write(e) => io_err(name, e),
         })?;
-        if known.is_none() && target.existed && holds(&target.path, c).unwrap_or(false) {
+        if known.is_none() && existed && holds(&target, c).unwrap_or(false) {
             sink.abort();
             return Ok(outcome(c, true));
         }
+        let made = sink.made_dirs();
         sink.commit().map_err(|e| io_err(name, e))?;
-        if !target.existed {
-            self.track(vec![target.path], Vec::new());
-        }
+        let files = if existed { Vec::new() } else { vec![path] };
+        self.track(files, made);
         Ok(outcome(c, false))
     }
 
@@ -195,64 +203,80 @@ impl Store {
     /// Every regular file under the root, sorted by name. Symlinks to files
     /// inside the root are listed (they can be fetched); symlinked
     /// directories are not descended into, which also rules out cycles.
+    /// Like every lookup, the listing walks directory handles, never paths.
     pub fn list(&self) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
-        self.list_dir(&self.root, &mut out)?;
+        self.list_dir(&mut vec![self.root_fd.clone()], &mut Vec::new(), &mut out)?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    fn list_dir(&self, dir: &Path, out: &mut Vec<Entry>) -> io::Result<()> {
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if is_temp_name(&entry.file_name().to_string_lossy()) {
+    /// Lists `dirs.last()`, which the root reaches through `names`.
+    fn list_dir(
+        &self,
+        dirs: &mut Vec<DirFd>,
+        names: &mut Vec<OsString>,
+        out: &mut Vec<Entry>,
+    ) -> io::Result<()> {
+        let dir = dirs.last().expect("starts at the root").clone();
+        for name in at::read_dir(dir.as_fd())? {
+            if is_temp_name(&name.to_string_lossy()) {
                 continue;
             }
-            let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                self.list_dir(&path, out)?;
-                continue;
-            }
-            let meta = if kind.is_symlink() {
-                match fs::canonicalize(&path) {
-                    Ok(t) if t.starts_with(&self.root) => fs::metadata(t),
-                    _ => continue,
+            // An entry deleted while we look, or unreadable, is simply not
+            // listed.
+            let size = match at::lookup(dir.as_fd(), &name) {
+                Ok(Node::Dir(sub)) => {
+                    dirs.push(Arc::new(sub));
+                    names.push(name);
+                    let listed = self.list_dir(dirs, names, out);
+                    dirs.pop();
+                    names.pop();
+                    listed?;
+                    continue;
                 }
-            } else {
-                entry.metadata()
+                Ok(Node::File(size)) => size,
+                Ok(Node::Link(_)) => {
+                    let walk = Walker::from_dirs(self, dirs.clone(), names.clone(), [name.clone()]);
+                    match walk.run(Goal::Read) {
+                        Ok(Reached::File { file, .. }) => match file.metadata() {
+                            Ok(meta) => meta.len(),
+                            Err(_) => continue,
+                        },
+                        _ => continue,
+                    }
+                }
+                _ => continue,
             };
-            // An entry deleted while we look is simply not listed.
-            match meta {
-                Ok(meta) if meta.is_file() => out.push(Entry {
-                    name: self.relative_name(&path),
-                    size: meta.len(),
-                }),
-                _ => {}
-            }
+            let mut rel: Vec<_> = names.iter().map(|n| n.to_string_lossy()).collect();
+            rel.push(name.to_string_lossy());
+            out.push(Entry {
+                name: rel.join("/"),
+                size,
+            });
         }
         Ok(())
     }
 
     /// Removes a file. For a symlink, the link goes and its target stays.
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
-        self.resolve(name, Intent::Read)?;
-        let mut comps = self.components(name)?;
-        let last = comps.pop().unwrap_or_default();
-        let entry = self.resolve_dir(name, &comps)?.join(last);
-        fs::remove_file(&entry).map_err(|e| StoreError::from_io(name, e))?;
-        self.created().files.remove(&entry);
+        // What the name leads to must be a file inside the root...
+        self.open_file(name)?;
+        // ...and what goes is the last component, in the directory holding it.
+        let (dir, dir_path, last) = self.parent_of(name)?;
+        at::unlink(dir.as_fd(), &last).map_err(|e| StoreError::from_io(name, e))?;
+        self.created().files.remove(&dir_path.join(last));
         Ok(())
     }
 
     pub fn exists(&self, name: &str) -> bool {
-        self.resolve(name, Intent::Read).is_ok()
+        self.open_file(name).is_ok()
     }
 
     /// The lowercase hex SHA-256 of a stored file.
     pub fn sha256(&self, name: &str) -> Result<String, StoreError> {
-        let path = self.resolve(name, Intent::Read)?;
-        let content = file_content(&path).map_err(|e| StoreError::from_io(name, e))?;
+        let (file, _) = self.open_file(name)?;
+        let content = file_content(file).map_err(|e| StoreError::from_io(name, e))?;
         Ok(hex(&content.sha256))
     }
 
@@ -269,7 +293,10 @@ impl Store {
         let mut first_err = None;
         for path in files {
             let name = self.relative_name(&path);
-            match fs::remove_file(&path) {
+            let removed_file = self
+                .parent_of_path(&path)
+                .and_then(|(dir, last)| at::unlink(dir.as_fd(), &last));
+            match removed_file {
                 Ok(()) => removed.push(name),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -279,7 +306,9 @@ impl Store {
             }
         }
         for dir in std::mem::take(&mut created.dirs).iter().rev() {
-            let _ = fs::remove_dir(dir);
+            if let Ok((parent, last)) = self.parent_of_path(dir) {
+                let _ = at::remove_dir(parent.as_fd(), &last);
+            }
         }
         first_err.map_or(Ok(removed), Err)
     }

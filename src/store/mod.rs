@@ -1,21 +1,34 @@
 //! The file store: the server's root directory, and the only code that turns
-//! client-supplied names into host paths.
+//! client-supplied names into files.
 //!
-//! Everything a board or a client can reach goes through [`Store::resolve`],
-//! which confines names to the root (the rules are documented in `path.rs`).
-//! Reads get a [`FileSource`]; uploads get an [`UploadSink`] that only makes
-//! the file visible on commit (`upload.rs`). The operator stages files through
-//! the management calls ([`Store::put_file`] and friends, `manage.rs`), which
-//! share the same confinement and atomicity but not the TFTP write policy.
+//! The store holds the root directory open, and every name a board or a
+//! client sends is resolved from that handle, one component at a time
+//! relative to directory handles, never by path (the rules are documented in
+//! `path.rs`, the system calls are in `at.rs`). Reads get a [`FileSource`]
+//! whose type was checked on the opened handle; uploads get an
+//! [`UploadSink`] that writes into the directory handle the resolution
+//! reached and only makes the file visible on commit (`upload.rs`). The
+//! operator stages files through the management calls ([`Store::put_file`]
+//! and friends, `manage.rs`), which share the same confinement and atomicity
+//! but not the TFTP write policy.
 //!
 //! Choices where the TFTP servers in the wild differ:
 //! - `a/../b` is accepted as `b` (tftpd-hpa refuses any `..`); only a `..`
 //!   that would climb above the root is refused, with ERROR 2.
+//! - Symlinks inside the root are followed, relative ones and absolute ones
+//!   that point into the root's canonical path (labs link
+//!   `/srv/tftp/<serial> -> /srv/tftp/boot`); a link leading outside is
+//!   ERROR 2 whether or not its target exists.
+//! - Names over [`MAX_NAME_BYTES`] or [`MAX_NAME_COMPONENTS`] get ERROR 1.
 //! - Uploads into a missing directory get ERROR 1 unless `create_dirs` is on,
-//!   so a typo in a board's upload path does not silently grow the tree.
+//!   so a typo in a board's upload path does not silently grow the tree; an
+//!   upload that does not complete removes the directories it made.
 //! - Uploads to a directory, a dangling symlink or a non-regular file get
-//!   ERROR 2; reads of them get ERROR 1.
+//!   ERROR 2; reads of them (FIFOs and devices too) get ERROR 1.
+//!
+//! Unix only: the confinement is built on `openat` and friends.
 
+mod at;
 mod error;
 mod manage;
 mod path;
@@ -25,7 +38,7 @@ mod upload;
 mod tests;
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,10 +46,11 @@ use std::sync::Mutex;
 
 pub use error::{DenyReason, StoreError};
 pub use manage::{Entry, PutOutcome};
-pub use path::Intent;
+pub use path::{Intent, MAX_LINKS, MAX_NAME_BYTES, MAX_NAME_COMPONENTS, MAX_STEPS};
 pub use upload::UploadSink;
 
 use crate::data::FileSource;
+use at::DirFd;
 use upload::Commit;
 
 /// What TFTP write requests may do.
@@ -135,15 +149,20 @@ impl StoreConfig {
 /// the only lock guards the set of files to remove on close.
 #[derive(Debug)]
 pub struct Store {
-    /// Canonical, so symlink targets can be compared against it.
+    /// Canonical, so absolute symlink targets can be compared against it.
     root: PathBuf,
+    /// The root, held open: every name is resolved from here.
+    root_fd: DirFd,
     config: StoreConfig,
     created: Mutex<manage::Created>,
+    stale_removed: usize,
 }
 
 impl Store {
-    /// Fails if the root does not exist or is not a directory; the error
-    /// names the path, as it goes to the operator.
+    /// Opens the root and removes temporary files that dead uploads left in
+    /// it (see [`Store::stale_removed`]). Fails if the root does not exist
+    /// or is not a directory; the error names the path, as it goes to the
+    /// operator.
     pub fn new(mut config: StoreConfig) -> io::Result<Store> {
         let context = |e: io::Error| {
             let msg = format!("TFTP root {}: {e}", config.root.display());
@@ -154,11 +173,22 @@ impl Store {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "not a directory");
             return Err(context(e));
         }
+        let root_fd = at::open_dir_path(&root).map_err(context)?;
+        let stale = upload::sweep_stale(&root_fd);
+        if !stale.is_empty() {
+            tracing::info!(
+                root = %root.display(),
+                count = stale.len(),
+                "removed temporary files of uploads whose process is gone"
+            );
+        }
         config.root = root.clone();
         Ok(Store {
             root,
+            root_fd,
             config,
             created: Mutex::default(),
+            stale_removed: stale.len(),
         })
     }
 
@@ -171,10 +201,19 @@ impl Store {
         &self.config
     }
 
-    /// Opens a file for a read request.
+    /// How many temporary files of dead uploads [`Store::new`] removed: those
+    /// named `.<name>.tftplab-<pid>-<n>.part`, regular, owned by this
+    /// process's effective uid, whose pid is no live process. Each one is
+    /// also logged at `info` with its root-relative name.
+    pub fn stale_removed(&self) -> usize {
+        self.stale_removed
+    }
+
+    /// Opens a file for a read request. The file is opened without following
+    /// a symlink and without blocking, and its type is checked on the opened
+    /// handle: a directory, FIFO, socket or device is ERROR 1.
     pub fn open_read(&self, name: &str) -> Result<FileSource, StoreError> {
-        let path = self.resolve(name, Intent::Read)?;
-        let file = File::open(path).map_err(|e| StoreError::from_io(name, e))?;
+        let (file, _) = self.open_file(name)?;
         FileSource::new(file).map_err(|e| StoreError::from_io(name, e))
     }
 
@@ -194,8 +233,25 @@ impl Store {
                 name: name.to_owned(),
             });
         }
-        let (target, _) = self.make_dirs(name, target)?;
-        UploadSink::create(target.path, commit, self.config.max_upload)
+        self.sink(name, target, commit, self.config.max_upload)
+    }
+
+    /// An upload into a resolved target, making its missing directories.
+    fn sink(
+        &self,
+        name: &str,
+        target: path::WriteTarget,
+        commit: Commit,
+        limit: Option<u64>,
+    ) -> Result<UploadSink, StoreError> {
+        let path::WriteTarget {
+            dir,
+            dir_path,
+            new_dirs,
+            file,
+            ..
+        } = target;
+        UploadSink::create(dir, dir_path, &new_dirs, file, commit, limit)
             .map_err(|e| StoreError::from_io(name, e))
     }
 }

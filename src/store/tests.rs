@@ -190,9 +190,22 @@ mod symlinks {
     #[test]
     fn dangling_link_is_not_found_for_reads_and_refused_for_writes() {
         let (tmp, store) = setup(writable(WritePolicy::Overwrite));
-        symlink(tmp.path().join("nowhere"), store.root().join("dangle")).unwrap();
-        assert_eq!(code(store.open_read("dangle")), 1);
-        assert_eq!(code(store.open_write("dangle")), 2);
+        symlink("nowhere", store.root().join("dangle")).unwrap();
+        symlink(
+            store.root().join("nodir/x"),
+            store.root().join("dangle-abs"),
+        )
+        .unwrap();
+        for name in ["dangle", "dangle-abs"] {
+            assert_eq!(code(store.open_read(name)), 1, "{name}");
+            assert_eq!(code(store.open_write(name)), 2, "{name}");
+        }
+        assert!(!store.root().join("nowhere").exists());
+        // A dangling link that points outside is outside: ERROR 2 for both,
+        // so the answer says nothing about what exists there.
+        symlink(tmp.path().join("nowhere"), store.root().join("out")).unwrap();
+        assert_eq!(code(store.open_read("out")), 2);
+        assert_eq!(code(store.open_write("out")), 2);
         assert!(!tmp.path().join("nowhere").exists());
     }
 
@@ -632,4 +645,438 @@ fn fixture_for_overlong() -> (tempfile::TempDir, Store) {
     std::fs::create_dir(dir.path().join("dir")).unwrap();
     let store = Store::new(StoreConfig::new(dir.path())).unwrap();
     (dir, store)
+}
+
+/// Races and escapes found by a hostile tester: a directory swapped for a
+/// symlink between check and open, FIFOs swapped in, huge names, leftovers.
+#[cfg(target_os = "linux")]
+mod hardening {
+    use super::*;
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    const RACE_FOR: Duration = Duration::from_secs(2);
+    const SECRET: &[u8] = b"SECRET-OUTSIDE";
+
+    /// Atomically swaps two entries (`renameat2(RENAME_EXCHANGE)`).
+    fn exchange(a: &Path, b: &Path) {
+        renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).unwrap();
+    }
+
+    /// Swaps `a` and `b` over and over until `stop` is set or the race time
+    /// (plus a margin) is up.
+    fn swapper(a: PathBuf, b: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+        thread::spawn(move || {
+            let end = Instant::now() + RACE_FOR + Duration::from_secs(3);
+            let mut swaps = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                exchange(&a, &b);
+                swaps += 1;
+            }
+            swaps
+        })
+    }
+
+    fn read_source(mut src: crate::data::FileSource) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = src.read_at(0, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// `root/d` is a directory holding `f` ("inside"); `root/swap` is a
+    /// symlink to `outside/`, which holds `f` ("SECRET-OUTSIDE").
+    fn swap_fixture(policy: WritePolicy) -> (TempDir, Store, PathBuf) {
+        let (tmp, store) = setup(writable(policy));
+        let outside = tmp.path().join("outside");
+        put(&outside, "f", SECRET);
+        put(store.root(), "d/f", b"inside");
+        symlink(&outside, store.root().join("swap")).unwrap();
+        (tmp, store, outside)
+    }
+
+    #[test]
+    fn directory_swapped_for_outside_link_never_serves_outside() {
+        let (_tmp, store, _outside) = swap_fixture(WritePolicy::Off);
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = swapper(
+            store.root().join("d"),
+            store.root().join("swap"),
+            stop.clone(),
+        );
+        let end = Instant::now() + RACE_FOR;
+        let (mut served, mut refused, mut leaked) = (0u64, 0u64, 0u64);
+        while Instant::now() < end {
+            match store.open_read("d/f") {
+                Ok(src) => match read_source(src).as_slice() {
+                    b"inside" => served += 1,
+                    other if other == SECRET => leaked += 1,
+                    other => panic!("unexpected content {other:?}"),
+                },
+                Err(e) => {
+                    assert!(matches!(e.error_code().0, 1 | 2), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swaps.join().unwrap();
+        assert_eq!(leaked, 0, "served the outside file {leaked} times");
+        assert!(
+            served > 0,
+            "no read succeeded ({refused} refused, {swaps} swaps)"
+        );
+        assert!(swaps > 0);
+    }
+
+    #[test]
+    fn directory_swapped_for_outside_link_never_receives_uploads() {
+        let (_tmp, store, outside) = swap_fixture(WritePolicy::Overwrite);
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = swapper(
+            store.root().join("d"),
+            store.root().join("swap"),
+            stop.clone(),
+        );
+        let end = Instant::now() + RACE_FOR;
+        let (mut committed, mut failed) = (0u64, 0u64);
+        while Instant::now() < end {
+            let Ok(mut sink) = store.open_write("d/f") else {
+                failed += 1;
+                continue;
+            };
+            sink.write_at(0, b"uploaded").unwrap();
+            match sink.commit() {
+                Ok(()) => committed += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swaps.join().unwrap();
+        assert_eq!(dir_names(&outside), ["f"], "an upload reached outside");
+        assert_eq!(fs::read(outside.join("f")).unwrap(), SECRET);
+        assert!(committed > 0, "no upload committed ({failed} failed)");
+        // The real directory, wherever the swaps left it, got the uploads
+        // and holds no temporary file.
+        let real = ["d", "swap"]
+            .map(|n| store.root().join(n))
+            .into_iter()
+            .find(|p| !fs::symlink_metadata(p).unwrap().is_symlink())
+            .unwrap();
+        assert_eq!(dir_names(&real), ["f"]);
+        assert_eq!(fs::read(real.join("f")).unwrap(), b"uploaded");
+    }
+
+    #[test]
+    fn fifo_is_not_a_file_and_does_not_block() {
+        let (_t, store) = setup(|c| c);
+        rustix::fs::mkfifoat(CWD, store.root().join("fifo"), 0o644.into()).unwrap();
+        let start = Instant::now();
+        let err = store.open_read("fifo").unwrap_err();
+        assert!(matches!(err, StoreError::NotAFile { .. }), "{err}");
+        assert_eq!(err.error_code().0, 1);
+        assert!(!store.exists("fifo"));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    /// `root/p` flips between a regular file and a FIFO. Every open must
+    /// return at once. On failure (an open blocked) the watchdog opens the
+    /// FIFO's write end to free the reader, then fails the test.
+    #[test]
+    fn fifo_swapped_in_after_the_check_does_not_block() {
+        let (_t, store) = setup(|c| c);
+        let (p, alt) = (store.root().join("p"), store.root().join("p.alt"));
+        put(store.root(), "p", b"data");
+        rustix::fs::mkfifoat(CWD, &alt, 0o644.into()).unwrap();
+        let store = Arc::new(store);
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = swapper(p.clone(), alt.clone(), stop.clone());
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let store = store.clone();
+            thread::spawn(move || {
+                let end = Instant::now() + RACE_FOR;
+                let (mut max, mut served, mut refused) = (Duration::ZERO, 0u64, 0u64);
+                while Instant::now() < end {
+                    let start = Instant::now();
+                    match store.open_read("p") {
+                        Ok(_) => served += 1,
+                        Err(e) => {
+                            assert_eq!(e.error_code().0, 1, "{e}");
+                            refused += 1;
+                        }
+                    }
+                    max = max.max(start.elapsed());
+                }
+                let _ = tx.send((max, served, refused));
+            })
+        };
+        let result = rx.recv_timeout(RACE_FOR + Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swaps.join().unwrap();
+        let (max, served, refused) = match result {
+            Ok(r) => r,
+            Err(_) => {
+                // Blocked in open(): give the FIFO a writer so it returns.
+                let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK;
+                let got = loop {
+                    for f in [&p, &alt] {
+                        let _ = rustix::fs::open(f, flags, rustix::fs::Mode::empty());
+                    }
+                    if let Ok(r) = rx.recv_timeout(Duration::from_millis(10)) {
+                        break r;
+                    }
+                };
+                let _ = reader.join();
+                panic!("open_read blocked on a FIFO: {got:?}");
+            }
+        };
+        reader.join().unwrap();
+        assert!(
+            max < Duration::from_secs(1),
+            "an open took {max:?} ({served} served, {refused} refused, {swaps} swaps)"
+        );
+        assert!(
+            served > 0 && refused > 0,
+            "{served} served, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn names_over_the_limits_are_not_found() {
+        let (_t, store) = setup(|c| c);
+        put(store.root(), "f", b"x");
+        symlink(".", store.root().join("t")).unwrap();
+        // Within the limits, both resolve (32 components, 31 links).
+        let slashes = format!("{}f", "/".repeat(MAX_NAME_BYTES - 1));
+        let deep = format!("{}f", "t/".repeat(MAX_NAME_COMPONENTS - 1));
+        assert_eq!(read_all(&store, &slashes), b"x");
+        assert_eq!(read_all(&store, &deep), b"x");
+        // One over either limit: ERROR 1, "File not found".
+        for name in [format!("/{slashes}"), format!("t/{deep}")] {
+            let err = store.open_read(&name).unwrap_err();
+            assert!(matches!(err, StoreError::NameTooLong { .. }), "{err}");
+            assert_eq!(err.error_code().0, 1);
+            assert_eq!(err.message(), "File not found");
+        }
+        assert_eq!(code(store.open_read(&format!("/{slashes}"))), 1);
+        // A hostile name does not end up whole in the logs.
+        let huge = "tftpboot/".repeat(60_000 / 9);
+        let err = store.open_read(&huge).unwrap_err();
+        assert_eq!(err.error_code().0, 1);
+        assert!(err.to_string().len() < 200, "{err}");
+        assert!(err.to_string().contains('…'), "{err}");
+        assert!(err.name().len() < 100);
+    }
+
+    #[test]
+    fn self_link_names_resolve_quickly() {
+        let (_t, store) = setup(|c| c);
+        put(store.root(), "start4.elf", b"elf");
+        symlink(".", store.root().join("tftpboot")).unwrap();
+        // As many components as fit in the byte limit: too many of them.
+        let fit = (MAX_NAME_BYTES - "start4.elf".len()) / "tftpboot/".len();
+        let long = format!("{}start4.elf", "tftpboot/".repeat(fit));
+        assert!(long.len() <= MAX_NAME_BYTES && fit > MAX_NAME_COMPONENTS);
+        let within = format!("{}start4.elf", "tftpboot/".repeat(MAX_NAME_COMPONENTS - 1));
+        // Best of a few, so a busy machine does not fail the test.
+        let time = |name: &str| {
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    let _ = store.open_read(name);
+                    start.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        assert_eq!(code(store.open_read(&long)), 1);
+        assert_eq!(read_all(&store, &within), b"elf");
+        for name in [&long, &within] {
+            let took = time(name);
+            assert!(
+                took < Duration::from_millis(10),
+                "{took:?} for {} bytes",
+                name.len()
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_links_inside_are_followed_and_outside_refused() {
+        let (tmp, store) = setup(writable(WritePolicy::Overwrite));
+        put(store.root(), "boot/kernel8.img", b"kernel");
+        put(tmp.path(), "outside/kernel8.img", b"secret");
+        fs::create_dir(store.root().join("9ffefdef")).unwrap();
+        // A lab's per-board directory, linked with an absolute path.
+        symlink(store.root().join("boot"), store.root().join("serial")).unwrap();
+        symlink(
+            store.root().join("boot/kernel8.img"),
+            store.root().join("9ffefdef/kernel8.img"),
+        )
+        .unwrap();
+        symlink(tmp.path().join("outside"), store.root().join("out")).unwrap();
+        assert_eq!(read_all(&store, "serial/kernel8.img"), b"kernel");
+        assert_eq!(read_all(&store, "9ffefdef/kernel8.img"), b"kernel");
+        assert_eq!(code(store.open_read("out/kernel8.img")), 2);
+        assert_eq!(code(store.open_write("out/kernel8.img")), 2);
+        // Lexically under the root, then climbing out: still outside.
+        let climb = format!("{}/../outside/kernel8.img", store.root().display());
+        symlink(climb, store.root().join("climb")).unwrap();
+        assert_eq!(code(store.open_read("climb")), 2);
+        // Through a link, the upload replaces the target inside.
+        upload(&store, "9ffefdef/kernel8.img", b"new").unwrap();
+        assert_eq!(
+            fs::read(store.root().join("boot/kernel8.img")).unwrap(),
+            b"new"
+        );
+    }
+
+    #[test]
+    fn relative_links_that_climb_out_are_refused_even_when_dangling() {
+        let (_t, store) = setup(writable(WritePolicy::Overwrite));
+        fs::create_dir(store.root().join("sub")).unwrap();
+        symlink("../../x", store.root().join("sub/esc")).unwrap();
+        symlink("..", store.root().join("up")).unwrap();
+        symlink("../../etc", store.root().join("sub/etc")).unwrap();
+        for name in ["sub/esc", "up/anything", "up", "sub/etc/passwd"] {
+            assert_eq!(code(store.open_read(name)), 2, "{name}");
+            assert_eq!(code(store.open_write(name)), 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn link_loops_and_long_chains_are_not_found() {
+        let (_t, store) = setup(writable(WritePolicy::Overwrite));
+        put(store.root(), "target", b"t");
+        symlink("b", store.root().join("a")).unwrap();
+        symlink("a", store.root().join("b")).unwrap();
+        symlink("self", store.root().join("self")).unwrap();
+        for name in ["a", "b", "self", "a/x"] {
+            assert_eq!(code(store.open_read(name)), 1, "{name}");
+        }
+        assert_eq!(code(store.open_write("a")), 2);
+        // l0 -> l1 -> ... -> l40 -> target: 41 links, one too many.
+        for i in 0..=MAX_LINKS {
+            let next = if i == MAX_LINKS {
+                "target".to_owned()
+            } else {
+                format!("l{}", i + 1)
+            };
+            symlink(next, store.root().join(format!("l{i}"))).unwrap();
+        }
+        assert_eq!(read_all(&store, "l1"), b"t", "40 links are fine");
+        assert_eq!(code(store.open_read("l0")), 1);
+    }
+
+    #[test]
+    fn new_removes_only_dead_uploads_temp_files() {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path().join("root");
+        // Above Linux's largest pid_max (2^22): no such process.
+        let dead = (1u32 << 22) + 12345;
+        let live = std::process::id();
+        let stale = [
+            format!(".kernel8.img.tftplab-{dead}-0.part"),
+            format!("sub/deeper/.x.tftplab-{dead}-17.part"),
+        ];
+        let kept = [
+            format!(".a.tftplab-{live}-99.part"),
+            ".b.tftplab-x-1.part".to_owned(),
+            format!(".c.tftplab-{dead}-1.partial"),
+            format!("c.tftplab-{dead}-1.part"),
+            "sub/kernel8.img".to_owned(),
+        ];
+        for name in stale.iter().chain(&kept) {
+            put(&root, name, b"partial");
+        }
+        // Not regular files, and files behind a symlinked directory.
+        fs::create_dir(root.join(format!(".dir.tftplab-{dead}-2.part"))).unwrap();
+        symlink(
+            root.join(format!(".kernel8.img.tftplab-{dead}-0.part")),
+            root.join(format!(".l.tftplab-{dead}-3.part")),
+        )
+        .unwrap();
+        put(
+            tmp.path(),
+            &format!("outside/.o.tftplab-{dead}-0.part"),
+            b"o",
+        );
+        symlink(tmp.path().join("outside"), root.join("linked")).unwrap();
+
+        let store = Store::new(StoreConfig::new(&root)).unwrap();
+        assert_eq!(store.stale_removed(), 2);
+        for name in &stale {
+            assert!(!root.join(name).exists(), "{name} should be gone");
+        }
+        for name in &kept {
+            assert!(root.join(name).exists(), "{name} should stay");
+        }
+        assert!(root.join(format!(".dir.tftplab-{dead}-2.part")).is_dir());
+        assert!(fs::symlink_metadata(root.join(format!(".l.tftplab-{dead}-3.part"))).is_ok());
+        assert!(tmp
+            .path()
+            .join(format!("outside/.o.tftplab-{dead}-0.part"))
+            .exists());
+        // Nothing left to remove the second time.
+        assert_eq!(
+            Store::new(StoreConfig::new(&root)).unwrap().stale_removed(),
+            0
+        );
+    }
+
+    #[test]
+    fn uncommitted_upload_removes_the_directories_it_made() {
+        let (_t, store) = setup(|c| c.write(WritePolicy::Create).create_dirs(true));
+        fs::create_dir(store.root().join("old")).unwrap();
+        fs::create_dir(store.root().join("empty")).unwrap();
+
+        let mut sink = store.open_write("new/dir/f").unwrap();
+        sink.write_at(0, b"partial").unwrap();
+        assert!(store.root().join("new/dir").is_dir());
+        sink.abort();
+        assert_eq!(dir_names(store.root()), ["empty", "old"]);
+
+        let mut sink = store.open_write("new/dir/f").unwrap();
+        sink.write_at(0, b"partial").unwrap();
+        drop(sink);
+        assert_eq!(dir_names(store.root()), ["empty", "old"]);
+
+        // Only what the upload made goes; directories that were there stay.
+        drop(store.open_write("old/sub/f").unwrap());
+        drop(store.open_write("empty/f").unwrap());
+        assert_eq!(dir_names(store.root()), ["empty", "old"]);
+        assert!(dir_names(&store.root().join("old")).is_empty());
+
+        // A directory another upload still uses is not empty, so it stays;
+        // a committed upload keeps what it made.
+        let mut first = store.open_write("new/dir/f").unwrap();
+        let mut second = store.open_write("new/dir/g").unwrap();
+        first.write_at(0, b"one").unwrap();
+        second.write_at(0, b"two").unwrap();
+        drop(first);
+        second.commit().unwrap();
+        assert_eq!(read_all(&store, "new/dir/g"), b"two");
+        assert_eq!(dir_names(&store.root().join("new/dir")), ["g"]);
+    }
+
+    #[test]
+    fn failed_put_into_new_directories_leaves_none() {
+        let (_t, store) = setup(|c| c);
+        let failing = FailingReader;
+        assert!(store.put_reader("a/b/c", failing).is_err());
+        assert!(dir_names(store.root()).is_empty());
+    }
+
+    struct FailingReader;
+    impl io::Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("reader broke"))
+        }
+    }
 }
