@@ -14,7 +14,9 @@ pub mod server;
 pub mod socket;
 
 pub use client::{Client, ClientError, Progress};
-pub use server::{serve, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport};
+pub use server::{
+    serve, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport, OPEN_WORKERS,
+};
 pub use socket::{DatagramSocket, HostSocket, Network, TokioNet};
 
 #[cfg(test)]

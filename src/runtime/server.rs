@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch, Semaphore};
@@ -130,6 +130,8 @@ struct Shared {
     next_port: AtomicU64,
     /// Permits for [`OPEN_WORKERS`] blocking opens.
     opens: Arc<Semaphore>,
+    /// The most live transfers since the table was last empty.
+    active_high: AtomicUsize,
 }
 
 /// A running server. Dropping it without [`ServerHandle::stop`] aborts the
@@ -170,6 +172,7 @@ pub async fn serve<N: Network>(
         next_id: AtomicU64::new(1),
         next_port: AtomicU64::new(0),
         opens: Arc::new(Semaphore::new(OPEN_WORKERS)),
+        active_high: AtomicUsize::new(0),
     });
     let (stop, stop_rx) = watch::channel(None);
     let listener = tokio::spawn(listen(net, socket, shared.clone(), stop_rx));
@@ -394,7 +397,12 @@ struct Slot {
 
 impl Slot {
     fn take(shared: &Arc<Shared>, peer: SocketAddr, id: u64) -> Option<Slot> {
-        shared.active.lock().ok()?.insert(peer, id);
+        let mut active = shared.active.lock().ok()?;
+        active.insert(peer, id);
+        shared
+            .active_high
+            .fetch_max(active.len(), Ordering::Relaxed);
+        drop(active);
         Some(Slot {
             shared: shared.clone(),
             peer,
@@ -404,8 +412,37 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut active) = self.shared.active.lock() {
-            active.remove(&self.peer);
+        let Ok(mut active) = self.shared.active.lock() else {
+            return;
+        };
+        active.remove(&self.peer);
+        if active.is_empty() && self.shared.active_high.swap(0, Ordering::Relaxed) >= TRIM_AFTER {
+            release_freed_memory();
+        }
+    }
+}
+
+/// Live transfers at once after which the server, once idle again, hands
+/// freed memory back to the OS.
+const TRIM_AFTER: usize = 64;
+
+/// glibc keeps what a flood of transfers freed (a few KiB each) in its
+/// heaps, where other allocations pin it: after two floods of 2000 silent
+/// requests the RSS at rest stayed at 4x its baseline. `malloc_trim`
+/// returns the free pages inside the heaps too. It runs on a thread of its
+/// own: with a large heap it takes a few milliseconds.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("tftplab-trim".into())
+            .spawn(|| {
+                // SAFETY: no arguments but a padding size; glibc locks its
+                // arenas itself.
+                unsafe { libc::malloc_trim(0) };
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "cannot start the memory trim");
         }
     }
 }

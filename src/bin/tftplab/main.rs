@@ -42,7 +42,16 @@ fn main() -> ExitCode {
     // runtime every datagram hops between threads, which made `get` 3-4x
     // slower than peers in lock-step. The server wants the threads.
     let mut builder = match cli.command {
-        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Serve(_) => {
+            // Blocking threads only resolve and open files, at most
+            // OPEN_WORKERS at once; left to itself tokio grows up to 512 of
+            // them, each with its own stack and malloc arena, and keeps them
+            // 10 s: after a flood of requests that is most of the RSS.
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.max_blocking_threads(tftplab::runtime::OPEN_WORKERS)
+                .thread_keep_alive(Duration::from_secs(1));
+            b
+        }
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
