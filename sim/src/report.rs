@@ -35,13 +35,23 @@ pub fn progress_bar(enabled: bool, len: u64) -> Option<ProgressBar> {
 }
 
 /// One row per scenario: seeds, passed, failed, simulated time (mean and
-/// max), datagrams and retransmissions (mean).
+/// max), datagrams and retransmissions (mean), and how many server sends
+/// ended waiting for a final ACK that never came (all seeds; no failure:
+/// the client may have its file, and its own result is judged).
 pub fn summary_table(runs: &[ScenarioRuns], wall: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>5} {:>6} {:>6} {:>10} {:>10} {:>9} {:>8}",
-        "scenario", "seeds", "passed", "failed", "sim mean", "sim max", "packets", "resent"
+        "{:<32} {:>5} {:>6} {:>6} {:>10} {:>10} {:>9} {:>8} {:>11}",
+        "scenario",
+        "seeds",
+        "passed",
+        "failed",
+        "sim mean",
+        "sim max",
+        "packets",
+        "resent",
+        "no last ACK"
     );
     let (mut total_runs, mut total_failed, mut sim_total) = (0, 0, Duration::ZERO);
     for sr in runs {
@@ -51,13 +61,14 @@ pub fn summary_table(runs: &[ScenarioRuns], wall: Duration) -> String {
         let max = sim.iter().max().copied().unwrap_or_default();
         let packets = sr.runs.iter().map(|r| r.record.datagrams).sum::<u64>() / n as u64;
         let resent = sr.runs.iter().map(|r| r.retransmissions()).sum::<u64>() / n as u64;
+        let unconfirmed: u64 = sr.runs.iter().map(|r| r.record.server_unconfirmed).sum();
         let failed = sr.runs.len() - sr.passed() + sr.nondeterministic.len();
         total_runs += sr.runs.len();
         total_failed += failed;
         sim_total += sim.iter().sum::<Duration>();
         let _ = writeln!(
             out,
-            "{:<32} {:>5} {:>6} {:>6} {:>9.2}s {:>9.2}s {:>9} {:>8}",
+            "{:<32} {:>5} {:>6} {:>6} {:>9.2}s {:>9.2}s {:>9} {:>8} {:>11}",
             truncate(&sr.scenario.name, 32),
             sr.runs.len(),
             sr.passed(),
@@ -65,7 +76,8 @@ pub fn summary_table(runs: &[ScenarioRuns], wall: Duration) -> String {
             mean.as_secs_f64(),
             max.as_secs_f64(),
             packets,
-            resent
+            resent,
+            unconfirmed
         );
     }
     let ratio = sim_total.as_secs_f64() / wall.as_secs_f64().max(1e-9);
