@@ -404,3 +404,116 @@ async fn client_futures_can_be_spawned() {
     });
     assert_eq!(task.await.unwrap().unwrap(), 10_000);
 }
+
+/// A client that keeps a transfer going, one slow ACK at a time, holds its
+/// slot only for `max_transfer_time`: then the server ends it with ERROR 0.
+#[tokio::test]
+async fn a_transfer_that_outlives_its_time_limit_is_aborted() {
+    let options = ServerOptions {
+        max_transfer_time: Duration::from_millis(300),
+        ..fast_server()
+    };
+    let lab = lab(|c| c, options).await;
+    lab.server
+        .store()
+        .put_bytes("slow.bin", &pattern(100 * 512, 3))
+        .unwrap();
+    let mut events = lab.server.subscribe();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    sock.send_to(b"\x00\x01slow.bin\x00octet\x00", lab.server.local_addr())
+        .await
+        .unwrap();
+    let error = loop {
+        let (pkt, tid) = recv(&sock).await;
+        if pkt[1] == 5 {
+            break pkt;
+        }
+        // ACK each block 50 ms late: 100 blocks would take 5 s.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sock.send_to(&[0, 4, pkt[2], pkt[3]], tid).await.unwrap();
+    };
+    assert_eq!(&error[..4], b"\x00\x05\x00\x00");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    loop {
+        if let ServerEvent::Finished { result, .. } = events.recv().await.unwrap() {
+            let Err(TransferError::Local { code, message }) = result else {
+                panic!("{result:?}");
+            };
+            assert_eq!(
+                (code, message.as_str()),
+                (ErrorCode::UNDEFINED, "transfer took too long")
+            );
+            break;
+        }
+    }
+    until_idle(&lab.server).await;
+}
+
+/// Opens run off the listener, bounded by a deadline: with a file system
+/// that takes seconds to open anything, a request is refused with ERROR 0
+/// "server busy" once the deadline passes, and the listener meanwhile still
+/// answers what needs no file (here a malformed request, at once).
+#[tokio::test]
+async fn a_hung_open_costs_its_request_the_deadline_not_the_listener() {
+    #[derive(Clone)]
+    struct SlowDisk;
+    impl Network for SlowDisk {
+        type Socket = <TokioNet as Network>::Socket;
+        fn bind(
+            &self,
+            addr: SocketAddr,
+        ) -> impl std::future::Future<Output = std::io::Result<Self::Socket>> + Send {
+            TokioNet.bind(addr)
+        }
+        fn run_blocking<R: Send + 'static>(
+            &self,
+            work: impl FnOnce() -> R + Send + 'static,
+        ) -> impl std::future::Future<Output = std::io::Result<R>> + Send {
+            TokioNet.run_blocking(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                work()
+            })
+        }
+    }
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(Store::new(StoreConfig::new(dir.path())).unwrap());
+    store.put_bytes("f", b"hello").unwrap();
+    let options = ServerOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        open_deadline: Duration::from_millis(200),
+        ..fast_server()
+    };
+    let server = serve(SlowDisk, store, options).await.unwrap();
+    let addr = server.local_addr();
+    let slow = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    slow.send_to(b"\x00\x01f\x00octet\x00", addr).await.unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.send_to(b"\x00\x01\x00octet\x00", addr).await.unwrap();
+    let (malformed, _) = recv(&other).await;
+    assert_eq!(&malformed[..4], b"\x00\x05\x00\x04");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let (busy, _) = recv(&slow).await;
+    match Packet::parse(&busy) {
+        Ok(Packet::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::UNDEFINED);
+            assert!(message.contains("busy"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    until_idle(&server).await;
+}
