@@ -498,7 +498,7 @@ async fn a_hung_open_costs_its_request_the_deadline_not_the_listener() {
     let (malformed, _) = recv(&other).await;
     assert_eq!(&malformed[..4], b"\x00\x05\x00\x04");
     assert!(
-        started.elapsed() < Duration::from_millis(150),
+        started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
