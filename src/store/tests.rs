@@ -700,15 +700,19 @@ mod hardening {
         (tmp, store, outside)
     }
 
+    /// Starts swapping `d` (the inside directory) with `swap` (the link to
+    /// outside) until the flag is set.
+    fn swap_d(store: &Store) -> (Arc<AtomicBool>, thread::JoinHandle<u64>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let root = store.root();
+        let swaps = swapper(root.join("d"), root.join("swap"), stop.clone());
+        (stop, swaps)
+    }
+
     #[test]
     fn directory_swapped_for_outside_link_never_serves_outside() {
         let (_tmp, store, _outside) = swap_fixture(WritePolicy::Off);
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = swapper(
-            store.root().join("d"),
-            store.root().join("swap"),
-            stop.clone(),
-        );
+        let (stop, swaps) = swap_d(&store);
         let end = Instant::now() + RACE_FOR;
         let (mut served, mut refused, mut leaked) = (0u64, 0u64, 0u64);
         while Instant::now() < end {
@@ -737,12 +741,7 @@ mod hardening {
     #[test]
     fn directory_swapped_for_outside_link_never_receives_uploads() {
         let (_tmp, store, outside) = swap_fixture(WritePolicy::Overwrite);
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = swapper(
-            store.root().join("d"),
-            store.root().join("swap"),
-            stop.clone(),
-        );
+        let (stop, swaps) = swap_d(&store);
         let end = Instant::now() + RACE_FOR;
         let (mut committed, mut failed) = (0u64, 0u64);
         while Instant::now() < end {
