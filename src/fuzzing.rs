@@ -425,9 +425,11 @@ fn check_server_negotiated(
         }
     }
     match (requested(opts, Opt::Tsize), direction) {
+        // Left out for an empty file (curl refuses `tsize 0`).
         (Some(Some(_)), Direction::Read) => {
-            assert_eq!(n.tsize, file_size);
-            assert_eq!(accepted.contains(&Opt::Tsize), file_size.is_some());
+            let reported = file_size.filter(|&size| size > 0);
+            assert_eq!(n.tsize, reported);
+            assert_eq!(accepted.contains(&Opt::Tsize), reported.is_some());
         }
         (Some(Some(v)), Direction::Write) => {
             assert_eq!(n.tsize, Some(v));
