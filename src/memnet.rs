@@ -9,8 +9,8 @@
 use crate::data::{MemSource, Sink};
 use crate::options::Direction;
 use crate::proto::{
-    parse_request, ClientConfig, ClientGet, ClientPut, Counters, Event, Refusal, ServerConfig,
-    ServerRead, ServerWrite, Summary, Transfer, TransferError,
+    Admission, ClientConfig, ClientGet, ClientPut, Counters, Event, Listener, ListenerConfig,
+    Refusal, ServerConfig, ServerRead, ServerWrite, Summary, Transfer, TransferError,
 };
 use crate::wire::Packet;
 use rand::{Rng, SeedableRng};
@@ -280,6 +280,12 @@ pub fn run(mut setup: Setup) -> Report {
         ),
     };
     let mut server: Option<Box<dyn Transfer>> = None;
+    // One client, one transfer: the slot of a started transfer is never
+    // given back, so every later copy of its request is a duplicate.
+    let mut listener = Listener::new(ListenerConfig {
+        max_transfers: 1,
+        remember_done: setup.server.timeout,
+    });
     let (mut client_out, mut server_out) = (None, None);
     let mut transfers_started = 0;
     let mut refusals = Vec::new();
@@ -320,6 +326,7 @@ pub fn run(mut setup: Setup) -> Report {
             } else if p.to == addr(LISTEN) {
                 listen(
                     &setup,
+                    &mut listener,
                     now,
                     &p,
                     &sink,
@@ -356,11 +363,12 @@ pub fn run(mut setup: Setup) -> Report {
     }
 }
 
-/// The listener: starts one server machine per client address; a repeated
-/// request from the same address and port while it lives starts nothing.
+/// Drives the sans-IO listener for a datagram to the listening port, and
+/// builds the server machine when it says so.
 #[allow(clippy::too_many_arguments)]
 fn listen(
     setup: &Setup,
+    listener: &mut Listener,
     now: Instant,
     p: &InFlight,
     sink: &SharedSink,
@@ -369,19 +377,16 @@ fn listen(
     refusals: &mut Vec<Refusal>,
     net: &mut Net,
 ) {
-    if server.is_some() {
-        return;
-    }
-    let (direction, request) = match parse_request(&p.bytes) {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(refusal) => {
-            let mut buf = [0u8; 600];
-            let len = refusal.emit(&mut buf).expect("emit_error fits any message");
-            net.send(now, p.to, p.from, &buf[..len]);
-            refusals.push(refusal);
-            return;
-        }
+    let mut refuse = |from: SocketAddr, refusal: Refusal, net: &mut Net| {
+        let mut buf = [0u8; 600];
+        let len = refusal.emit(&mut buf).expect("emit_error fits any message");
+        net.send(now, from, p.from, &buf[..len]);
+        refusals.push(refusal);
+    };
+    let (direction, request) = match listener.handle_datagram(now, p.from, &p.bytes) {
+        Admission::Start { direction, request } => (direction, request),
+        Admission::Ignore(_) => return,
+        Admission::Refuse(refusal, _) => return refuse(p.to, refusal, net),
     };
     let made: Result<Box<dyn Transfer>, Refusal> = match direction {
         Direction::Read => ServerRead::new(
@@ -401,10 +406,8 @@ fn listen(
             *server = Some(m);
         }
         Err(refusal) => {
-            let mut buf = [0u8; 600];
-            let len = refusal.emit(&mut buf).expect("emit_error fits any message");
-            net.send(now, addr(SERVER_TID), p.from, &buf[..len]);
-            refusals.push(refusal);
+            listener.transfer_ended(now, p.from, None);
+            refuse(addr(SERVER_TID), refusal, net);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The sans-IO transfer state machines.
 //!
-//! Four machines, one per role: [`ServerRead`] (answers an RRQ),
+//! A [`Listener`] sorts the datagrams that reach a server's well-known port
+//! and says which start a transfer. Four transfer machines, one per role:
+//! [`ServerRead`] (answers an RRQ),
 //! [`ServerWrite`] (answers a WRQ), [`ClientGet`] and [`ClientPut`]. They share
 //! a windowed sender ([`sender`]) and receiver ([`receiver`]) and never touch a
 //! socket or a clock: the driver feeds them datagrams and the current time and
@@ -26,6 +28,7 @@
 
 mod client;
 mod common;
+mod listener;
 mod receiver;
 mod receiving;
 mod sender;
@@ -35,6 +38,7 @@ mod server;
 pub use client::{ClientConfig, ClientGet, ClientPut};
 pub(crate) use common::Timer;
 pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
+pub use listener::{Admission, Ignored, Listener, ListenerConfig, Refused};
 pub use server::{
     parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO,
     UNKNOWN_OPCODE_REPLY_LEN,

@@ -6,18 +6,17 @@ use super::socket::{DatagramSocket, Network};
 use crate::data::FileSource;
 use crate::options::Direction;
 use crate::proto::{
-    parse_request, Counters, Event, Refusal, ServerConfig, ServerRead, ServerWrite, Summary,
-    Transfer, TransferError,
+    parse_request, Admission, Counters, Event, Ignored, Listener, ListenerConfig, Refusal, Refused,
+    ServerConfig, ServerRead, ServerWrite, Summary, Transfer, TransferError,
 };
 use crate::store::{Store, StoreError, UploadSink};
 use crate::wire::{ErrorCode, MAX_DATAGRAM};
-use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -117,15 +116,9 @@ struct Shared {
     options: ServerOptions,
     events: broadcast::Sender<ServerEvent>,
     stats: ServerStats,
-    /// Live transfers by client address: a repeated request from the same
-    /// address and port must not start a second one.
-    active: Mutex<BTreeMap<SocketAddr, u64>>,
-    /// Requests whose transfers succeeded within the last retransmission
-    /// timeout, oldest first: a copy the network delayed past the end of
-    /// its transfer must not start it again (the new transfer would send to
-    /// a port the client has closed until its retries ran out). A client
-    /// that really asks again from the same port is served on its next try.
-    recent: Mutex<VecDeque<Recent>>,
+    /// Which requests start transfers (duplicates, late copies, the cap):
+    /// the sans-IO listener, which this module only drives.
+    listener: Mutex<Listener>,
     next_id: AtomicU64,
     next_port: AtomicU64,
     /// Permits for [`OPEN_WORKERS`] blocking opens.
@@ -162,13 +155,16 @@ pub async fn serve<N: Network>(
     let socket = net.bind(options.bind).await?;
     let local_addr = socket.local_addr()?;
     let (events, _) = broadcast::channel(1024);
+    let listener = ListenerConfig {
+        max_transfers: options.max_transfers,
+        remember_done: options.transfer.timeout,
+    };
     let shared = Arc::new(Shared {
         store,
         options,
         events,
         stats: ServerStats::default(),
-        active: Mutex::new(BTreeMap::new()),
-        recent: Mutex::new(VecDeque::new()),
+        listener: Mutex::new(Listener::new(listener)),
         next_id: AtomicU64::new(1),
         next_port: AtomicU64::new(0),
         opens: Arc::new(Semaphore::new(OPEN_WORKERS)),
@@ -220,7 +216,7 @@ impl ServerHandle {
             refused: get(&s.refused),
             busy: get(&s.busy),
             duplicate_requests: get(&s.duplicate_requests),
-            active: self.shared.active.lock().map_or(0, |a| a.len() as u64),
+            active: self.shared.listener.lock().map_or(0, |l| l.active() as u64),
         }
     }
 
@@ -300,63 +296,50 @@ impl<S: DatagramSocket> Incoming<'_, S> {
     /// Answers the datagram, or admits it as a request whose file is to
     /// be opened. Never blocks on the file system.
     async fn handle(self, datagram: &[u8]) -> Option<Admitted> {
-        let (direction, request) = match parse_request(datagram) {
-            Ok(Some(r)) => r,
-            Ok(None) => return None,
-            Err(refusal) => {
-                refuse(self.listener, self.shared, self.peer, None, refusal, None).await;
+        let shared = self.shared;
+        let (admission, active) = {
+            let mut listener = shared.listener.lock().ok()?;
+            let admission = listener.handle_datagram(now(), self.peer, datagram);
+            (admission, listener.active())
+        };
+        let (direction, filename) = match admission {
+            Admission::Start { direction, request } => (direction, request.filename.to_string()),
+            Admission::Ignore(Ignored::NotARequest) => return None,
+            Admission::Ignore(Ignored::Duplicate) => {
+                shared
+                    .stats
+                    .duplicate_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Admission::Refuse(refusal, Refused::Malformed) => {
+                refuse(self.listener, shared, self.peer, None, refusal, None).await;
+                return None;
+            }
+            Admission::Refuse(refusal, Refused::Busy) => {
+                shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+                let name = parse_request(datagram)
+                    .ok()
+                    .flatten()
+                    .map(|(_, r)| r.filename.to_string());
+                let why = Some(format!("{active} transfers running"));
+                refuse(self.listener, shared, self.peer, name, refusal, why).await;
                 return None;
             }
         };
-        let filename = request.filename.to_string();
-        match self.admit(datagram) {
-            Admit::Yes => {}
-            Admit::Duplicate => return None,
-            Admit::Busy => {
-                let busy = Refusal::new(ErrorCode::UNDEFINED, "server busy, try again later");
-                let why = Some(format!(
-                    "{} transfers running",
-                    self.shared.options.max_transfers
-                ));
-                refuse(
-                    self.listener,
-                    self.shared,
-                    self.peer,
-                    Some(filename),
-                    busy,
-                    why,
-                )
-                .await;
-                return None;
-            }
-        }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot::take(self.shared, self.peer, id)?;
+        shared.active_high.fetch_max(active, Ordering::Relaxed);
         Some(Admitted {
-            id,
+            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
             peer: self.peer,
             request: datagram.into(),
             filename,
             direction,
-            slot,
+            slot: Slot {
+                shared: shared.clone(),
+                peer: self.peer,
+                succeeded_request: None,
+            },
         })
-    }
-
-    /// Whether this request from this peer may start a transfer now.
-    fn admit(&self, datagram: &[u8]) -> Admit {
-        let stats = &self.shared.stats;
-        let Ok(active) = self.shared.active.lock() else {
-            return Admit::Busy;
-        };
-        if active.contains_key(&self.peer) || self.shared.recently_done(self.peer, datagram) {
-            stats.duplicate_requests.fetch_add(1, Ordering::Relaxed);
-            Admit::Duplicate
-        } else if active.len() >= self.shared.options.max_transfers {
-            stats.busy.fetch_add(1, Ordering::Relaxed);
-            Admit::Busy
-        } else {
-            Admit::Yes
-        }
     }
 }
 
@@ -386,37 +369,27 @@ async fn refuse<S: DatagramSocket>(
     });
 }
 
-/// A client's place in the table of live transfers: taken when its request
-/// is admitted, given back when the task that serves it ends, however it
-/// ends (refused after all, finished, aborted at shutdown), so no path can
-/// leak a slot.
+/// A client's place in the listener's table of live transfers, taken when
+/// its request was admitted: given back when the task that serves it ends,
+/// however it ends (refused after all, finished, aborted at shutdown), so
+/// no path can leak a slot.
 struct Slot {
     shared: Arc<Shared>,
     peer: SocketAddr,
-}
-
-impl Slot {
-    fn take(shared: &Arc<Shared>, peer: SocketAddr, id: u64) -> Option<Slot> {
-        let mut active = shared.active.lock().ok()?;
-        active.insert(peer, id);
-        shared
-            .active_high
-            .fetch_max(active.len(), Ordering::Relaxed);
-        drop(active);
-        Some(Slot {
-            shared: shared.clone(),
-            peer,
-        })
-    }
+    /// The request's datagram, once its transfer succeeded: the listener
+    /// ignores a late copy of it for a moment.
+    succeeded_request: Option<Box<[u8]>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Ok(mut active) = self.shared.active.lock() else {
+        let Ok(mut listener) = self.shared.listener.lock() else {
             return;
         };
-        active.remove(&self.peer);
-        if active.is_empty() && self.shared.active_high.swap(0, Ordering::Relaxed) >= TRIM_AFTER {
+        listener.transfer_ended(now(), self.peer, self.succeeded_request.take());
+        let idle = listener.active() == 0;
+        drop(listener);
+        if idle && self.shared.active_high.swap(0, Ordering::Relaxed) >= TRIM_AFTER {
             release_freed_memory();
         }
     }
@@ -618,61 +591,6 @@ async fn bind_transfer_socket<N: Network>(
     Err(last_err)
 }
 
-/// A request whose transfer succeeded, and when it ended.
-struct Recent {
-    ended: Instant,
-    peer: SocketAddr,
-    request: Box<[u8]>,
-}
-
-/// The most [`Shared::recent`] keeps, whatever their age.
-const RECENT_MAX: usize = 4096;
-
-impl Shared {
-    /// Drops what is older than one retransmission timeout, or beyond
-    /// [`RECENT_MAX`].
-    fn forget_old(&self, recent: &mut VecDeque<Recent>, t: Instant) {
-        let keep = self.options.transfer.timeout;
-        while recent.front().is_some_and(|r| {
-            t.saturating_duration_since(r.ended) > keep || recent.len() > RECENT_MAX
-        }) {
-            recent.pop_front();
-        }
-    }
-
-    /// Whether `request` from `peer` repeats one whose transfer just succeeded.
-    fn recently_done(&self, peer: SocketAddr, request: &[u8]) -> bool {
-        let Ok(mut recent) = self.recent.lock() else {
-            return false;
-        };
-        self.forget_old(&mut recent, now());
-        recent
-            .iter()
-            .any(|r| r.peer == peer && *r.request == *request)
-    }
-
-    fn remember_done(&self, peer: SocketAddr, request: Box<[u8]>) {
-        let Ok(mut recent) = self.recent.lock() else {
-            return;
-        };
-        let ended = now();
-        recent.push_back(Recent {
-            ended,
-            peer,
-            request,
-        });
-        self.forget_old(&mut recent, ended);
-    }
-}
-
-enum Admit {
-    Yes,
-    /// A retransmitted request for a transfer already running.
-    Duplicate,
-    /// `max_transfers` reached.
-    Busy,
-}
-
 fn store_refusal(e: &StoreError) -> Refusal {
     Refusal::new(e.error_code(), e.message())
 }
@@ -733,11 +651,9 @@ impl<S: DatagramSocket> TransferTask<S> {
             idle,
         )
         .await;
-        // Remembered before the peer leaves the table (when the slot is
-        // dropped), so no copy of the request slips between the two.
+        // The listener remembers it when the slot is given back.
         if succeeded {
-            let request = std::mem::take(&mut self.request);
-            self.slot.shared.remember_done(self.peer, request);
+            self.slot.succeeded_request = Some(std::mem::take(&mut self.request));
         }
     }
 
