@@ -144,7 +144,7 @@ pub fn check_compatible<'a>(
 
 /// Problems with the board's requests as seen on the wire: a board whose
 /// RRQs do not carry what its profile asks is not the board the scenario
-/// was written for (design.md section 3 has each profile's habits).
+/// was written for (`tftplab::lab::scenario::Profile` has each profile's habits).
 pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
     use tftplab::wire::Packet;
     let mut problems = Vec::new();

@@ -114,7 +114,7 @@ pub fn generate(size: u64, seed: u64) -> Vec<u8> {
     out
 }
 
-/// How a client behaves: a real client's habits (design.md section 3).
+/// How a client behaves: a real client's habits, one variant per firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// RRQ `octet tsize 0 blksize 1024`, resent every 2 s from the same port.

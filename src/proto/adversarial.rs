@@ -37,7 +37,7 @@
 //!    its contract says (in-order writes, one commit or one abort);
 //! 7. once `is_closed()`, the machine emits nothing more whatever it is fed.
 //!
-//! Plus the design.md section 3 rules visible from outside: no resend and no
+//! Plus the protocol rules (README, "The protocol core") visible from outside: no resend and no
 //! timer restart on a duplicate ACK, a peer's ERROR ends the transfer with no
 //! reply, running out of retries sends an ERROR, a stranger's datagram
 //! changes nothing, the OACK echoes only what was asked within the limits

@@ -7,7 +7,7 @@
 //! Its rules:
 //! - A request (RRQ or WRQ) starts a transfer, at most one per client
 //!   address and port at a time: a retransmitted request while its
-//!   transfer lives starts nothing (design.md: a second transfer would send
+//!   transfer lives starts nothing (a second transfer would send
 //!   the same file twice, in parallel, to one port).
 //! - A copy of a request whose transfer succeeded less than
 //!   [`ListenerConfig::remember_done`] ago starts nothing either: the

@@ -18,7 +18,8 @@
 //!    `None`;
 //! 4. drop the machine once [`Transfer::is_closed`].
 //!
-//! The rules they follow (design.md section 3) and where each is enforced:
+//! The rules they follow (the README's "The protocol core") and where each
+//! is enforced:
 //! retransmission happens on timeout only, never on a duplicate ACK, and a
 //! duplicate ACK does not restart the timer ([`sender`]); a duplicate DATA is
 //! re-acknowledged and never written twice ([`receiver`]); block numbers roll
