@@ -7,12 +7,16 @@
 //! - [`server`]: [`serve`] starts a server and returns a [`ServerHandle`]
 //!   (address, events, stats, graceful stop).
 //! - [`client`]: [`Client`] gets and puts files, bytes or any source/sink.
+//! - [`Server::builder`] and [`Client::builder`] configure both, one setting
+//!   per method.
 
+mod builder;
 pub mod client;
 pub(crate) mod driver;
 pub mod server;
 pub mod socket;
 
+pub use builder::{ClientBuilder, Server, ServerBuilder};
 pub use client::{Client, ClientError, Progress};
 pub use server::{
     serve, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport, OPEN_WORKERS,
