@@ -30,7 +30,7 @@
 use super::server::{parse_request, Refusal};
 use crate::options::Direction;
 use crate::wire::{ErrorCode, Request};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,8 @@ const DONE_MAX: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Listener {
     config: ListenerConfig,
-    active: BTreeMap<SocketAddr, ()>,
+    /// Clients with a transfer admitted and not yet ended.
+    active: BTreeSet<SocketAddr>,
     /// Oldest first.
     done: VecDeque<Done>,
 }
@@ -113,7 +114,7 @@ impl Listener {
     pub fn new(config: ListenerConfig) -> Self {
         Listener {
             config,
-            active: BTreeMap::new(),
+            active: BTreeSet::new(),
             done: VecDeque::new(),
         }
     }
@@ -139,14 +140,14 @@ impl Listener {
             .done
             .iter()
             .any(|d| d.peer == peer && *d.request == *datagram);
-        if self.active.contains_key(&peer) || repeated {
+        if self.active.contains(&peer) || repeated {
             return Admission::Ignore(Ignored::Duplicate);
         }
         if self.active.len() >= self.config.max_transfers {
             let busy = Refusal::new(ErrorCode::UNDEFINED, "server busy, try again later");
             return Admission::Refuse(busy, Refused::Busy);
         }
-        self.active.insert(peer, ());
+        self.active.insert(peer);
         Admission::Start { direction, request }
     }
 

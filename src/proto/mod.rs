@@ -25,7 +25,8 @@
 //! re-acknowledged and never written twice ([`receiver`]); block numbers roll
 //! over 65535 -> 0 (both); a peer's ERROR ends the transfer at once with no
 //! reply; running out of retries sends an ERROR before giving up; a datagram
-//! from an unknown TID is answered with ERROR 5 and changes nothing.
+//! from an unknown TID is answered with ERROR 5 (unless it is itself an
+//! ERROR, and at most once a second) and changes nothing.
 
 mod client;
 mod common;

@@ -248,4 +248,11 @@ impl<K: Sink> ServerWrite<K> {
     }
 }
 
+impl<K: Sink> ServerWrite<K> {
+    /// The settings the upload runs with (what the OACK granted).
+    pub fn negotiated(&self) -> Negotiated {
+        self.0.negotiated
+    }
+}
+
 delegate_transfer!(ServerWrite<K: Sink>);

@@ -489,19 +489,19 @@ impl Admitted {
         };
         let config = &shared.options.transfer;
         let t = now();
-        let machine: Box<dyn Transfer + Send> = match opened {
-            Opened::Read(src) => Box::new(ServerRead::new(t, self.peer, &request, src, config)?),
+        // Receive offload only where the machine granted windows of DATA to
+        // arrive: a socket that coalesces needs a 64 KiB buffer for every read.
+        let (machine, coalesce): (Box<dyn Transfer + Send>, bool) = match opened {
+            Opened::Read(src) => {
+                let m = ServerRead::new(t, self.peer, &request, src, config)?;
+                (Box::new(m), false)
+            }
             Opened::Write(sink) => {
-                Box::new(ServerWrite::new(t, self.peer, &request, sink, config)?)
+                let m = ServerWrite::new(t, self.peer, &request, sink, config)?;
+                let windowed = m.negotiated().windowsize > 1;
+                (Box::new(m), windowed)
             }
         };
-        // Receive offload only where windows of DATA arrive: a socket that
-        // coalesces needs a 64 KiB buffer for every read.
-        let windowed = request
-            .options
-            .iter()
-            .any(|o| o.name.eq_ignore_ascii_case(b"windowsize") && o.value != b"1");
-        let coalesce = self.direction == Direction::Write && windowed;
         match bind_transfer_socket(net, shared, coalesce).await {
             Ok(socket) => Ok((machine, socket)),
             Err(e) => {
