@@ -15,13 +15,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tftplab::lab::faults::{Direction, FaultPlan, Injector, LinkFaults, Script};
-use tftplab::lab::net::{FaultyNet, LabClock};
-use tftplab::lab::trace::Trace;
 use tftplab::options::OptionRequest;
 use tftplab::proto::ClientConfig;
 use tftplab::runtime::{serve, Client, ServerEvent, ServerOptions, TokioNet};
 use tftplab::store::{Store, StoreConfig};
+use tftplab_sim::lab::faults::{Direction, FaultPlan, Injector, LinkFaults, Script};
+use tftplab_sim::lab::net::{FaultyNet, LabClock};
+use tftplab_sim::lab::trace::Trace;
 
 struct WallClock(Instant);
 

@@ -1,5 +1,5 @@
 //! Loss recovery in simulated time: our client against our server through
-//! the in-memory network ([`tftplab::memnet`]), which loses datagrams at
+//! the in-memory network ([`tftplab_sim::memnet`]), which loses datagrams at
 //! random in both directions under a fake clock. Deterministic: the same
 //! seeds print the same figures on any machine, however loaded.
 //!
@@ -15,8 +15,8 @@
 //! 1468. Every download is checked byte for byte.
 
 use std::time::Duration;
-use tftplab::memnet::{run, Faults, Setup};
 use tftplab::options::OptionRequest;
+use tftplab_sim::memnet::{run, Faults, Setup};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)

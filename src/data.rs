@@ -142,6 +142,51 @@ impl Sink for MemSink {
     }
 }
 
+/// A [`MemSink`] behind a shared handle: clone it, hand one clone to a
+/// transfer machine, and read the bytes through the other after the machine
+/// is gone (or while it runs, from another task).
+#[derive(Debug, Clone, Default)]
+pub struct SharedSink(std::sync::Arc<std::sync::Mutex<MemSink>>);
+
+impl SharedSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the sink's state now.
+    pub fn snapshot(&self) -> MemSink {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The bytes collected so far, leaving none behind.
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.data))
+            .unwrap_or_default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut MemSink) -> R) -> io::Result<R> {
+        let mut s = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("sink poisoned"))?;
+        Ok(f(&mut s))
+    }
+}
+
+impl Sink for SharedSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.with(|s| s.write_at(offset, data))?
+    }
+    fn commit(&mut self) -> io::Result<()> {
+        self.with(|s| s.commit())?
+    }
+    fn abort(&mut self) {
+        let _ = self.with(|s| s.abort());
+    }
+}
+
 /// A source over an open file, read with positional reads (`pread`).
 ///
 /// Small blocks after the first are served from a read-ahead buffer of

@@ -77,13 +77,14 @@
 //! ```
 
 pub mod data;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod lab;
-pub mod memnet;
 pub mod netascii;
 pub mod options;
 pub mod proto;
+#[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod wire;
+
+#[cfg(feature = "runtime")]
+pub use runtime::{Client, Server};

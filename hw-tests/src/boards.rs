@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
-use tftplab::lab::scenario::{parse_duration, ClientOptions, Profile};
-use tftplab::lab::trace::Trace;
-use tftplab::lab::FaultPlan;
+use tftplab_sim::lab::scenario::{parse_duration, ClientOptions, Profile};
+use tftplab_sim::lab::trace::Trace;
+use tftplab_sim::lab::FaultPlan;
 
 /// A parsed inventory.
 #[derive(Debug, Clone)]

@@ -412,7 +412,7 @@ mod tests {
         // random bytes overwritten: parse never panics, and a changed UDP
         // part is never reported as a good checksum carrying different
         // bytes (short of a checksum-preserving change).
-        let noise = tftplab::lab::scenario::generate(200_000, 5);
+        let noise = tftplab_sim::lab::scenario::generate(200_000, 5);
         for len in 0..120 {
             let _ = parse(&noise[len * 7..len * 8]);
         }

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tftplab::lab::trace::Trace;
-use tftplab::lab::FaultPlan;
 use tftplab::runtime::{serve, ServerOptions};
 use tftplab::store::{Store, StoreConfig};
+use tftplab_sim::lab::trace::Trace;
+use tftplab_sim::lab::FaultPlan;
 
 /// The uploaded name, as in Jumpstarter's example.
 pub const NAME: &str = "test.bin";

@@ -27,11 +27,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tftplab::lab::faults::{decide_scripted, Cause, Direction, Fate, Injector, Script};
-use tftplab::lab::net::cause_name;
-use tftplab::lab::trace::{render_packet, Trace, TraceFate};
-use tftplab::lab::FaultPlan;
 use tftplab::runtime::{DatagramSocket, Network};
+use tftplab_sim::lab::faults::{decide_scripted, Cause, Direction, Fate, Injector, Script};
+use tftplab_sim::lab::net::cause_name;
+use tftplab_sim::lab::trace::{render_packet, Trace, TraceFate};
+use tftplab_sim::lab::FaultPlan;
 use tokio::sync::mpsc;
 
 /// The server's MAC unless the inventory names one: locally administered

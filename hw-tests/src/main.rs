@@ -5,10 +5,10 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use tftplab::lab::scenario::Scenario;
 use tftplab_hw::boards::{Board, Inventory};
 use tftplab_hw::report::{failure_lines, junit, summary_table};
 use tftplab_hw::runner::{check_compatible, run_one, RunOptions};
+use tftplab_sim::lab::scenario::Scenario;
 
 /// Runs tftplab scenarios against real boards: the tftplab server serves
 /// the scenario's files from its own address over a raw link on the
@@ -243,7 +243,7 @@ fn real_main(command: Command) -> Result<bool, String> {
             let mut ok = true;
             for name in names {
                 let b = board(&inventory, &name)?;
-                let data = tftplab::lab::scenario::generate(size, 1);
+                let data = tftplab_sim::lab::scenario::generate(size, 1);
                 match rt.block_on(tftplab_hw::jumpstarter::store_check(b, &data, |_| async {
                     Ok(())
                 })) {

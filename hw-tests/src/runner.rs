@@ -33,16 +33,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tftplab::lab::check::{judge, served_bytes, RunRecord, Verdict};
-use tftplab::lab::profile::{ActionResult, Got};
-use tftplab::lab::scenario::{
-    Action, ActionKind, ClientSpec, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
-};
-use tftplab::lab::trace::{render_text, Trace};
 use tftplab::options::{Direction, Limits};
 use tftplab::proto::{ServerConfig, TransferError};
 use tftplab::runtime::{serve, ServerEvent, ServerOptions};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
+use tftplab_sim::lab::check::{judge, served_bytes, RunRecord, Verdict};
+use tftplab_sim::lab::profile::{ActionResult, Got};
+use tftplab_sim::lab::scenario::{
+    Action, ActionKind, ClientSpec, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
+};
+use tftplab_sim::lab::trace::{render_text, Trace};
 
 /// How the runner runs.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ pub fn check_compatible<'a>(
 
 /// Problems with the board's requests as seen on the wire: a board whose
 /// RRQs do not carry what its profile asks is not the board the scenario
-/// was written for (`tftplab::lab::scenario::Profile` has each profile's habits).
+/// was written for (`tftplab_sim::lab::scenario::Profile` has each profile's habits).
 pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
     use tftplab::wire::Packet;
     let mut problems = Vec::new();
@@ -617,7 +617,7 @@ async fn run_inner(
     let faults = if opts.faults {
         scenario.faults.clone()
     } else {
-        tftplab::lab::FaultPlan::default()
+        tftplab_sim::lab::FaultPlan::default()
     };
     let (link, link_handle) =
         RawLink::open(board.link_config(faults, opts.seed, Some(pcap), trace.clone()))
@@ -769,7 +769,7 @@ async fn run_inner(
         datagrams: events.len() as u64,
         dropped: events
             .iter()
-            .filter(|e| matches!(e.fate, tftplab::lab::trace::TraceFate::Dropped { .. }))
+            .filter(|e| matches!(e.fate, tftplab_sim::lab::trace::TraceFate::Dropped { .. }))
             .count() as u64,
         elapsed,
         uploaded,

@@ -8,15 +8,15 @@ mod common;
 use common::{netns_enabled, sha256, Lab, Peer};
 use std::sync::Arc;
 use std::time::Duration;
-use tftplab::lab::faults::{DelayRange, FaultPlan, LinkFaults, Reorder};
-use tftplab::lab::scenario::generate;
-use tftplab::lab::trace::{Trace, TraceFate};
 use tftplab::proto::ServerConfig;
 use tftplab::runtime::{serve, ServerOptions};
 use tftplab::store::{Store, StoreConfig};
 use tftplab_hw::frame::{self, Frame};
 use tftplab_hw::link::{LinkConfig, PartialChecksums, RawLink, DEFAULT_SERVER_MAC};
 use tftplab_hw::pcap::{read_frames, PcapWriter};
+use tftplab_sim::lab::faults::{DelayRange, FaultPlan, LinkFaults, Reorder};
+use tftplab_sim::lab::scenario::generate;
+use tftplab_sim::lab::trace::{Trace, TraceFate};
 
 fn config(lab: &Lab, faults: FaultPlan, pcap: Option<PcapWriter>, trace: Trace) -> LinkConfig {
     LinkConfig {

@@ -10,11 +10,11 @@ use common::{netns_enabled, quote, sha256, toml_str, Lab};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use tftplab::lab::profile::Got;
-use tftplab::lab::scenario::{ActionKind, Scenario};
 use tftplab_hw::boards::Inventory;
 use tftplab_hw::pcap::read_frames;
 use tftplab_hw::runner::{run_one, RunOptions};
+use tftplab_sim::lab::profile::Got;
+use tftplab_sim::lab::scenario::{ActionKind, Scenario};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -104,7 +104,7 @@ fn first_intact_get(scenario: &Scenario) -> String {
         .iter()
         .flat_map(|c| &c.actions)
         .find_map(|a| match &a.kind {
-            ActionKind::Get { name, .. } if a.expect == tftplab::lab::Outcome::Intact => {
+            ActionKind::Get { name, .. } if a.expect == tftplab_sim::lab::Outcome::Intact => {
                 Some(name.clone())
             }
             _ => None,
@@ -175,7 +175,7 @@ fn run_passes_legacy_client_on_a_tftp_hpa_board_with_junit_pcap_and_console() {
     assert!(stdout.contains("1 runs, 1 passed, 0 failed"));
     // The board fetched the served bytes.
     let fetched = std::fs::read(dir.path().join("fetched/pxelinux.0")).expect("fetched");
-    let served = tftplab::lab::check::served_bytes(&s, "pxelinux.0").expect("served");
+    let served = tftplab_sim::lab::check::served_bytes(&s, "pxelinux.0").expect("served");
     assert_eq!(sha256(&fetched), sha256(&served));
     // JUnit: one suite for the board, one passing case for the scenario.
     let xml = std::fs::read_to_string(&junit).expect("junit");
@@ -238,11 +238,11 @@ fn board_and_simulator(
     let run = rt.block_on(run_one(&board, &s, &opts));
     assert!(run.passed(), "{:?}\n{:?}", run.failures(), run.link);
     let fetched = std::fs::read(dir.path().join("fetched").join(file)).expect("fetched");
-    let served = tftplab::lab::check::served_bytes(&s, file).expect("served");
+    let served = tftplab_sim::lab::check::served_bytes(&s, file).expect("served");
     assert_eq!(sha256(&fetched), sha256(&served));
     let sim = tftplab_sim::run(&s, seed, tftplab_sim::SimOptions::default());
     assert!(sim.passed(), "{:?}", sim.verdict.failures);
-    let kinds = |r: &[tftplab::lab::profile::ActionResult]| -> Vec<(usize, String)> {
+    let kinds = |r: &[tftplab_sim::lab::profile::ActionResult]| -> Vec<(usize, String)> {
         r.iter().map(|a| (a.index, kind(&a.got))).collect()
     };
     assert_eq!(kinds(&run.record.results), kinds(&sim.record.results));
@@ -420,7 +420,7 @@ power = {{ on = "true" }}
     .expect("boards");
     let inventory = Inventory::load(&boards).expect("inventory");
     let board = inventory.select("board=rpi4").expect("select")[0].clone();
-    let data = tftplab::lab::scenario::generate(200_000, 9);
+    let data = tftplab_sim::lab::scenario::generate(200_000, 9);
     let want = sha256(&data);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let fetched = dir.path().join("test.bin");

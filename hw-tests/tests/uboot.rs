@@ -17,9 +17,9 @@ mod common;
 use common::{netns_enabled, quote, sh, toml_str};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tftplab::lab::profile::Got;
-use tftplab::lab::scenario::Scenario;
 use tftplab_hw::runner::{run_one, RunOptions};
+use tftplab_sim::lab::profile::Got;
+use tftplab_sim::lab::scenario::Scenario;
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 
@@ -289,7 +289,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             let good: Vec<String> = s
                 .files
                 .iter()
-                .filter_map(|f| tftplab::lab::check::served_bytes(&s, &f.name))
+                .filter_map(|f| tftplab_sim::lab::check::served_bytes(&s, &f.name))
                 .map(|b| format!("{:08x}", tftplab_hw::runner::crc32(&b)))
                 .collect();
             for crc in console
@@ -306,7 +306,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
     }
 }
 /// Outcome kinds per action, comparable across the simulator and the board.
-fn outcomes(results: &[tftplab::lab::profile::ActionResult]) -> Vec<String> {
+fn outcomes(results: &[tftplab_sim::lab::profile::ActionResult]) -> Vec<String> {
     results
         .iter()
         .map(|r| match &r.got {
@@ -337,7 +337,7 @@ fn check_outputs(tag: &str, run_dir: &Path, name: &str, window: u16, faults: boo
     );
     let console =
         std::fs::read_to_string(run_dir.join(format!("{name}.console.log"))).expect("console");
-    let image = tftplab::lab::scenario::generate(1_310_720, 21);
+    let image = tftplab_sim::lab::scenario::generate(1_310_720, 21);
     let crc = format!("==> {:08x}", tftplab_hw::runner::crc32(&image));
     assert!(console.contains(&crc), "{tag}: no {crc} in\n{console}");
     assert!(

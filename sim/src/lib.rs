@@ -1,20 +1,36 @@
-//! tftplab-sim: runs tftplab scenarios in a deterministic turmoil world.
+//! tftplab-sim: the lab. Everything that tests a TFTP server rather than
+//! being one lives here, outside the `tftplab` library:
 //!
-//! [`world::run`] builds the world for one scenario and seed and judges it;
-//! [`run_many`] runs a set of scenarios over many seeds in parallel (each
-//! simulation is single-threaded and deterministic on its own).
+//! - [`lab`]: scenarios, fault plans and the injector, client profiles,
+//!   traces and the judge. Written once, driven by the simulator below and
+//!   by the hardware runner (`tftplab-hw`).
+//! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
+//!   a server machine against each other under a fake clock.
+//! - [`fuzzing`]: the invariant harness behind the fuzz targets and the
+//!   replay of their saved inputs.
+//! - [`world`]: the deterministic simulator. [`world::run`] builds a turmoil
+//!   world for one scenario and seed and judges it; [`run_many`] runs a set
+//!   of scenarios over many seeds in parallel (each simulation is
+//!   single-threaded and deterministic on its own).
 
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod lab;
+pub mod memnet;
 pub mod report;
 pub mod world;
 
+#[cfg(test)]
+mod adversarial;
+
 pub use world::{run, SimOptions, SimRun, TurmoilNet};
 
+use lab::scenario::Scenario;
+use lab::trace::render_text;
 use report::ScenarioRuns;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use tftplab::lab::scenario::Scenario;
-use tftplab::lab::trace::render_text;
 
 /// Loads every `.toml` file named or found (non-recursively) in the given
 /// directories, sorted by path. The first bad file stops with its message.

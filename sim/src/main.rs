@@ -161,7 +161,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         }
     }
     if let Some(last) = runs.last().and_then(|sr| sr.runs.last()) {
-        use tftplab::lab::trace::{render_json, render_mermaid, render_text};
+        use tftplab_sim::lab::trace::{render_json, render_mermaid, render_text};
         let write = |path: &Option<PathBuf>, text: String| -> Result<(), String> {
             match path {
                 Some(p) => std::fs::write(p, text)

@@ -1,11 +1,11 @@
 //! The runner's output: a summary table, JUnit XML, a progress bar.
 
+use crate::lab::scenario::Scenario;
 use crate::SimRun;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write;
 use std::io::IsTerminal;
 use std::time::Duration;
-use tftplab::lab::scenario::Scenario;
 
 /// All runs of one scenario.
 pub struct ScenarioRuns {

@@ -2,6 +2,12 @@
 //! for the server, one per client, all running the real tftplab server and
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
+use crate::lab::check::{judge, RunRecord, Verdict};
+use crate::lab::faults::{Direction, Injector, Script};
+use crate::lab::net::{FaultyNet, LabClock};
+use crate::lab::profile::{run_client, ActionResult};
+use crate::lab::scenario::{ActionKind, FileContent, Profile, Scenario, TimedEventKind, WriteSpec};
+use crate::lab::trace::{Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
@@ -10,14 +16,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tftplab::lab::check::{judge, RunRecord, Verdict};
-use tftplab::lab::faults::{Direction, Injector, Script};
-use tftplab::lab::net::{FaultyNet, LabClock};
-use tftplab::lab::profile::{run_client, ActionResult};
-use tftplab::lab::scenario::{
-    ActionKind, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
-};
-use tftplab::lab::trace::{Trace, TraceEvent, TraceFate};
 use tftplab::options::Limits;
 use tftplab::proto::TransferError;
 use tftplab::proto::{ServerConfig, DEFAULT_MIN_RTO};

@@ -14,16 +14,16 @@
 use proptest::prelude::*;
 use std::path::PathBuf;
 use std::time::Duration;
-use tftplab::lab::check::{judge, RunRecord};
-use tftplab::lab::faults::{
+use tftplab_sim::lab::check::{judge, RunRecord};
+use tftplab_sim::lab::faults::{
     Burst, DelayRange, Direction, FaultPlan, LinkFaults, Reorder, ScriptFate, ScriptRule,
 };
-use tftplab::lab::profile::Got;
-use tftplab::lab::scenario::{
+use tftplab_sim::lab::profile::Got;
+use tftplab_sim::lab::scenario::{
     Action, ActionKind, ClientOptions, ClientSpec, Expectations, FileContent, FileSpec, Outcome,
     Profile, Scenario, ServerSpec, TimedEvent, TimedEventKind, WriteSpec,
 };
-use tftplab::lab::trace::{render_text, TraceEvent, TraceFate};
+use tftplab_sim::lab::trace::{render_text, TraceEvent, TraceFate};
 use tftplab_sim::{run, SimOptions};
 
 /// Retries on both sides: high enough that the generated loss rates
@@ -565,10 +565,10 @@ fn upload_whose_final_acks_all_vanish_lands_whole() {
     // The situation itself, as the run found it: the client timed out,
     // the whole file landed, and every ACK #2 from the server was lost.
     let (scenario, _) = scenario(&case);
-    let content = tftplab::lab::scenario::generate(2049, 1000);
+    let content = tftplab_sim::lab::scenario::generate(2049, 1000);
     let action = scenario.clients[0].actions[0].clone();
     let record = RunRecord {
-        results: vec![tftplab::lab::profile::ActionResult {
+        results: vec![tftplab_sim::lab::profile::ActionResult {
             client: "c0".into(),
             index: 0,
             action,

@@ -2,8 +2,8 @@
 //! determinism check, and golden traces of a few scenario+seed pairs.
 
 use std::path::{Path, PathBuf};
-use tftplab::lab::scenario::Scenario;
-use tftplab::lab::trace::render_text;
+use tftplab_sim::lab::scenario::Scenario;
+use tftplab_sim::lab::trace::render_text;
 use tftplab_sim::{run, SimOptions};
 
 /// Seeds every scenario runs with in `cargo test` (the main job runs more).

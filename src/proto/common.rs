@@ -399,8 +399,9 @@ pub(crate) fn max_datagram(awaiting_answer: bool, negotiated: &Negotiated) -> us
     DATA_HEADER_LEN + usize::from(negotiated.blksize.max(DEFAULT_BLKSIZE))
 }
 
-/// The shortest time between two ERROR 5 answers of one transfer.
-pub(crate) const STRANGER_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest time between two ERROR 5 answers of one transfer (to
+/// datagrams from a stranger: another host or port than the peer's).
+pub const STRANGER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The peer's address and transfer ID, plus the control datagrams (ERRORs)
 /// waiting to go out. Every machine owns one.
@@ -518,6 +519,13 @@ impl Link {
         self.events.swap(0, 1);
         first
     }
+}
+
+/// How many timeouts a machine configured with `retries`, a timer floor of
+/// `min_rto` and a timeout of `timeout` takes, once its peer falls silent,
+/// before it gives up: the bound a harness checks a run against.
+pub fn timeouts_before_giving_up(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
+    Timer::timeouts_before_giving_up(retries, min_rto, timeout)
 }
 
 #[cfg(test)]
@@ -672,3 +680,4 @@ mod tests {
         assert_eq!(link.counters.unknown_tid, 5);
     }
 }
+

@@ -38,15 +38,12 @@ mod sending;
 mod server;
 
 pub use client::{ClientConfig, ClientGet, ClientPut};
-pub(crate) use common::Timer;
-pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
+pub use common::{
+    timeouts_before_giving_up, Counters, Event, Summary, Transfer, TransferError, Transmit,
+    STRANGER_INTERVAL,
+};
 pub use listener::{Admission, Ignored, Listener, ListenerConfig, Refused};
 pub use server::{
     parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO,
     UNKNOWN_OPCODE_REPLY_LEN,
 };
-
-#[cfg(test)]
-mod adversarial;
-#[cfg(test)]
-mod tests;

@@ -2,14 +2,13 @@
 
 use super::driver::{drive, now, Cancel, Control, Until};
 use super::socket::{DatagramSocket, Network};
-use crate::data::{MemSource, Sink, Source};
+use crate::data::{MemSource, SharedSink, Sink, Source};
 use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Summary, Transfer, TransferError};
 use crate::store::UploadSink;
 use crate::wire::ErrorCode;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Why a client transfer failed.
@@ -48,36 +47,6 @@ pub struct Client<N: Network> {
     net: N,
     config: ClientConfig,
     sync_files: bool,
-}
-
-/// A sink into shared memory, so the bytes survive the machine.
-#[derive(Clone, Default)]
-pub(crate) struct SharedVec(Arc<Mutex<Vec<u8>>>);
-
-impl SharedVec {
-    /// The bytes collected so far, leaving it empty.
-    pub(crate) fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
-    }
-}
-
-impl Sink for SharedVec {
-    fn write_at(&mut self, _offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut v = self.0.lock().map_err(|_| io::Error::other("poisoned"))?;
-        v.extend_from_slice(data);
-        Ok(())
-    }
-    fn commit(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn abort(&mut self) {
-        if let Ok(mut v) = self.0.lock() {
-            v.clear();
-        }
-    }
 }
 
 impl<N: Network> Client<N> {
@@ -119,7 +88,7 @@ impl<N: Network> Client<N> {
         server: SocketAddr,
         remote: &str,
     ) -> Result<Vec<u8>, ClientError> {
-        let sink = SharedVec::default();
+        let sink = SharedSink::new();
         self.get(server, remote, sink.clone(), |_| {}).await?;
         Ok(sink.take())
     }
@@ -187,8 +156,9 @@ impl<N: Network> Client<N> {
     }
 }
 
-/// A socket of the server's address family on an OS-chosen port.
-pub(crate) async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Result<N::Socket> {
+/// Binds a socket for talking to `server`: its address family, an
+/// OS-chosen port (a client's TID).
+pub async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Result<N::Socket> {
     let any = match server.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -196,11 +166,14 @@ pub(crate) async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Res
     net.bind_transfer(SocketAddr::new(any, 0)).await
 }
 
-/// Drives a client machine until it reports its outcome, then leaves it
-/// dallying in the background (if a runtime is still around) so a lost
-/// final ACK can be answered. The hooks see every event and the byte count
-/// after every datagram, and may abort the transfer (probing firmware).
-pub(crate) async fn drive_to_outcome<T, S>(
+/// Drives a client machine on `socket` until it reports its outcome, then
+/// leaves it dallying in a spawned task so a lost final ACK can still be
+/// answered. The hooks see every event and the byte count after every
+/// datagram, and may end the transfer from this side ([`Control::Abort`]),
+/// as probing firmware does. `None` if the machine closed without an
+/// outcome. This is the loop [`Client`] runs; it is public for drivers that
+/// build their own client machines (the lab's firmware profiles).
+pub async fn drive_to_outcome<T, S>(
     mut machine: T,
     socket: S,
     mut on_event: impl FnMut(&Event) -> Control,

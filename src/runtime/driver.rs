@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::sync::watch;
 
-/// The clock every driver reads: tokio's, so a simulator can control it.
-pub(crate) fn now() -> Instant {
+/// The clock every driver reads: tokio's, so a simulator (turmoil, or
+/// tokio's paused time) controls it.
+pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -22,9 +23,10 @@ pub(crate) enum Cancel {
     Abort,
 }
 
-/// What an event or progress hook wants next.
+/// What an event or progress hook of [`drive_to_outcome`](super::drive_to_outcome)
+/// wants next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Control {
+pub enum Control {
     Continue,
     /// End the transfer from this side with this ERROR (a client profile
     /// that probes and aborts, as UEFI and the rpi4 bootloader do).

@@ -2,22 +2,24 @@
 //! simulated) datagram sockets. Nothing here decides anything about the
 //! protocol; it moves datagrams and time.
 //!
-//! - [`socket`]: the [`DatagramSocket`] / [`Network`] traits and the tokio
-//!   implementation ([`TokioNet`]).
-//! - [`server`]: [`serve`] starts a server and returns a [`ServerHandle`]
-//!   (address, events, stats, graceful stop).
-//! - [`client`]: [`Client`] gets and puts files, bytes or any source/sink.
-//! - [`Server::builder`] and [`Client::builder`] configure both, one setting
-//!   per method.
+//! - [`DatagramSocket`] / [`Network`]: what a runtime needs of a network,
+//!   with the tokio implementation ([`TokioNet`]).
+//! - [`Server::builder`] configures and starts a server; the [`Server`]
+//!   handle tells its address, events and stats, and stops it gracefully.
+//! - [`Client::builder`] configures a client that gets and puts files, bytes
+//!   or any source/sink.
+//! - [`drive_to_outcome`] runs one client machine of your own over a socket
+//!   (the lab's firmware profiles do).
 
 mod builder;
-pub mod client;
-pub(crate) mod driver;
-pub mod server;
-pub mod socket;
+mod client;
+mod driver;
+mod server;
+mod socket;
 
 pub use builder::{ClientBuilder, Server, ServerBuilder};
-pub use client::{Client, ClientError, Progress};
+pub use client::{bind_any, drive_to_outcome, Client, ClientError, Progress};
+pub use driver::{now, Control};
 pub use server::{
     serve, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport, OPEN_WORKERS,
 };

@@ -3,15 +3,13 @@
 //! the board; on hardware the board itself does this part.
 
 use super::scenario::{Action, ActionKind, ClientSpec, FileContent, Profile};
-use crate::data::MemSource;
-use crate::options::OptionRequest;
-use crate::proto::{ClientConfig, ClientGet, ClientPut, Event, Transfer, TransferError};
-use crate::runtime::client::{bind_any, drive_to_outcome, SharedVec};
-use crate::runtime::driver::{now, Control};
-use crate::runtime::{DatagramSocket, Network};
-use crate::wire::{ErrorCode, Mode};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tftplab::data::{MemSource, SharedSink};
+use tftplab::options::OptionRequest;
+use tftplab::proto::{ClientConfig, ClientGet, ClientPut, Event, Transfer, TransferError};
+use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, DatagramSocket, Network};
+use tftplab::wire::{ErrorCode, Mode};
 
 /// How an action ended, as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +78,7 @@ fn config(spec: &ClientSpec, options: OptionRequest) -> ClientConfig {
         timeout: spec.retry_every,
         // Firmware resends on a fixed period; the lab's own client adapts.
         min_rto: match spec.profile {
-            Profile::Custom => crate::proto::DEFAULT_MIN_RTO,
+            Profile::Custom => tftplab::proto::DEFAULT_MIN_RTO,
             _ => spec.retry_every,
         },
         retries: spec.retries,
@@ -166,7 +164,7 @@ async fn download<N: Network>(
         Ok(s) => s,
         Err(e) => return Got::Local(0, format!("bind: {e}")),
     };
-    let sink = SharedVec::default();
+    let sink = SharedSink::new();
     let machine = match ClientGet::new(now(), server, name, sink.clone(), &config(spec, options)) {
         Ok(m) => m,
         Err(e) => return outcome(Err(e), Vec::new()),

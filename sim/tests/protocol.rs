@@ -1,13 +1,15 @@
 //! End-to-end tests of the four machines through the in-memory harness,
 //! plus direct tests of single rules with hand-fed datagrams.
 
-use super::*;
-use crate::data::MemSource;
-use crate::memnet::{addr, run, Dir, Fate, Faults, Report, Setup, CLIENT, LISTEN, SERVER_TID};
-use crate::options::{Direction, OptionRequest};
-use crate::wire::{ErrorCode, Mode, Packet, RawOption, Request};
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
+use tftplab::data::MemSource;
+use tftplab::options::{Direction, OptionRequest};
+use tftplab::proto::*;
+use tftplab::wire::{ErrorCode, Mode, Packet, RawOption, Request};
+use tftplab_sim::memnet::{
+    addr, run, Dir, Fate, Faults, Report, Setup, CLIENT, LISTEN, SERVER_TID,
+};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -112,7 +114,10 @@ fn netascii_download_converts_line_endings() {
         Ok(s) => s.bytes,
         Err(e) => panic!("{e}"),
     };
-    assert_eq!(wire_bytes, crate::netascii::encode_all(&text).len() as u64);
+    assert_eq!(
+        wire_bytes,
+        tftplab::netascii::encode_all(&text).len() as u64
+    );
 }
 
 #[test]
@@ -132,7 +137,7 @@ fn t0() -> Instant {
 }
 
 fn sent(m: &mut dyn Transfer, now: Instant) -> Vec<(std::net::SocketAddr, Vec<u8>)> {
-    let mut buf = vec![0u8; crate::wire::MAX_DATAGRAM];
+    let mut buf = vec![0u8; tftplab::wire::MAX_DATAGRAM];
     let mut out = Vec::new();
     while let Some(t) = m.poll_transmit(now, &mut buf) {
         out.push((t.dest, buf[..t.len].to_vec()));
@@ -150,7 +155,7 @@ fn request(options: &[(&'static str, &'static str)]) -> Request<'static> {
 
 fn ack(block: u16) -> Vec<u8> {
     let mut b = vec![0u8; 4];
-    crate::wire::emit_ack(&mut b, block).unwrap();
+    tftplab::wire::emit_ack(&mut b, block).unwrap();
     b
 }
 
@@ -331,7 +336,7 @@ fn a_final_ack_that_never_comes_is_told_apart_from_a_transfer_that_died() {
 fn duplicate_data_is_reacked_and_written_once() {
     let now = t0();
     let server = addr(SERVER_TID);
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let mut m = ClientGet::new(
         now,
         addr(LISTEN),
@@ -346,18 +351,18 @@ fn duplicate_data_is_reacked_and_written_once() {
     assert_eq!(sent(&mut m, now), vec![(server, ack(1))]);
     m.handle_datagram(now, server, &block1);
     assert_eq!(sent(&mut m, now), vec![(server, ack(1))]);
-    assert_eq!(sink.0.borrow().data.len(), 512);
+    assert_eq!(sink.snapshot().data.len(), 512);
     assert_eq!(m.counters().duplicate_data, 1);
     m.handle_datagram(now, server, &data(2, b"end"));
     assert_eq!(sent(&mut m, now), vec![(server, ack(2))]);
-    assert_eq!(sink.0.borrow().data.len(), 515);
+    assert_eq!(sink.snapshot().data.len(), 515);
 }
 
 #[test]
 fn receiver_dallies_and_reacks_a_repeated_last_block() {
     let now = t0();
     let server = addr(SERVER_TID);
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let mut m = ClientGet::new(
         now,
         addr(LISTEN),
@@ -371,10 +376,10 @@ fn receiver_dallies_and_reacks_a_repeated_last_block() {
     assert_eq!(sent(&mut m, now), vec![(server, ack(1))]);
     // The final ACK goes out first; the download commits, and reports its
     // end, at a deadline of now.
-    assert!(finished(&mut m).is_none() && !sink.0.borrow().committed);
+    assert!(finished(&mut m).is_none() && !sink.snapshot().committed);
     assert_eq!(m.poll_timeout(), Some(now));
     m.handle_timeout(now);
-    assert!(sink.0.borrow().committed);
+    assert!(sink.snapshot().committed);
     assert!(matches!(finished(&mut m), Some(Ok(_))));
     assert!(!m.is_closed(), "closed without dallying");
     let later = now + Duration::from_secs(1);
@@ -383,13 +388,13 @@ fn receiver_dallies_and_reacks_a_repeated_last_block() {
     let end = m.poll_timeout().unwrap();
     m.handle_timeout(end);
     assert!(m.is_closed());
-    assert_eq!(sink.0.borrow().data, b"tiny");
+    assert_eq!(sink.snapshot().data, b"tiny");
 }
 
 #[test]
 fn client_takes_the_tid_from_the_first_answer_and_refuses_a_second_server_port() {
     let now = t0();
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let mut m = ClientGet::new(now, addr(LISTEN), "f", sink, &ClientConfig::default()).unwrap();
     sent(&mut m, now);
     let first = addr("10.0.0.1:50000");
@@ -412,7 +417,7 @@ fn client_rejects_an_oack_with_a_larger_blksize_with_error_8() {
         },
         ..ClientConfig::default()
     };
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let mut m = ClientGet::new(now, addr(LISTEN), "f", sink.clone(), &config).unwrap();
     let rrq = sent(&mut m, now);
     assert_eq!(
@@ -434,7 +439,7 @@ fn client_rejects_an_oack_with_a_larger_blksize_with_error_8() {
             ..
         }))
     ));
-    assert!(sink.0.borrow().aborted);
+    assert!(sink.snapshot().aborted);
 }
 
 #[test]
@@ -447,7 +452,7 @@ fn uefi_style_probe_aborts_after_the_oack() {
         },
         ..ClientConfig::default()
     };
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let mut m = ClientGet::new(now, addr(LISTEN), "f", sink, &config).unwrap();
     sent(&mut m, now);
     let server = addr(SERVER_TID);
@@ -470,7 +475,7 @@ fn uefi_style_probe_aborts_after_the_oack() {
 fn server_write_answers_with_oack_and_rejects_mail_mode() {
     let now = t0();
     let client = addr(CLIENT);
-    let sink = crate::memnet::SharedSink::default();
+    let sink = tftplab::data::SharedSink::new();
     let req = request(&[("blksize", "1024"), ("tsize", "3")]);
     let mut m =
         ServerWrite::new(now, client, &req, sink.clone(), &ServerConfig::default()).unwrap();
@@ -483,7 +488,7 @@ fn server_write_answers_with_oack_and_rejects_mail_mode() {
     );
     m.handle_datagram(now, client, &data(1, b"abc"));
     assert_eq!(sent(&mut m, now), vec![(client, ack(1))]);
-    assert!(sink.0.borrow().committed);
+    assert!(sink.snapshot().committed);
 
     let refused = parse_request(b"\x00\x02f\x00MAIL\x00").unwrap_err();
     assert_eq!(refused.code, ErrorCode::ILLEGAL_OPERATION);
@@ -754,7 +759,7 @@ fn content(c: &Case) -> Vec<u8> {
 /// Number of wire blocks the transfer needs (the last one may be empty).
 fn wire_blocks(c: &Case, data: &[u8]) -> u64 {
     let wire_len = match c.mode {
-        Mode::Netascii => crate::netascii::encode_all(data).len(),
+        Mode::Netascii => tftplab::netascii::encode_all(data).len(),
         _ => data.len(),
     };
     (wire_len / usize::from(c.blksize)) as u64 + 1

@@ -31,18 +31,6 @@
 //!
 //! Not API: hidden from the docs, changes whenever the targets do.
 
-use crate::data::{MemSource, Sink, Source};
-use crate::netascii::{decode_all, encode_all, Decoder, Encoder, NetasciiSink, NetasciiSource};
-use crate::options::{negotiate, parse_number, Direction, Limits, Negotiated, Opt, OptionRequest};
-use crate::proto::{
-    parse_request, ClientConfig, ClientGet, ClientPut, Event, ServerConfig, ServerRead,
-    ServerWrite, Summary, Transfer, TransferError, UNKNOWN_OPCODE_REPLY_LEN,
-};
-use crate::store::{Intent, Store, StoreConfig};
-use crate::wire::{
-    emit_error, ErrorCode, Mode, Opcode, Packet, ParseError, RawOption, Request, MAX_BLKSIZE,
-    MAX_DATAGRAM, MIN_BLKSIZE,
-};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -50,6 +38,20 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tftplab::data::{MemSource, Sink, Source};
+use tftplab::netascii::{decode_all, encode_all, Decoder, Encoder, NetasciiSink, NetasciiSource};
+use tftplab::options::{
+    negotiate, parse_number, Direction, Limits, Negotiated, Opt, OptionRequest,
+};
+use tftplab::proto::{
+    parse_request, ClientConfig, ClientGet, ClientPut, Event, ServerConfig, ServerRead,
+    ServerWrite, Summary, Transfer, TransferError, UNKNOWN_OPCODE_REPLY_LEN,
+};
+use tftplab::store::{Intent, Store, StoreConfig};
+use tftplab::wire::{
+    emit_error, ErrorCode, Mode, Opcode, Packet, ParseError, RawOption, Request, MAX_BLKSIZE,
+    MAX_DATAGRAM, MIN_BLKSIZE,
+};
 
 // ---- input decoding ------------------------------------------------------
 
@@ -336,12 +338,12 @@ fn options_server(input: &mut Input<'_>) {
     let opts = &request.options;
     let count = |opt: Opt| opts.iter().filter(|o| o.is(opt.name())).count();
     let n = match result {
-        Err(crate::options::NegotiationError::Duplicate(name)) => {
+        Err(tftplab::options::NegotiationError::Duplicate(name)) => {
             let opt = Opt::ALL.into_iter().find(|o| o.name() == name).unwrap();
             assert!(count(opt) >= 2, "{name} refused as duplicate");
             return;
         }
-        Err(crate::options::NegotiationError::TooLarge { announced, limit }) => {
+        Err(tftplab::options::NegotiationError::TooLarge { announced, limit }) => {
             assert_eq!(direction, Direction::Write);
             assert_eq!(limits.max_upload, Some(limit));
             assert!(announced > limit);
@@ -513,7 +515,7 @@ fn options_round_trip(input: &mut Input<'_>) {
         Err(e) => {
             assert!(matches!(
                 e,
-                crate::options::NegotiationError::TooLarge { .. }
+                tftplab::options::NegotiationError::TooLarge { .. }
             ));
             return;
         }
@@ -2312,7 +2314,7 @@ fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
 /// close: the timer's own, plus one deadline that is no timeout (a
 /// sender's deferred gap ACK, or a client's commit after its final ACK).
 fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
-    1 + crate::proto::Timer::timeouts_before_giving_up(retries, min_rto, timeout)
+    1 + tftplab::proto::timeouts_before_giving_up(retries, min_rto, timeout)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.
@@ -2581,7 +2583,7 @@ fn path_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Transmit;
+    use tftplab::proto::Transmit;
 
     #[test]
     fn every_seed_passes_its_target() {
@@ -2679,7 +2681,7 @@ mod tests {
         fn is_closed(&self) -> bool {
             self.inner.is_closed()
         }
-        fn counters(&self) -> crate::proto::Counters {
+        fn counters(&self) -> tftplab::proto::Counters {
             self.inner.counters()
         }
         fn bytes_transferred(&self) -> u64 {

@@ -2,11 +2,11 @@
 //! and decoded packet, rendered as text (one line per datagram), JSON, or a
 //! Mermaid sequence diagram.
 
-use crate::wire::Packet;
 use serde::Serialize;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tftplab::wire::Packet;
 
 /// What happened to a datagram on its way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

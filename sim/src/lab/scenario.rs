@@ -274,7 +274,7 @@ mod defaults {
         Duration::from_secs(1)
     }
     pub fn min_rto() -> Duration {
-        crate::proto::DEFAULT_MIN_RTO
+        tftplab::proto::DEFAULT_MIN_RTO
     }
     pub fn retries() -> u32 {
         5

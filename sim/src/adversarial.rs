@@ -46,11 +46,7 @@
 //! The tests at the end reproduce defects this file found (now fixed); the
 //! random tests tolerate none of them (see [`KNOWN`]).
 
-use super::*;
-use crate::data::{MemSource, Sink, Source};
 use crate::memnet::{addr, CLIENT, LISTEN, SERVER_TID};
-use crate::options::{Limits, Negotiated, OptionRequest};
-use crate::wire::{ErrorCode, Mode, Packet, RawOption, Request, MAX_BLKSIZE, MAX_DATAGRAM};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
@@ -61,6 +57,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tftplab::data::{MemSource, Sink, Source};
+use tftplab::options::{Limits, Negotiated, OptionRequest};
+use tftplab::proto::*;
+use tftplab::wire::{ErrorCode, Mode, Packet, RawOption, Request, MAX_BLKSIZE, MAX_DATAGRAM};
 
 // ---- test data ------------------------------------------------------------
 
@@ -322,7 +322,7 @@ impl Setup {
     /// of up to 255 s), the backoff steps below it, and two to finish.
     fn timeout_budget(&self) -> u32 {
         let timeout = Duration::from_millis(self.timeout_ms);
-        2 + super::Timer::timeouts_before_giving_up(self.retries, self.min_rto(), timeout)
+        2 + timeouts_before_giving_up(self.retries, self.min_rto(), timeout)
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -1645,8 +1645,8 @@ impl Harness {
             let Some(asked) = asked else {
                 self.fail(format!("OACK carries {name}, which was not asked"));
             };
-            let asked = crate::options::parse_number(asked.as_bytes());
-            let v = crate::options::parse_number(o.value);
+            let asked = tftplab::options::parse_number(asked.as_bytes());
+            let v = tftplab::options::parse_number(o.value);
             let ok = match (name.as_str(), asked, v) {
                 ("blksize", Some(a), Some(v)) => {
                     v >= 8 && v <= a && v <= u64::from(limits.max_blksize.clamp(8, MAX_BLKSIZE))
@@ -1740,7 +1740,7 @@ impl Harness {
                 let quiet = self
                     .last_error5
                     .get()
-                    .is_some_and(|t| self.now < t + super::common::STRANGER_INTERVAL);
+                    .is_some_and(|t| self.now < t + STRANGER_INTERVAL);
                 let owed = usize::from(!bytes.starts_with(&[0, 5]) && !quiet);
                 self.ensure(own == 0 && t.error5 == owed, || {
                     format!(

@@ -6,20 +6,18 @@
 //! own. The protocol tests, the benchmarks and the demo use it; the full
 //! simulator (`tftplab-sim`) runs the real server and client over turmoil.
 
-use crate::data::{MemSource, Sink};
-use crate::options::Direction;
-use crate::proto::{
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tftplab::data::{MemSource, SharedSink};
+use tftplab::options::Direction;
+use tftplab::proto::{
     Admission, ClientConfig, ClientGet, ClientPut, Counters, Event, Listener, ListenerConfig,
     Refusal, ServerConfig, ServerRead, ServerWrite, Summary, Transfer, TransferError,
 };
-use crate::wire::Packet;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use tftplab::wire::Packet;
 
 pub const CLIENT: &str = "10.0.0.2:40000";
 pub const LISTEN: &str = "10.0.0.1:69";
@@ -28,22 +26,6 @@ pub const SERVER_TID: &str = "10.0.0.1:50000";
 /// Parses one of the fixed addresses above.
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a literal socket address")
-}
-
-/// A sink whose contents the test can read after the machine is gone.
-#[derive(Clone, Default)]
-pub struct SharedSink(pub Rc<RefCell<crate::data::MemSink>>);
-
-impl Sink for SharedSink {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.borrow_mut().write_at(offset, data)
-    }
-    fn commit(&mut self) -> std::io::Result<()> {
-        self.0.borrow_mut().commit()
-    }
-    fn abort(&mut self) {
-        self.0.borrow_mut().abort()
-    }
 }
 
 /// Which way a datagram travels.
@@ -236,7 +218,7 @@ fn drain(
     net: &mut Net,
     outcome: &mut Option<Result<Summary, TransferError>>,
 ) {
-    let mut buf = vec![0u8; crate::wire::MAX_DATAGRAM];
+    let mut buf = vec![0u8; tftplab::wire::MAX_DATAGRAM];
     while let Some(t) = machine.poll_transmit(now, &mut buf) {
         net.send(now, from, t.dest, &buf[..t.len]);
     }
@@ -251,7 +233,7 @@ fn drain(
 /// Runs one transfer to completion (or the time limit) and reports.
 pub fn run(mut setup: Setup) -> Report {
     let t0 = Instant::now();
-    let sink = SharedSink::default();
+    let sink = SharedSink::new();
     let mut net = Net {
         rng: ChaCha8Rng::seed_from_u64(setup.seed),
         faults: setup.faults,
@@ -346,7 +328,7 @@ pub fn run(mut setup: Setup) -> Report {
             }
         }
     }
-    let received = sink.0.borrow();
+    let received = sink.snapshot();
     Report {
         client: client_out,
         server: server_out,

@@ -1,5 +1,5 @@
 //! Replays the fuzz corpus that is kept in git through the fuzz targets'
-//! bodies in `tftplab::fuzzing`: every crash ever found
+//! bodies in `tftplab_sim::fuzzing`: every crash ever found
 //! (`fuzz/regressions/<target>/*`) and the seed corpus
 //! (`fuzz/corpus-seed/<target>/*`). No nightly and no cargo-fuzz needed, so
 //! a fixed crash stays fixed. Open crashes wait in `fuzz/regressions-open/`,
@@ -11,17 +11,25 @@ use std::path::{Path, PathBuf};
 type Target = fn(&[u8]);
 
 const TARGETS: [(&str, Target); 7] = [
-    ("packet_parse", tftplab::fuzzing::packet_parse),
-    ("options", tftplab::fuzzing::options),
-    ("netascii", tftplab::fuzzing::netascii),
-    ("server_session", tftplab::fuzzing::server_session),
-    ("client_session", tftplab::fuzzing::client_session),
-    ("path_resolve", tftplab::fuzzing::path_resolve),
-    ("scenario_parse", tftplab::fuzzing::scenario_parse),
+    ("packet_parse", tftplab_sim::fuzzing::packet_parse),
+    ("options", tftplab_sim::fuzzing::options),
+    ("netascii", tftplab_sim::fuzzing::netascii),
+    ("server_session", tftplab_sim::fuzzing::server_session),
+    ("client_session", tftplab_sim::fuzzing::client_session),
+    ("path_resolve", tftplab_sim::fuzzing::path_resolve),
+    ("scenario_parse", tftplab_sim::fuzzing::scenario_parse),
 ];
 
+/// The repository root (this crate lives in `sim/`).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("sim/ has a parent")
+        .to_path_buf()
+}
+
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    repo().join("fuzz")
 }
 
 /// The files directly under `dir`, sorted; none if it does not exist.
@@ -90,13 +98,13 @@ fn seed_corpus_passes() {
     assert!(count > 0, "no seed corpus under fuzz/corpus-seed");
 }
 
-/// Regenerates `fuzz/corpus-seed/` from `tftplab::fuzzing::seeds()`:
+/// Regenerates `fuzz/corpus-seed/` from `tftplab_sim::fuzzing::seeds()`:
 /// `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`.
 /// Only adds and overwrites files; remove stale seeds by hand.
 #[test]
 #[ignore = "writes files; run by hand after changing an input format"]
 fn write_seed_corpus() {
-    for (target, name, bytes) in tftplab::fuzzing::seeds() {
+    for (target, name, bytes) in tftplab_sim::fuzzing::seeds() {
         let dir = fuzz_dir().join("corpus-seed").join(target);
         std::fs::create_dir_all(&dir).expect("create seed directory");
         std::fs::write(dir.join(name), bytes).expect("write seed");
@@ -104,7 +112,7 @@ fn write_seed_corpus() {
     // The scenario loader's seeds are the shipped scenarios themselves.
     let dir = fuzz_dir().join("corpus-seed").join("scenario_parse");
     std::fs::create_dir_all(&dir).expect("create seed directory");
-    for file in inputs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")) {
+    for file in inputs(&repo().join("scenarios")) {
         let name = file.file_name().expect("scenario file name");
         std::fs::copy(&file, dir.join(name)).expect("copy scenario seed");
     }

@@ -6,13 +6,13 @@
 
 use super::faults::{decide_scripted, Cause, Fate, Injector, Script};
 use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
-use crate::runtime::{DatagramSocket, Network};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tftplab::runtime::{DatagramSocket, Network};
 
 /// Names hosts in the trace, tells the time since the run started, and
 /// whether a link is cut.
