@@ -1,24 +1,28 @@
 //! tftplab: a TFTP server and client (RFC 1350, 2347, 2348, 2349, 7440) built
 //! around a sans-IO protocol core.
 //!
-//! The layers, bottom up:
-//! - [`wire`]: the packet codec (parse borrows from the datagram, emit writes
-//!   into the caller's buffer).
-//! - [`options`]: option negotiation (blksize, timeout, tsize, windowsize).
-//! - [`netascii`]: streaming line-ending conversion for `netascii` mode.
-//! - [`data`]: the positional [`data::Source`] and [`data::Sink`] traits.
-//! - [`proto`]: the four transfer state machines (server read, server write,
-//!   client get, client put). Datagrams and time in; datagrams and the next
-//!   deadline out. No sockets, clocks or files.
-//! - [`runtime`]: the server and client that drive the machines over any
-//!   datagram socket (tokio's UDP, turmoil's, a raw link).
-//! - [`store`]: the server's root directory: path confinement, write
-//!   policy, atomic uploads, and the management API.
-//! - [`lab`]: scenarios, fault plans, client profiles, traces and checks,
-//!   shared by the simulator and the hardware runner.
-//! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
-//!   a server machine against each other under a fake clock.
-
+//! The layers, bottom up, and the feature that brings each in:
+//! - the core, always there and dependent on nothing but `thiserror`:
+//!   - [`wire`]: the packet codec (parse borrows from the datagram, emit
+//!     writes into the caller's buffer).
+//!   - [`options`]: option negotiation (blksize, timeout, tsize, windowsize).
+//!   - [`netascii`]: streaming line-ending conversion for `netascii` mode.
+//!   - [`data`]: the positional [`data::Source`] and [`data::Sink`] traits,
+//!     with memory and file implementations.
+//!   - [`proto`]: the listener ([`proto::Listener`]: which datagrams start a
+//!     transfer) and the four transfer state machines (server read, server
+//!     write, client get, client put). Datagrams and time in; datagrams and
+//!     the next deadline out. No sockets, clocks or files.
+//! - `store`: the server's root directory: path confinement, write policy,
+//!   atomic uploads, and the management API.
+//! - `runtime`: the tokio [`Server`] and [`Client`] that drive the machines
+//!   over any datagram socket (tokio's UDP, a simulated network, a raw link).
+//! - `cli` (default): the `tftplab` binary.
+//!
+//! `tftplab = { version = "0.1", default-features = false }` is the core
+//! alone; `features = ["runtime"]` adds the server and client without the
+//! command line. The lab (scenarios, fault plans, client profiles, the
+//! simulator) is the separate `tftplab-sim` crate.
 //!
 //! The core needs no network to run: two machines can talk through a loop.
 //! Here a client downloads 1000 bytes from a server machine, datagrams

@@ -225,7 +225,7 @@ fn board_and_simulator(
 ) {
     let lab = Lab::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = Scenario::load(&scenario(scenario_path)).expect("scenario");
+    let s = Scenario::load(scenario(scenario_path)).expect("scenario");
     let boards = stand_in(&lab, dir.path(), &s, TFTP_HPA, "board = \"standin\"");
     let inventory = Inventory::load(&boards).expect("inventory");
     let board = inventory.select("board=standin").expect("select")[0].clone();

@@ -32,6 +32,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+impl Scenario {
+    /// Runs the scenario once in the simulator, everything decided by
+    /// `seed`, and judges the run: the same seed gives the same trace.
+    ///
+    /// ```no_run
+    /// use tftplab_sim::lab::Scenario;
+    ///
+    /// let run = Scenario::load("scenarios/rpi4-netboot.toml")?.simulate(7);
+    /// assert!(run.passed(), "{:?}", run.verdict.failures);
+    /// # Ok::<(), tftplab_sim::lab::ScenarioError>(())
+    /// ```
+    pub fn simulate(&self, seed: u64) -> SimRun {
+        run(self, seed, SimOptions::default())
+    }
+}
+
 /// Loads every `.toml` file named or found (non-recursively) in the given
 /// directories, sorted by path. The first bad file stops with its message.
 pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {

@@ -48,8 +48,9 @@ impl ServerHandle {
 }
 
 /// Configures and starts a [`Server`]. Every limit is set here once, even
-/// where two layers enforce it (`max_upload` is checked against a WRQ's
-/// announced `tsize` and against the bytes that arrive).
+/// where two layers enforce it (`max_upload` is the store's, and
+/// [`serve`] applies it to a WRQ's announced `tsize` as well as to the bytes
+/// that arrive).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `serve`"]
 pub struct ServerBuilder {
@@ -75,7 +76,6 @@ impl ServerBuilder {
     /// client announces `tsize`).
     pub fn max_upload(mut self, bytes: u64) -> Self {
         self.store.max_upload = Some(bytes);
-        self.options.transfer.limits.max_upload = Some(bytes);
         self
     }
 
@@ -268,7 +268,10 @@ mod tests {
         let b = Server::builder("/srv/tftp").max_upload(1000);
         let (store, options) = b.config();
         assert_eq!(store.max_upload, Some(1000));
-        assert_eq!(options.transfer.limits.max_upload, Some(1000));
+        assert_eq!(
+            options.transfer.limits.max_upload, None,
+            "set once, on the store"
+        );
     }
 
     #[test]

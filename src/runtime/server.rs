@@ -146,12 +146,19 @@ pub struct StopReport {
     pub removed: Vec<String>,
 }
 
-/// Starts a server on `net`, serving `store`.
+/// Starts a server on `net`, serving `store`. The store's `max_upload`
+/// also bounds what a WRQ may announce (`tsize`), so it is set in one place;
+/// a `limits.max_upload` in `options` can only tighten it.
 pub async fn serve<N: Network>(
     net: N,
     store: Arc<Store>,
-    options: ServerOptions,
+    mut options: ServerOptions,
 ) -> io::Result<ServerHandle> {
+    let limits = &mut options.transfer.limits;
+    limits.max_upload = match (limits.max_upload, store.config().max_upload) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let socket = net.bind(options.bind).await?;
     let local_addr = socket.local_addr()?;
     let (events, _) = broadcast::channel(1024);

@@ -517,3 +517,34 @@ async fn a_hung_open_costs_its_request_the_deadline_not_the_listener() {
     );
     until_idle(&server).await;
 }
+
+/// `max_upload` is set once, on the store, and still refuses a WRQ whose
+/// announced `tsize` is over it before any data moves: the answer to the
+/// request is ERROR 3, not an OACK.
+#[tokio::test]
+async fn the_stores_upload_limit_refuses_an_announced_tsize_up_front() {
+    let lab = lab(
+        |c| c.write(WritePolicy::Create).max_upload(Some(1000)),
+        fast_server(),
+    )
+    .await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(
+            b"\x00\x02big.bin\x00octet\x00tsize\x002000\x00",
+            lab.server.local_addr(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 600];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    match Packet::parse(&buf[..len]).unwrap() {
+        Packet::Error { code, .. } => assert_eq!(code, ErrorCode::DISK_FULL),
+        other => panic!("expected ERROR 3, got {other:?}"),
+    }
+    assert!(!lab.server.store().exists("big.bin"));
+    lab.server.stop(Duration::from_secs(1)).await;
+}

@@ -147,6 +147,19 @@ impl StoreConfig {
 
 /// The root directory and its rules. Shared by all transfers (`Send + Sync`);
 /// the only lock guards the set of files to remove on close.
+///
+/// ```
+/// use tftplab::store::{Store, StoreConfig, WritePolicy};
+///
+/// let root = tempfile::tempdir()?;
+/// let store = Store::new(StoreConfig::new(root.path()).write(WritePolicy::Create))?;
+/// store.put_bytes("9ffefdef/start4.elf", b"firmware")?;
+/// assert!(store.exists("9ffefdef/start4.elf"));
+/// assert!(store.list()?.iter().any(|e| e.name == "9ffefdef/start4.elf" && e.size == 8));
+/// // Names that leave the root are refused, whatever the write policy.
+/// assert!(store.open_read("../etc/passwd").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Store {
     /// Canonical, so absolute symlink targets can be compared against it.

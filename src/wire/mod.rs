@@ -136,7 +136,22 @@ pub struct Request<'a> {
     pub options: Vec<RawOption<'a>>,
 }
 
-/// A parsed TFTP packet.
+/// A parsed TFTP packet. Parsing borrows from the datagram; emitting writes
+/// into the caller's buffer, so neither allocates for DATA.
+///
+/// ```
+/// use tftplab::wire::{ErrorCode, Packet};
+///
+/// let rrq = b"\x00\x01start4.elf\x00octet\x00blksize\x001024\x00";
+/// let Packet::Rrq(request) = Packet::parse(rrq)? else { panic!("an RRQ") };
+/// assert_eq!((request.filename, request.options[0].value), ("start4.elf", &b"1024"[..]));
+///
+/// let mut buf = [0u8; 64];
+/// let error = Packet::Error { code: ErrorCode::FILE_NOT_FOUND, message: "no such file" };
+/// let len = error.emit(&mut buf)?;
+/// assert_eq!(&buf[..len], b"\x00\x05\x00\x01no such file\x00");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
     Rrq(Request<'a>),

@@ -437,8 +437,10 @@ mod opt_duration {
 // ---- loading ------------------------------------------------------------
 
 impl Scenario {
-    /// Reads and checks a scenario file.
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    /// Reads and checks a scenario file. Run it with
+    /// [`Scenario::simulate`](crate::lab::Scenario::simulate).
+    pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
+        let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
             path: path.to_path_buf(),
             line: None,

@@ -100,8 +100,9 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
             limits: Limits {
                 max_blksize: a.max_blksize,
                 max_windowsize: a.max_windowsize,
-                max_upload: a.max_upload,
                 max_timeout: a.max_timeout,
+                // The store's max_upload (set above) applies to requests too.
+                ..Limits::default()
             },
         },
         max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
