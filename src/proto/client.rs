@@ -5,11 +5,12 @@
 //! datagrams from any other address or port get ERROR 5.
 
 use super::common::{Link, Transfer, TransferError};
-use super::receiver::{Receiver, WireSink};
-use super::receiving::RecvMachine;
-use super::sender::{Sender, WireSource};
-use super::sending::{initial_timer, Handshake, SendMachine};
+use super::handshake::Handshake;
+use super::recv_machine::RecvMachine;
+use super::send_machine::{initial_timer, SendMachine};
 use super::server::delegate_transfer;
+use super::window_rx::{WindowRx, WireSink};
+use super::window_tx::{WindowTx, WireSource};
 use crate::data::{Sink, Source};
 use crate::options::{Negotiated, OptionRequest};
 use crate::wire::{ErrorCode, Mode, MAX_BLKSIZE, MIN_BLKSIZE};
@@ -111,7 +112,7 @@ impl<K: Sink> ClientGet<K> {
                 options: config.options,
             },
             negotiated: Negotiated::default(),
-            receiver: Receiver::new(WireSink::new(sink, config.mode), config.max_size, timer)
+            window: WindowRx::new(WireSink::new(sink, config.mode), config.max_size, timer)
                 .committing_after_ack(),
             oack_is_ack0: false,
             default_rto: config.timeout,
@@ -154,7 +155,7 @@ impl<S: Source> ClientPut<S> {
                 options,
             },
             negotiated: Negotiated::default(),
-            sender: Sender::new(source, timer),
+            window: WindowTx::new(source, timer),
             default_rto: config.timeout,
             finished: false,
         }))

@@ -680,4 +680,3 @@ mod tests {
         assert_eq!(link.counters.unknown_tid, 5);
     }
 }
-

@@ -6,10 +6,11 @@
 //! Anything refused on the way comes back as a [`Refusal`] to send.
 
 use super::common::{Link, Transfer};
-use super::receiver::{Receiver, WireSink};
-use super::receiving::RecvMachine;
-use super::sender::{Sender, WireSource};
-use super::sending::{initial_timer, Handshake, SendMachine};
+use super::handshake::Handshake;
+use super::recv_machine::RecvMachine;
+use super::send_machine::{initial_timer, SendMachine};
+use super::window_rx::{WindowRx, WireSink};
+use super::window_tx::{WindowTx, WireSource};
 use crate::data::{Sink, Source};
 use crate::options::{negotiate, Direction, Limits, Negotiated};
 use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Opcode, Packet, Request};
@@ -196,7 +197,7 @@ impl<S: Source> ServerRead<S> {
                 Handshake::Done
             },
             negotiated,
-            sender: Sender::new(source, timer),
+            window: WindowTx::new(source, timer),
             default_rto: config.timeout,
             finished: false,
         };
@@ -234,7 +235,7 @@ impl<K: Sink> ServerWrite<K> {
             link: Link::new(now, Some(peer), peer),
             handshake: Handshake::Done,
             negotiated,
-            receiver: Receiver::new(sink, config.limits.max_upload, timer),
+            window: WindowRx::new(sink, config.limits.max_upload, timer),
             oack_is_ack0: negotiated.has_oack(),
             default_rto: config.timeout,
             finished: false,
@@ -243,7 +244,7 @@ impl<K: Sink> ServerWrite<K> {
             closed: false,
         };
         machine.settle(negotiated);
-        machine.receiver.owe_ack();
+        machine.window.owe_ack();
         Ok(ServerWrite(machine))
     }
 }

@@ -1,12 +1,12 @@
-//! The receiving side of a transfer: the windowed [`Receiver`] behind an
+//! The role machine that receives the file: the windowed [`WindowRx`] behind an
 //! optional client handshake (the RRQ). [`super::ServerWrite`] and
 //! [`super::ClientGet`] are this machine; the server's OACK stands in for
 //! ACK 0.
 
 use super::common::{Accept, Event, Link, Summary, Transfer, TransferError, Transmit};
-use super::receiver::{DataOutcome, Receiver};
-use super::sender::Failure;
-use super::sending::Handshake;
+use super::handshake::Handshake;
+use super::window_rx::{DataOutcome, WindowRx};
+use super::window_tx::Failure;
 use crate::data::Sink;
 use crate::options::Negotiated;
 use crate::wire::{emit_ack, ErrorCode, Opcode, Packet};
@@ -18,7 +18,7 @@ pub(crate) struct RecvMachine<K: Sink> {
     /// `Request` for a client until the server answers; otherwise `Done`.
     pub handshake: Handshake,
     pub negotiated: Negotiated,
-    pub receiver: Receiver<K>,
+    pub window: WindowRx<K>,
     /// A server that accepted options answers "ACK 0" with its OACK.
     pub oack_is_ack0: bool,
     pub default_rto: Duration,
@@ -26,7 +26,7 @@ pub(crate) struct RecvMachine<K: Sink> {
     /// After success: stay until then to re-acknowledge a repeated last block.
     pub dally_until: Option<Instant>,
     /// The last block is in and its ACK owed; the sink commits at this
-    /// moment, once the ACK is out (see [`Receiver::commit_after_ack`]).
+    /// moment, once the ACK is out (see [`WindowRx::commit_after_ack`]).
     /// Void once `finished`: a failure ends the transfer without it.
     pub commit_at: Option<Instant>,
     pub closed: bool,
@@ -35,9 +35,9 @@ pub(crate) struct RecvMachine<K: Sink> {
 impl<K: Sink> RecvMachine<K> {
     pub fn settle(&mut self, negotiated: Negotiated) {
         self.negotiated = negotiated;
-        self.receiver
+        self.window
             .configure(negotiated.blksize, negotiated.windowsize);
-        self.receiver.timer.set_ceiling(self.rto());
+        self.window.timer.set_ceiling(self.rto());
         self.link.push_event(Event::Negotiated(negotiated));
     }
 
@@ -52,7 +52,7 @@ impl<K: Sink> RecvMachine<K> {
             return;
         }
         self.finished = true;
-        self.receiver.abort_sink();
+        self.window.abort_sink();
         self.link.fail(code, message.clone());
         self.link
             .push_event(Event::Finished(Err(TransferError::Local { code, message })));
@@ -60,15 +60,15 @@ impl<K: Sink> RecvMachine<K> {
 
     fn time_out(&mut self) {
         self.finished = true;
-        self.receiver.abort_sink();
-        let retries = self.receiver.timer.max_retries;
+        self.window.abort_sink();
+        let retries = self.window.timer.max_retries;
         self.link.fail(ErrorCode::UNDEFINED, "timed out");
         self.link
             .push_event(Event::Finished(Err(TransferError::TimedOut { retries })));
     }
 
     fn complete(&mut self, now: Instant) {
-        if self.receiver.commit_owed() {
+        if self.window.commit_owed() {
             // Not finished yet: an abort or a peer's ERROR still discards.
             self.commit_at = Some(now);
             return;
@@ -82,8 +82,8 @@ impl<K: Sink> RecvMachine<K> {
         // at least once after losing our final ACK.
         self.dally_until = Some(now + 2 * self.rto());
         let summary = Summary {
-            bytes: self.receiver.bytes(),
-            blocks: self.receiver.blocks(),
+            bytes: self.window.bytes(),
+            blocks: self.window.blocks(),
             retransmissions: self.link.counters.acks_retransmitted,
             duration: now.saturating_duration_since(self.link.started),
             negotiated: self.negotiated,
@@ -99,7 +99,7 @@ impl<K: Sink> RecvMachine<K> {
             Packet::Error { code, message } if !self.finished => {
                 self.finished = true;
                 self.link.peer.get_or_insert(from);
-                self.receiver.abort_sink();
+                self.window.abort_sink();
                 let message = message.to_string();
                 self.link
                     .push_event(Event::Finished(Err(TransferError::Peer { code, message })));
@@ -111,12 +111,12 @@ impl<K: Sink> RecvMachine<K> {
                     _ => return,
                 };
                 self.handshake = Handshake::Done;
-                self.receiver.timer.handshake_answered(now);
-                self.receiver.timer.progress();
+                self.window.timer.handshake_answered(now);
+                self.window.timer.progress();
                 match validated {
                     Ok(n) => {
                         self.settle(n);
-                        self.receiver.owe_ack();
+                        self.window.owe_ack();
                     }
                     Err(e) => self.fail((ErrorCode::OPTION_NEGOTIATION, e.to_string())),
                 }
@@ -126,7 +126,7 @@ impl<K: Sink> RecvMachine<K> {
                     // The server ignored our options: RFC 1350 defaults.
                     self.link.peer = Some(from);
                     self.handshake = Handshake::Done;
-                    self.receiver.timer.handshake_answered(now);
+                    self.window.timer.handshake_answered(now);
                     self.settle(Negotiated::default());
                 }
                 if self.finished && self.dally_until.is_none() {
@@ -134,7 +134,7 @@ impl<K: Sink> RecvMachine<K> {
                     return;
                 }
                 let counters = &mut self.link.counters;
-                match self.receiver.handle_data(now, block, data, counters) {
+                match self.window.handle_data(now, block, data, counters) {
                     Ok(DataOutcome::Complete) => self.complete(now),
                     Ok(DataOutcome::Continue) => {}
                     Err(failure) => self.fail(failure),
@@ -145,12 +145,12 @@ impl<K: Sink> RecvMachine<K> {
     }
 
     fn poll_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let index = self.receiver.take_ack(now, &mut self.link.counters)?;
+        let index = self.window.take_ack(now, &mut self.link.counters)?;
         let len = if index == 0 && self.oack_is_ack0 {
             self.negotiated.emit_oack(buf).ok()?
         } else {
             self.link.counters.acks_sent += 1;
-            emit_ack(buf, Receiver::<K>::wire_ack(index)).ok()?
+            emit_ack(buf, WindowRx::<K>::wire_ack(index)).ok()?
         };
         let dest = self.link.peer.unwrap_or(self.link.server);
         Some(self.link.sent(dest, len))
@@ -181,8 +181,8 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         }
         if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Rrq) {
             let first = self.link.counters.control_retransmitted == 0;
-            self.receiver.timer.handshake_sent(now, first);
-            self.receiver.timer.arm(now);
+            self.window.timer.handshake_sent(now, first);
+            self.window.timer.arm(now);
             return Some(self.link.sent(self.link.server, len));
         }
         self.poll_ack(now, buf)
@@ -198,7 +198,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         match self.dally_until {
             Some(t) => Some(t),
             None if self.finished => None,
-            None => self.receiver.timer.deadline,
+            None => self.window.timer.deadline,
         }
     }
 
@@ -207,7 +207,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
             self.commit_at = None;
             // A failure still gets its ERROR, though the sender may have
             // closed on our final ACK.
-            match self.receiver.commit() {
+            match self.window.commit() {
                 Ok(()) => self.report_success(now),
                 Err(failure) => self.fail(failure),
             }
@@ -217,17 +217,17 @@ impl<K: Sink> Transfer for RecvMachine<K> {
             self.closed |= now >= until;
             return;
         }
-        if self.finished || !self.receiver.timer.expired(now) {
+        if self.finished || !self.window.timer.expired(now) {
             return;
         }
         if let Handshake::Done = self.handshake {
-            if !self.receiver.handle_timeout(now, &mut self.link.counters) {
+            if !self.window.handle_timeout(now, &mut self.link.counters) {
                 self.time_out();
             }
             return;
         }
         self.link.counters.timeouts += 1;
-        if self.receiver.timer.retry() {
+        if self.window.timer.retry() {
             self.link.counters.control_retransmitted += 1;
             self.handshake.set_owed();
         } else {
@@ -254,7 +254,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn bytes_transferred(&self) -> u64 {
-        self.receiver.bytes()
+        self.window.bytes()
     }
 
     fn abort(&mut self, code: ErrorCode, message: &str) {

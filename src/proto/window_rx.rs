@@ -1,7 +1,7 @@
 //! The windowed DATA receiver shared by [`super::ServerWrite`] and
 //! [`super::ClientGet`].
 //!
-//! Rules, each with a test in `proto::tests`:
+//! Rules, each with a test in `sim/tests/protocol.rs`:
 //! - Blocks are written strictly in order, each exactly once.
 //! - An ACK goes out when a window is complete, for the last block, on the
 //!   first out-of-order block after progress (so the sender restarts the
@@ -16,7 +16,7 @@
 //!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
 use super::common::{block_distance, wire_block, Counters, Timer};
-use super::sender::{io_failure, Failure};
+use super::window_tx::{io_failure, Failure};
 use crate::data::Sink;
 use crate::netascii::NetasciiSink;
 use crate::wire::{ErrorCode, Mode};
@@ -65,11 +65,11 @@ pub(crate) enum DataOutcome {
     /// Nothing changed (other than perhaps an ACK owed).
     Continue,
     /// That was the last block; the sink is committed, or, with
-    /// [`Receiver::commit_after_ack`], waits for [`Receiver::commit`].
+    /// [`WindowRx::commit_after_ack`], waits for [`WindowRx::commit`].
     Complete,
 }
 
-pub(crate) struct Receiver<K: Sink> {
+pub(crate) struct WindowRx<K: Sink> {
     sink: WireSink<K>,
     sink_closed: bool,
     blksize: usize,
@@ -92,7 +92,7 @@ pub(crate) struct Receiver<K: Sink> {
     offset: u64,
     max_size: Option<u64>,
     complete: bool,
-    /// Commit only once the final ACK is out ([`Receiver::commit`]): a
+    /// Commit only once the final ACK is out ([`WindowRx::commit`]): a
     /// client's download. A server commits an upload before its final
     /// ACK, so the client learns of a failed commit; a client's commit
     /// (an fsync of the whole file, 0.1 s for 64 MiB) only made the server
@@ -102,9 +102,9 @@ pub(crate) struct Receiver<K: Sink> {
     pub timer: Timer,
 }
 
-impl<K: Sink> Receiver<K> {
+impl<K: Sink> WindowRx<K> {
     pub fn new(sink: WireSink<K>, max_size: Option<u64>, timer: Timer) -> Self {
-        Receiver {
+        WindowRx {
             sink,
             sink_closed: false,
             blksize: 512,
@@ -150,7 +150,7 @@ impl<K: Sink> Receiver<K> {
         self.ack_owed = true;
     }
 
-    /// Whether the sink waits for [`Receiver::commit`].
+    /// Whether the sink waits for [`WindowRx::commit`].
     pub fn commit_owed(&self) -> bool {
         self.commit_owed
     }

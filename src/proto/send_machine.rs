@@ -1,67 +1,21 @@
-//! The sending side of a transfer: a handshake (the server's OACK, or the
-//! client's WRQ) followed by the windowed [`Sender`]. [`super::ServerRead`]
+//! The role machine that sends the file: a handshake (the server's OACK, or the
+//! client's WRQ) followed by the windowed [`WindowTx`]. [`super::ServerRead`]
 //! and [`super::ClientPut`] are this machine with different handshakes.
 
 use super::common::{Accept, Event, Link, Summary, Timer, Transfer, TransferError, Transmit};
-use super::sender::{AckOutcome, Failure, Sender};
+use super::handshake::Handshake;
+use super::window_tx::{AckOutcome, Failure, WindowTx};
 use crate::data::Source;
-use crate::options::{Negotiated, OptionRequest};
-use crate::wire::{ErrorCode, Mode, Opcode, Packet};
+use crate::options::Negotiated;
+use crate::wire::{ErrorCode, Opcode, Packet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-pub(crate) enum Handshake {
-    /// Straight to DATA (a server answering a request without options).
-    Done,
-    /// Server: the OACK is (re)sent until ACK 0 arrives.
-    Oack { owed: bool },
-    /// Client: the request is (re)sent until the server answers.
-    Request {
-        owed: bool,
-        filename: String,
-        mode: Mode,
-        options: OptionRequest,
-    },
-}
-
-impl Handshake {
-    pub fn set_owed(&mut self) {
-        if let Handshake::Oack { owed } | Handshake::Request { owed, .. } = self {
-            *owed = true;
-        }
-    }
-
-    /// Emits the OACK or request if one is owed.
-    pub fn poll(
-        &mut self,
-        buf: &mut [u8],
-        negotiated: &Negotiated,
-        opcode: Opcode,
-    ) -> Option<usize> {
-        match self {
-            Handshake::Oack { owed: owed @ true } => {
-                *owed = false;
-                negotiated.emit_oack(buf).ok()
-            }
-            Handshake::Request {
-                owed: owed @ true,
-                filename,
-                mode,
-                options,
-            } => {
-                *owed = false;
-                options.emit_request(buf, opcode, filename, *mode).ok()
-            }
-            _ => None,
-        }
-    }
-}
 
 pub(crate) struct SendMachine<S: Source> {
     pub link: Link,
     pub handshake: Handshake,
     pub negotiated: Negotiated,
-    pub sender: Sender<S>,
+    pub window: WindowTx<S>,
     /// The configured timeout, used when no `timeout` option is negotiated.
     pub default_rto: Duration,
     pub finished: bool,
@@ -74,7 +28,7 @@ impl<S: Source> SendMachine<S> {
         let rto = negotiated
             .timeout
             .map_or(self.default_rto, |s| Duration::from_secs(s.into()));
-        self.sender
+        self.window
             .configure(negotiated.blksize, negotiated.windowsize, rto);
         self.link.push_event(Event::Negotiated(negotiated));
     }
@@ -91,9 +45,9 @@ impl<S: Source> SendMachine<S> {
 
     fn time_out(&mut self) {
         self.finished = true;
-        let retries = self.sender.timer.max_retries;
+        let retries = self.window.timer.max_retries;
         self.link.fail(ErrorCode::UNDEFINED, "timed out");
-        let error = if matches!(self.handshake, Handshake::Done) && self.sender.sent_last() {
+        let error = if matches!(self.handshake, Handshake::Done) && self.window.sent_last() {
             TransferError::Unconfirmed { retries }
         } else {
             TransferError::TimedOut { retries }
@@ -104,8 +58,8 @@ impl<S: Source> SendMachine<S> {
     fn complete(&mut self, now: Instant) {
         self.finished = true;
         let summary = Summary {
-            bytes: self.sender.bytes_acked(),
-            blocks: self.sender.blocks_acked(),
+            bytes: self.window.bytes_acked(),
+            blocks: self.window.blocks_acked(),
             retransmissions: self.link.counters.data_retransmitted,
             duration: now.saturating_duration_since(self.link.started),
             negotiated: self.negotiated,
@@ -124,29 +78,29 @@ impl<S: Source> SendMachine<S> {
             }
             (Packet::Ack { block: 0 }, Handshake::Oack { .. }) => {
                 self.handshake = Handshake::Done;
-                self.sender.timer.handshake_answered(now);
-                self.sender.timer.progress();
+                self.window.timer.handshake_answered(now);
+                self.window.timer.progress();
             }
             (Packet::Ack { block: 0 }, Handshake::Request { .. }) => {
                 self.link.peer = Some(from);
                 self.handshake = Handshake::Done;
-                self.sender.timer.handshake_answered(now);
-                self.sender.timer.progress();
+                self.window.timer.handshake_answered(now);
+                self.window.timer.progress();
                 self.settle(Negotiated::default());
             }
             (Packet::Oack { options }, Handshake::Request { options: asked, .. }) => {
                 self.link.peer = Some(from);
                 let validated = asked.validate_oack(&options);
                 self.handshake = Handshake::Done;
-                self.sender.timer.handshake_answered(now);
-                self.sender.timer.progress();
+                self.window.timer.handshake_answered(now);
+                self.window.timer.progress();
                 match validated {
                     Ok(n) => self.settle(n),
                     Err(e) => self.fail((ErrorCode::OPTION_NEGOTIATION, e.to_string())),
                 }
             }
             (Packet::Ack { block }, Handshake::Done) => {
-                let outcome = self.sender.handle_ack(now, block, &mut self.link.counters);
+                let outcome = self.window.handle_ack(now, block, &mut self.link.counters);
                 if outcome == AckOutcome::Complete {
                     self.complete(now);
                 }
@@ -180,15 +134,15 @@ impl<S: Source> Transfer for SendMachine<S> {
         }
         if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Wrq) {
             let first = self.link.counters.control_retransmitted == 0;
-            self.sender.timer.handshake_sent(now, first);
-            self.sender.timer.arm(now);
+            self.window.timer.handshake_sent(now, first);
+            self.window.timer.arm(now);
             let dest = self.link.peer.unwrap_or(self.link.server);
             return Some(self.link.sent(dest, len));
         }
         if !matches!(self.handshake, Handshake::Done) {
             return None;
         }
-        match self.sender.poll_data(now, buf, &mut self.link.counters) {
+        match self.window.poll_data(now, buf, &mut self.link.counters) {
             Ok(Some(len)) => {
                 let dest = self.link.peer.unwrap_or(self.link.server);
                 Some(self.link.sent(dest, len))
@@ -206,8 +160,8 @@ impl<S: Source> Transfer for SendMachine<S> {
             return None;
         }
         match self.handshake {
-            Handshake::Done => self.sender.deadline(),
-            _ => self.sender.timer.deadline,
+            Handshake::Done => self.window.deadline(),
+            _ => self.window.timer.deadline,
         }
     }
 
@@ -217,16 +171,16 @@ impl<S: Source> Transfer for SendMachine<S> {
         }
         let counters = &mut self.link.counters;
         if let Handshake::Done = self.handshake {
-            if !self.sender.handle_timeout(now, counters) {
+            if !self.window.handle_timeout(now, counters) {
                 self.time_out();
             }
             return;
         }
-        if !self.sender.timer.expired(now) {
+        if !self.window.timer.expired(now) {
             return;
         }
         counters.timeouts += 1;
-        if self.sender.timer.retry() {
+        if self.window.timer.retry() {
             counters.control_retransmitted += 1;
             self.handshake.set_owed();
         } else {
@@ -252,7 +206,7 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 
     fn bytes_transferred(&self) -> u64 {
-        self.sender.bytes_acked()
+        self.window.bytes_acked()
     }
 
     fn abort(&mut self, code: ErrorCode, message: &str) {

@@ -1,7 +1,7 @@
 //! The windowed DATA sender shared by [`super::ServerRead`] and
 //! [`super::ClientPut`] (RFC 1350 lock-step is windowsize 1, RFC 7440 above).
 //!
-//! Rules, each with a test in `proto::tests`:
+//! Rules, each with a test in `sim/tests/protocol.rs`:
 //! - An ACK for a block inside the sent window moves the window to the block
 //!   after it, and the next window goes out at once. An ACK short of the
 //!   highest block sent says the receiver saw a gap (RFC 7440): the window is
@@ -95,7 +95,7 @@ pub(crate) fn io_failure(what: &str, e: &io::Error) -> Failure {
     (code, format!("{what}: {kind}"))
 }
 
-pub(crate) struct Sender<S: Source> {
+pub(crate) struct WindowTx<S: Source> {
     source: WireSource<S>,
     blksize: usize,
     window: u64,
@@ -117,10 +117,10 @@ pub(crate) struct Sender<S: Source> {
     pub timer: Timer,
 }
 
-impl<S: Source> Sender<S> {
-    /// A sender with RFC 1350 defaults until [`Sender::configure`].
+impl<S: Source> WindowTx<S> {
+    /// A sender with RFC 1350 defaults until [`WindowTx::configure`].
     pub fn new(source: WireSource<S>, timer: Timer) -> Self {
-        Sender {
+        WindowTx {
             source,
             blksize: 512,
             window: 1,
@@ -286,7 +286,7 @@ impl<S: Source> Sender<S> {
         Some(self.rewound_at? + self.timer.round_trip_bound())
     }
 
-    /// The next moment [`Sender::handle_timeout`] has something to do.
+    /// The next moment [`WindowTx::handle_timeout`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         let timer = self.timer.deadline?;
         Some(self.deferred_rewind_at().map_or(timer, |d| d.min(timer)))
@@ -329,15 +329,15 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     /// A sender of 20 blocks of 512 bytes, window 4, timeout 1 s, floor 20 ms.
-    fn sender() -> Sender<Mem> {
+    fn sender() -> WindowTx<Mem> {
         let source = WireSource::new(MemSource::new(vec![7u8; 512 * 20]), Mode::Octet);
-        let mut s = Sender::new(source, Timer::new(1000 * MS, 20 * MS, 5));
+        let mut s = WindowTx::new(source, Timer::new(1000 * MS, 20 * MS, 5));
         s.configure(512, 4, 1000 * MS);
         s
     }
 
     /// The block numbers of everything the window lets out now.
-    fn send(s: &mut Sender<Mem>, now: Instant, c: &mut Counters) -> Vec<u16> {
+    fn send(s: &mut WindowTx<Mem>, now: Instant, c: &mut Counters) -> Vec<u16> {
         let mut buf = [0u8; 600];
         let mut blocks = Vec::new();
         while s.poll_data(now, &mut buf, c).unwrap().is_some() {
