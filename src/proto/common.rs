@@ -76,6 +76,44 @@ impl TransferError {
     }
 }
 
+/// A failure on this side that ends the transfer: the ERROR the peer is
+/// sent, and what [`TransferError::Local`] reports. (Not to be confused
+/// with the CLI's `Failure`, which is about the whole program.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LocalError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl LocalError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        LocalError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The ERROR for an I/O failure. The message goes on the wire, so it
+    /// names the failure's kind only: OS error text can carry host details.
+    pub fn io(what: &str, e: &std::io::Error) -> Self {
+        let code = ErrorCode::for_io_error(e);
+        let kind = match code {
+            ErrorCode::DISK_FULL => "disk full or allocation exceeded",
+            ErrorCode::FILE_EXISTS => "file already exists",
+            ErrorCode::ACCESS_VIOLATION => "access violation",
+            ErrorCode::FILE_NOT_FOUND => "file not found",
+            _ => "I/O error",
+        };
+        LocalError::new(code, format!("{what}: {kind}"))
+    }
+}
+
+impl From<LocalError> for TransferError {
+    fn from(LocalError { code, message }: LocalError) -> Self {
+        TransferError::Local { code, message }
+    }
+}
+
 /// Everything a machine counts. Cheap to copy; drivers and the simulator
 /// read it for traces and packet-count bounds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -418,7 +456,7 @@ pub(crate) struct Link {
     /// [`STRANGER_INTERVAL`], whoever sends.
     strangers_quiet_until: Option<Instant>,
     /// The ERROR this side ends the transfer with.
-    final_error: Option<(ErrorCode, String)>,
+    final_error: Option<LocalError>,
     pub final_error_sent: bool,
     pub counters: Counters,
     pub started: Instant,
@@ -475,9 +513,9 @@ impl Link {
     }
 
     /// Queues the ERROR that ends this transfer from our side.
-    pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+    pub fn fail(&mut self, error: LocalError) {
         if self.final_error.is_none() {
-            self.final_error = Some((code, message.into()));
+            self.final_error = Some(error);
         }
     }
 
@@ -495,7 +533,7 @@ impl Link {
         if self.final_error_sent {
             return None;
         }
-        let (code, message) = self.final_error.as_ref()?;
+        let LocalError { code, message } = self.final_error.as_ref()?;
         self.final_error_sent = true;
         // A client that never heard back has no peer to tell.
         let dest = self.peer?;

@@ -3,10 +3,9 @@
 //! [`super::ClientGet`] are this machine; the server's OACK stands in for
 //! ACK 0.
 
-use super::common::{Accept, Event, Link, Summary, Transfer, TransferError, Transmit};
+use super::common::{Accept, Event, Link, LocalError, Summary, Transfer, TransferError, Transmit};
 use super::handshake::Handshake;
 use super::window_rx::{DataOutcome, WindowRx};
-use super::window_tx::Failure;
 use crate::data::Sink;
 use crate::options::Negotiated;
 use crate::wire::{emit_ack, ErrorCode, Opcode, Packet};
@@ -47,22 +46,22 @@ impl<K: Sink> RecvMachine<K> {
             .map_or(self.default_rto, |s| Duration::from_secs(s.into()))
     }
 
-    fn fail(&mut self, (code, message): Failure) {
+    fn fail(&mut self, error: LocalError) {
         if self.finished {
             return;
         }
         self.finished = true;
         self.window.abort_sink();
-        self.link.fail(code, message.clone());
-        self.link
-            .push_event(Event::Finished(Err(TransferError::Local { code, message })));
+        self.link.fail(error.clone());
+        self.link.push_event(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
         self.finished = true;
         self.window.abort_sink();
         let retries = self.window.timer.max_retries;
-        self.link.fail(ErrorCode::UNDEFINED, "timed out");
+        self.link
+            .fail(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
         self.link
             .push_event(Event::Finished(Err(TransferError::TimedOut { retries })));
     }
@@ -118,7 +117,10 @@ impl<K: Sink> RecvMachine<K> {
                         self.settle(n);
                         self.window.owe_ack();
                     }
-                    Err(e) => self.fail((ErrorCode::OPTION_NEGOTIATION, e.to_string())),
+                    Err(e) => self.fail(LocalError::new(
+                        ErrorCode::OPTION_NEGOTIATION,
+                        e.to_string(),
+                    )),
                 }
             }
             Packet::Data { block, data } => {
@@ -258,6 +260,6 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn abort(&mut self, code: ErrorCode, message: &str) {
-        self.fail((code, message.to_string()));
+        self.fail(LocalError::new(code, message));
     }
 }

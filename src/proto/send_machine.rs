@@ -2,9 +2,11 @@
 //! client's WRQ) followed by the windowed [`WindowTx`]. [`super::ServerRead`]
 //! and [`super::ClientPut`] are this machine with different handshakes.
 
-use super::common::{Accept, Event, Link, Summary, Timer, Transfer, TransferError, Transmit};
+use super::common::{
+    Accept, Event, Link, LocalError, Summary, Timer, Transfer, TransferError, Transmit,
+};
 use super::handshake::Handshake;
-use super::window_tx::{AckOutcome, Failure, WindowTx};
+use super::window_tx::{AckOutcome, WindowTx};
 use crate::data::Source;
 use crate::options::Negotiated;
 use crate::wire::{ErrorCode, Opcode, Packet};
@@ -33,20 +35,20 @@ impl<S: Source> SendMachine<S> {
         self.link.push_event(Event::Negotiated(negotiated));
     }
 
-    fn fail(&mut self, (code, message): Failure) {
+    fn fail(&mut self, error: LocalError) {
         if self.finished {
             return;
         }
         self.finished = true;
-        self.link.fail(code, message.clone());
-        self.link
-            .push_event(Event::Finished(Err(TransferError::Local { code, message })));
+        self.link.fail(error.clone());
+        self.link.push_event(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
         self.finished = true;
         let retries = self.window.timer.max_retries;
-        self.link.fail(ErrorCode::UNDEFINED, "timed out");
+        self.link
+            .fail(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
         let error = if matches!(self.handshake, Handshake::Done) && self.window.sent_last() {
             TransferError::Unconfirmed { retries }
         } else {
@@ -96,7 +98,10 @@ impl<S: Source> SendMachine<S> {
                 self.window.timer.progress();
                 match validated {
                     Ok(n) => self.settle(n),
-                    Err(e) => self.fail((ErrorCode::OPTION_NEGOTIATION, e.to_string())),
+                    Err(e) => self.fail(LocalError::new(
+                        ErrorCode::OPTION_NEGOTIATION,
+                        e.to_string(),
+                    )),
                 }
             }
             (Packet::Ack { block }, Handshake::Done) => {
@@ -210,7 +215,7 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 
     fn abort(&mut self, code: ErrorCode, message: &str) {
-        self.fail((code, message.to_string()));
+        self.fail(LocalError::new(code, message));
     }
 }
 

@@ -15,8 +15,7 @@
 //! - The timeout adapts to the round trip from a fresh ACK to the block it
 //!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
-use super::common::{block_distance, wire_block, Counters, Timer};
-use super::window_tx::{io_failure, Failure};
+use super::common::{block_distance, wire_block, Counters, LocalError, Timer};
 use crate::data::Sink;
 use crate::netascii::NetasciiSink;
 use crate::wire::{ErrorCode, Mode};
@@ -156,12 +155,12 @@ impl<K: Sink> WindowRx<K> {
     }
 
     /// Commits the sink after the last block.
-    pub fn commit(&mut self) -> Result<(), Failure> {
+    pub fn commit(&mut self) -> Result<(), LocalError> {
         self.commit_owed = false;
         self.sink_closed = true;
         self.sink
             .commit()
-            .map_err(|e| io_failure("commit failed", &e))
+            .map_err(|e| LocalError::io("commit failed", &e))
     }
 
     /// Discards the sink's data after a failure. Idempotent.
@@ -178,7 +177,7 @@ impl<K: Sink> WindowRx<K> {
         block: u16,
         data: &[u8],
         counters: &mut Counters,
-    ) -> Result<DataOutcome, Failure> {
+    ) -> Result<DataOutcome, LocalError> {
         if data.len() > self.blksize {
             counters.ignored += 1;
             return Ok(DataOutcome::Continue);
@@ -218,10 +217,10 @@ impl<K: Sink> WindowRx<K> {
         Ok(DataOutcome::Continue)
     }
 
-    fn write_block(&mut self, data: &[u8]) -> Result<(), Failure> {
+    fn write_block(&mut self, data: &[u8]) -> Result<(), LocalError> {
         let end = self.offset + data.len() as u64;
         if let Some(limit) = self.max_size.filter(|&l| end > l) {
-            return Err((
+            return Err(LocalError::new(
                 ErrorCode::DISK_FULL,
                 format!("file exceeds the size limit of {limit} bytes"),
             ));
@@ -229,7 +228,7 @@ impl<K: Sink> WindowRx<K> {
         if !data.is_empty() {
             self.sink
                 .write_at(self.offset, data)
-                .map_err(|e| io_failure("write failed", &e))?;
+                .map_err(|e| LocalError::io("write failed", &e))?;
         }
         self.offset = end;
         self.expected += 1;

@@ -24,7 +24,7 @@
 //!   rule).
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
-use super::common::{wire_block, Counters, Timer};
+use super::common::{wire_block, Counters, LocalError, Timer};
 use crate::data::Source;
 use crate::netascii::NetasciiSource;
 use crate::wire::{emit_data_header, ErrorCode, Mode, DATA_HEADER_LEN};
@@ -76,23 +76,6 @@ pub(crate) enum AckOutcome {
     Complete,
     /// A duplicate or stale ACK: nothing changes.
     Ignored,
-}
-
-/// A local failure that ends the transfer with an ERROR to the peer.
-pub(crate) type Failure = (ErrorCode, String);
-
-/// The ERROR for an I/O failure. The message goes on the wire, so it names
-/// the failure's kind only: OS error text can carry host details.
-pub(crate) fn io_failure(what: &str, e: &io::Error) -> Failure {
-    let code = ErrorCode::for_io_error(e);
-    let kind = match code {
-        ErrorCode::DISK_FULL => "disk full or allocation exceeded",
-        ErrorCode::FILE_EXISTS => "file already exists",
-        ErrorCode::ACCESS_VIOLATION => "access violation",
-        ErrorCode::FILE_NOT_FOUND => "file not found",
-        _ => "I/O error",
-    };
-    (code, format!("{what}: {kind}"))
 }
 
 pub(crate) struct WindowTx<S: Source> {
@@ -171,21 +154,24 @@ impl<S: Source> WindowTx<S> {
         now: Instant,
         buf: &mut [u8],
         counters: &mut Counters,
-    ) -> Result<Option<usize>, Failure> {
+    ) -> Result<Option<usize>, LocalError> {
         if !self.may_send() {
             return Ok(None);
         }
         let end = DATA_HEADER_LEN + self.blksize;
         if buf.len() < end {
-            return Err((ErrorCode::UNDEFINED, "transmit buffer too small".into()));
+            return Err(LocalError::new(
+                ErrorCode::UNDEFINED,
+                "transmit buffer too small",
+            ));
         }
         let offset = (self.next - 1)
             .checked_mul(self.blksize as u64)
-            .ok_or((ErrorCode::DISK_FULL, "file too large".to_string()))?;
+            .ok_or_else(|| LocalError::new(ErrorCode::DISK_FULL, "file too large"))?;
         let n = self
             .source
             .read_at(offset, &mut buf[DATA_HEADER_LEN..end])
-            .map_err(|e| io_failure("read failed", &e))?;
+            .map_err(|e| LocalError::io("read failed", &e))?;
         let n = match self.last {
             // A resend of the final block carries exactly what the first did.
             Some((l, len)) if self.next == l => {
@@ -313,11 +299,8 @@ impl<S: Source> WindowTx<S> {
     }
 }
 
-fn changed() -> Failure {
-    (
-        ErrorCode::UNDEFINED,
-        "file changed during transfer".to_string(),
-    )
+fn changed() -> LocalError {
+    LocalError::new(ErrorCode::UNDEFINED, "file changed during transfer")
 }
 
 #[cfg(test)]
