@@ -4,8 +4,9 @@
 //! transfer ID from the first answer that comes from the server's IP; later
 //! datagrams from any other address or port get ERROR 5.
 
-use super::common::{Link, Transfer, TransferError};
+use super::common::{Transfer, TransferError};
 use super::handshake::Handshake;
+use super::link::Link;
 use super::recv_machine::RecvMachine;
 use super::send_machine::{initial_timer, SendMachine};
 use super::server::delegate_transfer;

@@ -19,6 +19,9 @@
 //!
 //! The files, by what they hold:
 //! - `common.rs`: the driver-facing [`Transfer`] trait and what it reports;
+//! - `link.rs`: what a machine keeps about its peer: the TID and strangers,
+//!   the ERROR it ends with, its events and counters;
+//! - `timer.rs`: the adaptive retransmission timer;
 //! - `send_machine.rs`: the role machine that sends the file ([`ServerRead`],
 //!   [`ClientPut`]): handshake, then the windowed sender;
 //! - `recv_machine.rs`: the role machine that receives the file
@@ -42,20 +45,21 @@
 mod client;
 mod common;
 mod handshake;
+mod link;
 mod listener;
 mod recv_machine;
 mod send_machine;
 mod server;
+mod timer;
 mod window_rx;
 mod window_tx;
 
 pub use client::{ClientConfig, ClientGet, ClientPut};
-pub use common::{
-    timeouts_before_giving_up, Counters, Event, Summary, Transfer, TransferError, Transmit,
-    STRANGER_INTERVAL,
-};
+pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
+pub use link::STRANGER_INTERVAL;
 pub use listener::{Admission, Ignored, Listener, ListenerConfig, Refused};
 pub use server::{
     parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO,
     UNKNOWN_OPCODE_REPLY_LEN,
 };
+pub use timer::timeouts_before_giving_up;

@@ -3,8 +3,9 @@
 //! [`super::ClientGet`] are this machine; the server's OACK stands in for
 //! ACK 0.
 
-use super::common::{Accept, Event, Link, LocalError, Summary, Transfer, TransferError, Transmit};
+use super::common::{Event, LocalError, Summary, Transfer, TransferError, Transmit};
 use super::handshake::Handshake;
+use super::link::{Accept, Link};
 use super::window_rx::{DataOutcome, WindowRx};
 use crate::data::Sink;
 use crate::options::Negotiated;
@@ -37,7 +38,7 @@ impl<K: Sink> RecvMachine<K> {
         self.window
             .configure(negotiated.blksize, negotiated.windowsize);
         self.window.timer.set_ceiling(self.rto());
-        self.link.push_event(Event::Negotiated(negotiated));
+        self.link.events.push(Event::Negotiated(negotiated));
     }
 
     fn rto(&self) -> Duration {
@@ -52,8 +53,8 @@ impl<K: Sink> RecvMachine<K> {
         }
         self.finished = true;
         self.window.abort_sink();
-        self.link.fail(error.clone());
-        self.link.push_event(Event::Finished(Err(error.into())));
+        self.link.outbox.owe(error.clone());
+        self.link.events.push(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
@@ -61,9 +62,11 @@ impl<K: Sink> RecvMachine<K> {
         self.window.abort_sink();
         let retries = self.window.timer.max_retries;
         self.link
-            .fail(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
+            .outbox
+            .owe(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
         self.link
-            .push_event(Event::Finished(Err(TransferError::TimedOut { retries })));
+            .events
+            .push(Event::Finished(Err(TransferError::TimedOut { retries })));
     }
 
     fn complete(&mut self, now: Instant) {
@@ -87,7 +90,7 @@ impl<K: Sink> RecvMachine<K> {
             duration: now.saturating_duration_since(self.link.started),
             negotiated: self.negotiated,
         };
-        self.link.push_event(Event::Finished(Ok(summary)));
+        self.link.events.push(Event::Finished(Ok(summary)));
     }
 
     fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
@@ -97,14 +100,15 @@ impl<K: Sink> RecvMachine<K> {
         match packet {
             Packet::Error { code, message } if !self.finished => {
                 self.finished = true;
-                self.link.peer.get_or_insert(from);
+                self.link.peer.lock_in_if_unknown(from);
                 self.window.abort_sink();
                 let message = message.to_string();
                 self.link
-                    .push_event(Event::Finished(Err(TransferError::Peer { code, message })));
+                    .events
+                    .push(Event::Finished(Err(TransferError::Peer { code, message })));
             }
             Packet::Oack { options } if waiting => {
-                self.link.peer = Some(from);
+                self.link.peer.lock_in(from);
                 let validated = match &self.handshake {
                     Handshake::Request { options: asked, .. } => asked.validate_oack(&options),
                     _ => return,
@@ -126,7 +130,7 @@ impl<K: Sink> RecvMachine<K> {
             Packet::Data { block, data } => {
                 if waiting {
                     // The server ignored our options: RFC 1350 defaults.
-                    self.link.peer = Some(from);
+                    self.link.peer.lock_in(from);
                     self.handshake = Handshake::Done;
                     self.window.timer.handshake_answered(now);
                     self.settle(Negotiated::default());
@@ -154,7 +158,7 @@ impl<K: Sink> RecvMachine<K> {
             self.link.counters.acks_sent += 1;
             emit_ack(buf, WindowRx::<K>::wire_ack(index)).ok()?
         };
-        let dest = self.link.peer.unwrap_or(self.link.server);
+        let dest = self.link.peer.dest();
         Some(self.link.sent(dest, len))
     }
 }
@@ -185,7 +189,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
             let first = self.link.counters.control_retransmitted == 0;
             self.window.timer.handshake_sent(now, first);
             self.window.timer.arm(now);
-            return Some(self.link.sent(self.link.server, len));
+            return Some(self.link.sent(self.link.peer.dest(), len));
         }
         self.poll_ack(now, buf)
     }
@@ -238,7 +242,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn poll_event(&mut self) -> Option<Event> {
-        self.link.poll_event()
+        self.link.events.poll()
     }
 
     fn is_closed(&self) -> bool {

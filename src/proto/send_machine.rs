@@ -2,10 +2,10 @@
 //! client's WRQ) followed by the windowed [`WindowTx`]. [`super::ServerRead`]
 //! and [`super::ClientPut`] are this machine with different handshakes.
 
-use super::common::{
-    Accept, Event, Link, LocalError, Summary, Timer, Transfer, TransferError, Transmit,
-};
+use super::common::{Event, LocalError, Summary, Transfer, TransferError, Transmit};
 use super::handshake::Handshake;
+use super::link::{Accept, Link};
+use super::timer::Timer;
 use super::window_tx::{AckOutcome, WindowTx};
 use crate::data::Source;
 use crate::options::Negotiated;
@@ -32,7 +32,7 @@ impl<S: Source> SendMachine<S> {
             .map_or(self.default_rto, |s| Duration::from_secs(s.into()));
         self.window
             .configure(negotiated.blksize, negotiated.windowsize, rto);
-        self.link.push_event(Event::Negotiated(negotiated));
+        self.link.events.push(Event::Negotiated(negotiated));
     }
 
     fn fail(&mut self, error: LocalError) {
@@ -40,21 +40,22 @@ impl<S: Source> SendMachine<S> {
             return;
         }
         self.finished = true;
-        self.link.fail(error.clone());
-        self.link.push_event(Event::Finished(Err(error.into())));
+        self.link.outbox.owe(error.clone());
+        self.link.events.push(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
         self.finished = true;
         let retries = self.window.timer.max_retries;
         self.link
-            .fail(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
+            .outbox
+            .owe(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
         let error = if matches!(self.handshake, Handshake::Done) && self.window.sent_last() {
             TransferError::Unconfirmed { retries }
         } else {
             TransferError::TimedOut { retries }
         };
-        self.link.push_event(Event::Finished(Err(error)));
+        self.link.events.push(Event::Finished(Err(error)));
     }
 
     fn complete(&mut self, now: Instant) {
@@ -66,17 +67,18 @@ impl<S: Source> SendMachine<S> {
             duration: now.saturating_duration_since(self.link.started),
             negotiated: self.negotiated,
         };
-        self.link.push_event(Event::Finished(Ok(summary)));
+        self.link.events.push(Event::Finished(Ok(summary)));
     }
 
     fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
         match (packet, &self.handshake) {
             (Packet::Error { code, message }, _) => {
                 self.finished = true;
-                self.link.peer.get_or_insert(from);
+                self.link.peer.lock_in_if_unknown(from);
                 let message = message.to_string();
                 self.link
-                    .push_event(Event::Finished(Err(TransferError::Peer { code, message })));
+                    .events
+                    .push(Event::Finished(Err(TransferError::Peer { code, message })));
             }
             (Packet::Ack { block: 0 }, Handshake::Oack { .. }) => {
                 self.handshake = Handshake::Done;
@@ -84,14 +86,14 @@ impl<S: Source> SendMachine<S> {
                 self.window.timer.progress();
             }
             (Packet::Ack { block: 0 }, Handshake::Request { .. }) => {
-                self.link.peer = Some(from);
+                self.link.peer.lock_in(from);
                 self.handshake = Handshake::Done;
                 self.window.timer.handshake_answered(now);
                 self.window.timer.progress();
                 self.settle(Negotiated::default());
             }
             (Packet::Oack { options }, Handshake::Request { options: asked, .. }) => {
-                self.link.peer = Some(from);
+                self.link.peer.lock_in(from);
                 let validated = asked.validate_oack(&options);
                 self.handshake = Handshake::Done;
                 self.window.timer.handshake_answered(now);
@@ -141,7 +143,7 @@ impl<S: Source> Transfer for SendMachine<S> {
             let first = self.link.counters.control_retransmitted == 0;
             self.window.timer.handshake_sent(now, first);
             self.window.timer.arm(now);
-            let dest = self.link.peer.unwrap_or(self.link.server);
+            let dest = self.link.peer.dest();
             return Some(self.link.sent(dest, len));
         }
         if !matches!(self.handshake, Handshake::Done) {
@@ -149,7 +151,7 @@ impl<S: Source> Transfer for SendMachine<S> {
         }
         match self.window.poll_data(now, buf, &mut self.link.counters) {
             Ok(Some(len)) => {
-                let dest = self.link.peer.unwrap_or(self.link.server);
+                let dest = self.link.peer.dest();
                 Some(self.link.sent(dest, len))
             }
             Ok(None) => None,
@@ -194,7 +196,7 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 
     fn poll_event(&mut self) -> Option<Event> {
-        self.link.poll_event()
+        self.link.events.poll()
     }
 
     fn is_closed(&self) -> bool {

@@ -5,8 +5,9 @@
 //! [`ServerRead`] or [`ServerWrite`] bound to a fresh socket (a new TID).
 //! Anything refused on the way comes back as a [`Refusal`] to send.
 
-use super::common::{Link, Transfer};
+use super::common::Transfer;
 use super::handshake::Handshake;
+use super::link::Link;
 use super::recv_machine::RecvMachine;
 use super::send_machine::{initial_timer, SendMachine};
 use super::window_rx::{WindowRx, WireSink};

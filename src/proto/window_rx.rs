@@ -15,7 +15,8 @@
 //! - The timeout adapts to the round trip from a fresh ACK to the block it
 //!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
-use super::common::{block_distance, wire_block, Counters, LocalError, Timer};
+use super::common::{block_distance, wire_block, Counters, LocalError};
+use super::timer::Timer;
 use crate::data::Sink;
 use crate::netascii::NetasciiSink;
 use crate::wire::{ErrorCode, Mode};

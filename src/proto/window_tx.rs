@@ -24,7 +24,8 @@
 //!   rule).
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
-use super::common::{wire_block, Counters, LocalError, Timer};
+use super::common::{wire_block, Counters, LocalError};
+use super::timer::Timer;
 use crate::data::Source;
 use crate::netascii::NetasciiSource;
 use crate::wire::{emit_data_header, ErrorCode, Mode, DATA_HEADER_LEN};
