@@ -5,10 +5,10 @@
 //! datagrams from any other address or port get ERROR 5.
 
 use super::common::{Transfer, TransferError};
-use super::handshake::Handshake;
+use super::handshake::{ClientRequest, Handshake};
 use super::link::Link;
-use super::recv_machine::RecvMachine;
-use super::send_machine::{initial_timer, SendMachine};
+use super::recv_machine::{Ack0, RecvMachine, RecvPhase};
+use super::send_machine::{initial_timer, SendMachine, SendPhase};
 use super::server::delegate_transfer;
 use super::window_rx::{WindowRx, WireSink};
 use super::window_tx::{WindowTx, WireSource};
@@ -106,21 +106,12 @@ impl<K: Sink> ClientGet<K> {
         let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientGet(RecvMachine {
             link: Link::new(now, None, server),
-            handshake: Handshake::Request {
-                owed: true,
-                filename: filename.to_string(),
-                mode: config.mode,
-                options: config.options,
-            },
+            phase: RecvPhase::Requesting(ClientRequest::new(filename, config.mode, config.options)),
             negotiated: Negotiated::default(),
             window: WindowRx::new(WireSink::new(sink, config.mode), config.max_size, timer)
                 .committing_after_ack(),
-            oack_is_ack0: false,
+            ack0: Ack0::Ack,
             default_rto: config.timeout,
-            finished: false,
-            dally_until: None,
-            commit_at: None,
-            closed: false,
         }))
     }
 }
@@ -149,16 +140,14 @@ impl<S: Source> ClientPut<S> {
         let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientPut(SendMachine {
             link: Link::new(now, None, server),
-            handshake: Handshake::Request {
-                owed: true,
-                filename: filename.to_string(),
-                mode: config.mode,
+            phase: SendPhase::Handshake(Handshake::Request(ClientRequest::new(
+                filename,
+                config.mode,
                 options,
-            },
+            ))),
             negotiated: Negotiated::default(),
             window: WindowTx::new(source, timer),
             default_rto: config.timeout,
-            finished: false,
         }))
     }
 }

@@ -1,28 +1,24 @@
 //! The exchange before any DATA moves: a server's OACK, resent until ACK 0
-//! arrives, or a client's request, resent until the server answers. Both
-//! role machines ([`super::send_machine`], [`super::recv_machine`]) use it.
+//! arrives, or a client's request, resent until the server answers. The
+//! role machines (`send_machine.rs`, `recv_machine.rs`) hold one in their
+//! first phase; their window's timer says when to resend it.
 
 use crate::options::{Negotiated, OptionRequest};
 use crate::wire::{Mode, Opcode};
 
+/// What a [`super::send_machine::SendMachine`] sends before DATA.
 pub(crate) enum Handshake {
-    /// Straight to DATA (a server answering a request without options).
-    Done,
     /// Server: the OACK is (re)sent until ACK 0 arrives.
     Oack { owed: bool },
-    /// Client: the request is (re)sent until the server answers.
-    Request {
-        owed: bool,
-        filename: String,
-        mode: Mode,
-        options: OptionRequest,
-    },
+    /// Client: the WRQ is (re)sent until the server answers.
+    Request(ClientRequest),
 }
 
 impl Handshake {
     pub fn set_owed(&mut self) {
-        if let Handshake::Oack { owed } | Handshake::Request { owed, .. } = self {
-            *owed = true;
+        match self {
+            Handshake::Oack { owed } => *owed = true,
+            Handshake::Request(request) => request.set_owed(),
         }
     }
 
@@ -38,16 +34,43 @@ impl Handshake {
                 *owed = false;
                 negotiated.emit_oack(buf).ok()
             }
-            Handshake::Request {
-                owed: owed @ true,
-                filename,
-                mode,
-                options,
-            } => {
-                *owed = false;
-                options.emit_request(buf, opcode, filename, *mode).ok()
-            }
-            _ => None,
+            Handshake::Oack { owed: false } => None,
+            Handshake::Request(request) => request.poll(buf, opcode),
         }
+    }
+}
+
+/// A client's request, (re)sent to the server's well-known port until the
+/// server answers.
+pub(crate) struct ClientRequest {
+    owed: bool,
+    filename: String,
+    mode: Mode,
+    pub options: OptionRequest,
+}
+
+impl ClientRequest {
+    /// A request, owed at once.
+    pub fn new(filename: &str, mode: Mode, options: OptionRequest) -> Self {
+        ClientRequest {
+            owed: true,
+            filename: filename.to_string(),
+            mode,
+            options,
+        }
+    }
+
+    pub fn set_owed(&mut self) {
+        self.owed = true;
+    }
+
+    /// Emits the request (`opcode` RRQ or WRQ) if it is owed.
+    pub fn poll(&mut self, buf: &mut [u8], opcode: Opcode) -> Option<usize> {
+        if !std::mem::take(&mut self.owed) {
+            return None;
+        }
+        self.options
+            .emit_request(buf, opcode, &self.filename, self.mode)
+            .ok()
     }
 }

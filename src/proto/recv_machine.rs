@@ -1,11 +1,17 @@
-//! The role machine that receives the file: the windowed [`WindowRx`] behind an
-//! optional client handshake (the RRQ). [`super::ServerWrite`] and
-//! [`super::ClientGet`] are this machine; the server's OACK stands in for
-//! ACK 0.
+//! The role machine that receives the file: the windowed [`WindowRx`]
+//! behind an optional client handshake (the RRQ). [`super::ServerWrite`]
+//! and [`super::ClientGet`] are this machine; the server's OACK stands in
+//! for ACK 0.
+//!
+//! Its [`RecvPhase`] says where it is and which deadline it waits for: the
+//! window's timer (which only the window arms) while the request is
+//! unanswered or blocks come in, the moment to commit, the end of the
+//! dally, or none.
 
 use super::common::{Event, LocalError, Summary, Transfer, TransferError, Transmit};
-use super::handshake::Handshake;
+use super::handshake::ClientRequest;
 use super::link::{Accept, Link};
+use super::timer::Expiry;
 use super::window_rx::{DataOutcome, WindowRx};
 use crate::data::Sink;
 use crate::options::Negotiated;
@@ -13,31 +19,55 @@ use crate::wire::{emit_ack, ErrorCode, Opcode, Packet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Where a [`RecvMachine`] is. Its phases run in this order, each one
+/// skippable; a failure goes from any of the first three to `Failed`.
+pub(crate) enum RecvPhase {
+    /// Client: the RRQ is (re)sent until the server answers.
+    Requesting(ClientRequest),
+    /// Blocks come in and ACKs go out.
+    Transferring,
+    /// The last block is in and its ACK owed; the sink commits at `at`,
+    /// once the ACK is out (see [`WindowRx::committing_after_ack`]). An
+    /// abort or a peer's ERROR still discards the file.
+    Committing { at: Instant },
+    /// Success was reported; a repeated last block is re-acknowledged until
+    /// `until`, so a lost final ACK does not fail the sender.
+    Dallying { until: Instant },
+    /// A failure was reported (ours, the peer's ERROR, or a timeout):
+    /// nothing more is accepted or sent but an ERROR still in the outbox.
+    /// `unanswered_request`: it ended while the client's request waited for
+    /// the server's answer, so any datagram size may still arrive.
+    Failed { unanswered_request: bool },
+    /// The dally is over.
+    Closed,
+}
+
+/// How ACK 0 goes out: fixed when the machine is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ack0 {
+    /// As an ACK (a client, or a server that accepted no options).
+    Ack,
+    /// As the OACK: a server that accepted options answers the WRQ with it.
+    Oack,
+}
+
 pub(crate) struct RecvMachine<K: Sink> {
     pub link: Link,
-    /// `Request` for a client until the server answers; otherwise `Done`.
-    pub handshake: Handshake,
+    pub phase: RecvPhase,
     pub negotiated: Negotiated,
     pub window: WindowRx<K>,
-    /// A server that accepted options answers "ACK 0" with its OACK.
-    pub oack_is_ack0: bool,
+    pub ack0: Ack0,
+    /// The configured timeout, used when no `timeout` option is negotiated.
     pub default_rto: Duration,
-    pub finished: bool,
-    /// After success: stay until then to re-acknowledge a repeated last block.
-    pub dally_until: Option<Instant>,
-    /// The last block is in and its ACK owed; the sink commits at this
-    /// moment, once the ACK is out (see [`WindowRx::commit_after_ack`]).
-    /// Void once `finished`: a failure ends the transfer without it.
-    pub commit_at: Option<Instant>,
-    pub closed: bool,
 }
 
 impl<K: Sink> RecvMachine<K> {
+    /// Settles the options: sizes the window and timer, tells the app.
     pub fn settle(&mut self, negotiated: Negotiated) {
         self.negotiated = negotiated;
+        let rto = self.rto();
         self.window
-            .configure(negotiated.blksize, negotiated.windowsize);
-        self.window.timer.set_ceiling(self.rto());
+            .configure(negotiated.blksize, negotiated.windowsize, rto);
         self.link.events.push(Event::Negotiated(negotiated));
     }
 
@@ -47,20 +77,45 @@ impl<K: Sink> RecvMachine<K> {
             .map_or(self.default_rto, |s| Duration::from_secs(s.into()))
     }
 
+    /// Whether the transfer is still on: no outcome reported yet.
+    fn is_live(&self) -> bool {
+        matches!(
+            self.phase,
+            RecvPhase::Requesting(_) | RecvPhase::Transferring | RecvPhase::Committing { .. }
+        )
+    }
+
+    /// Whether the client's request waits for the server's answer.
+    fn awaits_answer(&self) -> bool {
+        matches!(
+            self.phase,
+            RecvPhase::Requesting(_)
+                | RecvPhase::Failed {
+                    unanswered_request: true
+                }
+        )
+    }
+
+    /// Enters [`RecvPhase::Failed`] and discards the sink; the caller
+    /// reports why.
+    fn end_in_failure(&mut self) {
+        let unanswered_request = self.awaits_answer();
+        self.phase = RecvPhase::Failed { unanswered_request };
+        self.window.abort_sink();
+    }
+
     fn fail(&mut self, error: LocalError) {
-        if self.finished {
+        if !self.is_live() {
             return;
         }
-        self.finished = true;
-        self.window.abort_sink();
+        self.end_in_failure();
         self.link.outbox.owe(error.clone());
         self.link.events.push(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
-        self.finished = true;
-        self.window.abort_sink();
-        let retries = self.window.timer.max_retries;
+        self.end_in_failure();
+        let retries = self.window.max_retries();
         self.link
             .outbox
             .owe(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
@@ -71,18 +126,17 @@ impl<K: Sink> RecvMachine<K> {
 
     fn complete(&mut self, now: Instant) {
         if self.window.commit_owed() {
-            // Not finished yet: an abort or a peer's ERROR still discards.
-            self.commit_at = Some(now);
+            self.phase = RecvPhase::Committing { at: now };
             return;
         }
         self.report_success(now);
     }
 
     fn report_success(&mut self, now: Instant) {
-        self.finished = true;
         // Long enough for the sender to time out and resend the last block
         // at least once after losing our final ACK.
-        self.dally_until = Some(now + 2 * self.rto());
+        let until = now + 2 * self.rto();
+        self.phase = RecvPhase::Dallying { until };
         let summary = Summary {
             bytes: self.window.bytes(),
             blocks: self.window.blocks(),
@@ -96,26 +150,24 @@ impl<K: Sink> RecvMachine<K> {
     fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
         // A client that already gave up (timed out or aborted) takes nothing
         // from a late answer: no Negotiated after Finished, no new peer.
-        let waiting = !self.finished && matches!(self.handshake, Handshake::Request { .. });
         match packet {
-            Packet::Error { code, message } if !self.finished => {
-                self.finished = true;
+            Packet::Error { code, message } if self.is_live() => {
                 self.link.peer.lock_in_if_unknown(from);
-                self.window.abort_sink();
+                self.end_in_failure();
                 let message = message.to_string();
                 self.link
                     .events
                     .push(Event::Finished(Err(TransferError::Peer { code, message })));
             }
-            Packet::Oack { options } if waiting => {
-                self.link.peer.lock_in(from);
-                let validated = match &self.handshake {
-                    Handshake::Request { options: asked, .. } => asked.validate_oack(&options),
-                    _ => return,
+            Packet::Oack { options } => {
+                let RecvPhase::Requesting(request) = &self.phase else {
+                    self.link.counters.ignored += 1;
+                    return;
                 };
-                self.handshake = Handshake::Done;
-                self.window.timer.handshake_answered(now);
-                self.window.timer.progress();
+                self.link.peer.lock_in(from);
+                let validated = request.options.validate_oack(&options);
+                self.phase = RecvPhase::Transferring;
+                self.window.answered_by_oack(now);
                 match validated {
                     Ok(n) => {
                         self.settle(n);
@@ -128,22 +180,29 @@ impl<K: Sink> RecvMachine<K> {
                 }
             }
             Packet::Data { block, data } => {
-                if waiting {
-                    // The server ignored our options: RFC 1350 defaults.
-                    self.link.peer.lock_in(from);
-                    self.handshake = Handshake::Done;
-                    self.window.timer.handshake_answered(now);
-                    self.settle(Negotiated::default());
-                }
-                if self.finished && self.dally_until.is_none() {
-                    self.link.counters.ignored += 1;
-                    return;
+                match self.phase {
+                    RecvPhase::Requesting(_) => {
+                        // The server ignored our options: RFC 1350 defaults.
+                        self.link.peer.lock_in(from);
+                        self.phase = RecvPhase::Transferring;
+                        self.window.answered_by_data(now);
+                        self.settle(Negotiated::default());
+                    }
+                    RecvPhase::Failed { .. } | RecvPhase::Closed => {
+                        self.link.counters.ignored += 1;
+                        return;
+                    }
+                    // A repeated block while committing or dallying is
+                    // re-acknowledged, like any other.
+                    RecvPhase::Transferring
+                    | RecvPhase::Committing { .. }
+                    | RecvPhase::Dallying { .. } => {}
                 }
                 let counters = &mut self.link.counters;
                 match self.window.handle_data(now, block, data, counters) {
                     Ok(DataOutcome::Complete) => self.complete(now),
                     Ok(DataOutcome::Continue) => {}
-                    Err(failure) => self.fail(failure),
+                    Err(error) => self.fail(error),
                 }
             }
             _ => self.link.counters.ignored += 1,
@@ -152,7 +211,7 @@ impl<K: Sink> RecvMachine<K> {
 
     fn poll_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let index = self.window.take_ack(now, &mut self.link.counters)?;
-        let len = if index == 0 && self.oack_is_ack0 {
+        let len = if index == 0 && self.ack0 == Ack0::Oack {
             self.negotiated.emit_oack(buf).ok()?
         } else {
             self.link.counters.acks_sent += 1;
@@ -166,7 +225,7 @@ impl<K: Sink> RecvMachine<K> {
 impl<K: Sink> Transfer for RecvMachine<K> {
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         // Closed means nothing more is sent: not even ERROR 5 to a stranger.
-        if self.closed || self.is_closed() {
+        if matches!(self.phase, RecvPhase::Closed) || self.is_closed() {
             return;
         }
         if let Accept::Stranger = self.link.accept(now, from, datagram) {
@@ -182,62 +241,59 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         if let Some(t) = self.link.poll_control(buf) {
             return Some(t);
         }
-        if self.closed || (self.finished && self.dally_until.is_none()) {
-            return None;
+        match &mut self.phase {
+            RecvPhase::Failed { .. } | RecvPhase::Closed => None,
+            RecvPhase::Requesting(request) => match request.poll(buf, Opcode::Rrq) {
+                Some(len) => {
+                    let first = self.link.counters.control_retransmitted == 0;
+                    self.window.handshake_sent(now, first);
+                    Some(self.link.sent(self.link.peer.dest(), len))
+                }
+                None => self.poll_ack(now, buf),
+            },
+            RecvPhase::Transferring | RecvPhase::Committing { .. } | RecvPhase::Dallying { .. } => {
+                self.poll_ack(now, buf)
+            }
         }
-        if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Rrq) {
-            let first = self.link.counters.control_retransmitted == 0;
-            self.window.timer.handshake_sent(now, first);
-            self.window.timer.arm(now);
-            return Some(self.link.sent(self.link.peer.dest(), len));
-        }
-        self.poll_ack(now, buf)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
-            return None;
-        }
-        if !self.finished && self.commit_at.is_some() {
-            return self.commit_at;
-        }
-        match self.dally_until {
-            Some(t) => Some(t),
-            None if self.finished => None,
-            None => self.window.timer.deadline,
+        match self.phase {
+            RecvPhase::Requesting(_) | RecvPhase::Transferring => self.window.deadline(),
+            RecvPhase::Committing { at } => Some(at),
+            RecvPhase::Dallying { until } => Some(until),
+            RecvPhase::Failed { .. } | RecvPhase::Closed => None,
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if !self.finished && self.commit_at.is_some_and(|t| now >= t) {
-            self.commit_at = None;
-            // A failure still gets its ERROR, though the sender may have
-            // closed on our final ACK.
-            match self.window.commit() {
-                Ok(()) => self.report_success(now),
-                Err(failure) => self.fail(failure),
+        let counters = &mut self.link.counters;
+        match &mut self.phase {
+            RecvPhase::Requesting(request) => match self.window.handshake_timeout(now, counters) {
+                Expiry::Waiting => {}
+                Expiry::Resend => request.set_owed(),
+                Expiry::GiveUp => self.time_out(),
+            },
+            RecvPhase::Transferring => {
+                if !self.window.handle_timeout(now, counters) {
+                    self.time_out();
+                }
             }
-            return;
-        }
-        if let Some(until) = self.dally_until {
-            self.closed |= now >= until;
-            return;
-        }
-        if self.finished || !self.window.timer.expired(now) {
-            return;
-        }
-        if let Handshake::Done = self.handshake {
-            if !self.window.handle_timeout(now, &mut self.link.counters) {
-                self.time_out();
+            RecvPhase::Committing { at } if now >= *at => {
+                // A failure still gets its ERROR, though the sender may have
+                // closed on our final ACK.
+                match self.window.commit() {
+                    Ok(()) => self.report_success(now),
+                    Err(error) => self.fail(error),
+                }
             }
-            return;
-        }
-        self.link.counters.timeouts += 1;
-        if self.window.timer.retry() {
-            self.link.counters.control_retransmitted += 1;
-            self.handshake.set_owed();
-        } else {
-            self.time_out();
+            RecvPhase::Dallying { until } if now >= *until => self.phase = RecvPhase::Closed,
+            // Not yet. (The window's timer, armed by the last block, runs
+            // out after `at`: there is nothing else to do while committing.)
+            RecvPhase::Committing { .. }
+            | RecvPhase::Dallying { .. }
+            | RecvPhase::Failed { .. }
+            | RecvPhase::Closed => {}
         }
     }
 
@@ -246,7 +302,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn is_closed(&self) -> bool {
-        let done = self.closed || (self.finished && self.dally_until.is_none());
+        let done = matches!(self.phase, RecvPhase::Failed { .. } | RecvPhase::Closed);
         done && self.link.idle()
     }
 
@@ -255,8 +311,7 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn max_datagram(&self) -> usize {
-        let awaiting = matches!(self.handshake, Handshake::Request { .. });
-        super::common::max_datagram(awaiting, &self.negotiated)
+        super::common::max_datagram(self.awaits_answer(), &self.negotiated)
     }
 
     fn bytes_transferred(&self) -> u64 {

@@ -1,11 +1,16 @@
-//! The role machine that sends the file: a handshake (the server's OACK, or the
-//! client's WRQ) followed by the windowed [`WindowTx`]. [`super::ServerRead`]
-//! and [`super::ClientPut`] are this machine with different handshakes.
+//! The role machine that sends the file: a handshake (the server's OACK, or
+//! the client's WRQ) followed by the windowed [`WindowTx`].
+//! [`super::ServerRead`] and [`super::ClientPut`] are this machine with
+//! different handshakes.
+//!
+//! Its [`SendPhase`] says where it is; the window's timer, which only the
+//! window arms, runs in the first two phases, and a finished machine waits
+//! for nothing.
 
 use super::common::{Event, LocalError, Summary, Transfer, TransferError, Transmit};
 use super::handshake::Handshake;
 use super::link::{Accept, Link};
-use super::timer::Timer;
+use super::timer::{Expiry, Timer};
 use super::window_tx::{AckOutcome, WindowTx};
 use crate::data::Source;
 use crate::options::Negotiated;
@@ -13,14 +18,28 @@ use crate::wire::{ErrorCode, Opcode, Packet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Where a [`SendMachine`] is. Its phases run in this order, each one
+/// skippable but the last.
+pub(crate) enum SendPhase {
+    /// The OACK or the request is (re)sent until the peer answers.
+    Handshake(Handshake),
+    /// DATA goes out through the window. Once the window has sent the last
+    /// block ([`WindowTx::sent_last`]) only the final ACK is missing.
+    Transferring,
+    /// [`Event::Finished`] was reported: nothing more is accepted or sent
+    /// but an ERROR still in the outbox (or an ERROR 5 owed a stranger).
+    /// `unanswered_request`: it ended while a client's request waited for
+    /// the server's answer, so any datagram size may still arrive.
+    Finished { unanswered_request: bool },
+}
+
 pub(crate) struct SendMachine<S: Source> {
     pub link: Link,
-    pub handshake: Handshake,
+    pub phase: SendPhase,
     pub negotiated: Negotiated,
     pub window: WindowTx<S>,
     /// The configured timeout, used when no `timeout` option is negotiated.
     pub default_rto: Duration,
-    pub finished: bool,
 }
 
 impl<S: Source> SendMachine<S> {
@@ -35,31 +54,52 @@ impl<S: Source> SendMachine<S> {
         self.link.events.push(Event::Negotiated(negotiated));
     }
 
+    fn is_finished(&self) -> bool {
+        matches!(self.phase, SendPhase::Finished { .. })
+    }
+
+    /// Whether a client's request waits for the server's answer.
+    fn awaits_answer(&self) -> bool {
+        matches!(
+            self.phase,
+            SendPhase::Handshake(Handshake::Request(_))
+                | SendPhase::Finished {
+                    unanswered_request: true
+                }
+        )
+    }
+
+    /// Enters [`SendPhase::Finished`]; the caller reports why.
+    fn finish(&mut self) {
+        let unanswered_request = self.awaits_answer();
+        self.phase = SendPhase::Finished { unanswered_request };
+    }
+
     fn fail(&mut self, error: LocalError) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
-        self.finished = true;
+        self.finish();
         self.link.outbox.owe(error.clone());
         self.link.events.push(Event::Finished(Err(error.into())));
     }
 
     fn time_out(&mut self) {
-        self.finished = true;
-        let retries = self.window.timer.max_retries;
+        let retries = self.window.max_retries();
         self.link
             .outbox
             .owe(LocalError::new(ErrorCode::UNDEFINED, "timed out"));
-        let error = if matches!(self.handshake, Handshake::Done) && self.window.sent_last() {
+        let error = if matches!(self.phase, SendPhase::Transferring) && self.window.sent_last() {
             TransferError::Unconfirmed { retries }
         } else {
             TransferError::TimedOut { retries }
         };
+        self.finish();
         self.link.events.push(Event::Finished(Err(error)));
     }
 
     fn complete(&mut self, now: Instant) {
-        self.finished = true;
+        self.finish();
         let summary = Summary {
             bytes: self.window.bytes_acked(),
             blocks: self.window.blocks_acked(),
@@ -70,34 +110,32 @@ impl<S: Source> SendMachine<S> {
         self.link.events.push(Event::Finished(Ok(summary)));
     }
 
+    /// A packet from the peer while the transfer is on.
     fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: Packet<'_>) {
-        match (packet, &self.handshake) {
+        match (packet, &self.phase) {
             (Packet::Error { code, message }, _) => {
-                self.finished = true;
                 self.link.peer.lock_in_if_unknown(from);
+                self.finish();
                 let message = message.to_string();
                 self.link
                     .events
                     .push(Event::Finished(Err(TransferError::Peer { code, message })));
             }
-            (Packet::Ack { block: 0 }, Handshake::Oack { .. }) => {
-                self.handshake = Handshake::Done;
-                self.window.timer.handshake_answered(now);
-                self.window.timer.progress();
+            (Packet::Ack { block: 0 }, SendPhase::Handshake(Handshake::Oack { .. })) => {
+                self.phase = SendPhase::Transferring;
+                self.window.handshake_answered(now);
             }
-            (Packet::Ack { block: 0 }, Handshake::Request { .. }) => {
+            (Packet::Ack { block: 0 }, SendPhase::Handshake(Handshake::Request(_))) => {
                 self.link.peer.lock_in(from);
-                self.handshake = Handshake::Done;
-                self.window.timer.handshake_answered(now);
-                self.window.timer.progress();
+                self.phase = SendPhase::Transferring;
+                self.window.handshake_answered(now);
                 self.settle(Negotiated::default());
             }
-            (Packet::Oack { options }, Handshake::Request { options: asked, .. }) => {
+            (Packet::Oack { options }, SendPhase::Handshake(Handshake::Request(request))) => {
                 self.link.peer.lock_in(from);
-                let validated = asked.validate_oack(&options);
-                self.handshake = Handshake::Done;
-                self.window.timer.handshake_answered(now);
-                self.window.timer.progress();
+                let validated = request.options.validate_oack(&options);
+                self.phase = SendPhase::Transferring;
+                self.window.handshake_answered(now);
                 match validated {
                     Ok(n) => self.settle(n),
                     Err(e) => self.fail(LocalError::new(
@@ -106,7 +144,7 @@ impl<S: Source> SendMachine<S> {
                     )),
                 }
             }
-            (Packet::Ack { block }, Handshake::Done) => {
+            (Packet::Ack { block }, SendPhase::Transferring) => {
                 let outcome = self.window.handle_ack(now, block, &mut self.link.counters);
                 if outcome == AckOutcome::Complete {
                     self.complete(now);
@@ -127,7 +165,7 @@ impl<S: Source> Transfer for SendMachine<S> {
             return;
         }
         match Packet::parse(datagram) {
-            Ok(packet) if !self.finished => self.handle_packet(now, from, packet),
+            Ok(packet) if !self.is_finished() => self.handle_packet(now, from, packet),
             _ => self.link.counters.ignored += 1,
         }
     }
@@ -136,62 +174,49 @@ impl<S: Source> Transfer for SendMachine<S> {
         if let Some(t) = self.link.poll_control(buf) {
             return Some(t);
         }
-        if self.finished {
-            return None;
-        }
-        if let Some(len) = self.handshake.poll(buf, &self.negotiated, Opcode::Wrq) {
-            let first = self.link.counters.control_retransmitted == 0;
-            self.window.timer.handshake_sent(now, first);
-            self.window.timer.arm(now);
-            let dest = self.link.peer.dest();
-            return Some(self.link.sent(dest, len));
-        }
-        if !matches!(self.handshake, Handshake::Done) {
-            return None;
-        }
-        match self.window.poll_data(now, buf, &mut self.link.counters) {
-            Ok(Some(len)) => {
-                let dest = self.link.peer.dest();
-                Some(self.link.sent(dest, len))
+        match &mut self.phase {
+            SendPhase::Finished { .. } => None,
+            SendPhase::Handshake(handshake) => {
+                let len = handshake.poll(buf, &self.negotiated, Opcode::Wrq)?;
+                let first = self.link.counters.control_retransmitted == 0;
+                self.window.handshake_sent(now, first);
+                Some(self.link.sent(self.link.peer.dest(), len))
             }
-            Ok(None) => None,
-            Err(failure) => {
-                self.fail(failure);
-                self.link.poll_control(buf)
+            SendPhase::Transferring => {
+                match self.window.poll_data(now, buf, &mut self.link.counters) {
+                    Ok(Some(len)) => Some(self.link.sent(self.link.peer.dest(), len)),
+                    Ok(None) => None,
+                    Err(error) => {
+                        self.fail(error);
+                        self.link.poll_control(buf)
+                    }
+                }
             }
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.finished {
-            return None;
-        }
-        match self.handshake {
-            Handshake::Done => self.window.deadline(),
-            _ => self.window.timer.deadline,
+        match self.phase {
+            // The window's deadline is its timer's until an ACK arrives.
+            SendPhase::Handshake(_) | SendPhase::Transferring => self.window.deadline(),
+            SendPhase::Finished { .. } => None,
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.finished {
-            return;
-        }
         let counters = &mut self.link.counters;
-        if let Handshake::Done = self.handshake {
-            if !self.window.handle_timeout(now, counters) {
-                self.time_out();
+        match &mut self.phase {
+            SendPhase::Handshake(handshake) => match self.window.handshake_timeout(now, counters) {
+                Expiry::Waiting => {}
+                Expiry::Resend => handshake.set_owed(),
+                Expiry::GiveUp => self.time_out(),
+            },
+            SendPhase::Transferring => {
+                if !self.window.handle_timeout(now, counters) {
+                    self.time_out();
+                }
             }
-            return;
-        }
-        if !self.window.timer.expired(now) {
-            return;
-        }
-        counters.timeouts += 1;
-        if self.window.timer.retry() {
-            counters.control_retransmitted += 1;
-            self.handshake.set_owed();
-        } else {
-            self.time_out();
+            SendPhase::Finished { .. } => {}
         }
     }
 
@@ -200,7 +225,7 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 
     fn is_closed(&self) -> bool {
-        self.finished && self.link.idle()
+        self.is_finished() && self.link.idle()
     }
 
     fn counters(&self) -> super::Counters {
@@ -208,8 +233,7 @@ impl<S: Source> Transfer for SendMachine<S> {
     }
 
     fn max_datagram(&self) -> usize {
-        let awaiting = matches!(self.handshake, Handshake::Request { .. });
-        super::common::max_datagram(awaiting, &self.negotiated)
+        super::common::max_datagram(self.awaits_answer(), &self.negotiated)
     }
 
     fn bytes_transferred(&self) -> u64 {

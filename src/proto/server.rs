@@ -8,8 +8,8 @@
 use super::common::Transfer;
 use super::handshake::Handshake;
 use super::link::Link;
-use super::recv_machine::RecvMachine;
-use super::send_machine::{initial_timer, SendMachine};
+use super::recv_machine::{Ack0, RecvMachine, RecvPhase};
+use super::send_machine::{initial_timer, SendMachine, SendPhase};
 use super::window_rx::{WindowRx, WireSink};
 use super::window_tx::{WindowTx, WireSource};
 use crate::data::{Sink, Source};
@@ -192,15 +192,14 @@ impl<S: Source> ServerRead<S> {
         let timer = initial_timer(config.timeout, config.min_rto, config.retries);
         let mut machine = SendMachine {
             link: Link::new(now, Some(peer), peer),
-            handshake: if negotiated.has_oack() {
-                Handshake::Oack { owed: true }
+            phase: if negotiated.has_oack() {
+                SendPhase::Handshake(Handshake::Oack { owed: true })
             } else {
-                Handshake::Done
+                SendPhase::Transferring
             },
             negotiated,
             window: WindowTx::new(source, timer),
             default_rto: config.timeout,
-            finished: false,
         };
         machine.settle(negotiated);
         Ok(ServerRead(machine))
@@ -234,15 +233,15 @@ impl<K: Sink> ServerWrite<K> {
         let sink = WireSink::new(sink, request.mode);
         let mut machine = RecvMachine {
             link: Link::new(now, Some(peer), peer),
-            handshake: Handshake::Done,
+            phase: RecvPhase::Transferring,
             negotiated,
             window: WindowRx::new(sink, config.limits.max_upload, timer),
-            oack_is_ack0: negotiated.has_oack(),
+            ack0: if negotiated.has_oack() {
+                Ack0::Oack
+            } else {
+                Ack0::Ack
+            },
             default_rto: config.timeout,
-            finished: false,
-            dally_until: None,
-            commit_at: None,
-            closed: false,
         };
         machine.settle(negotiated);
         machine.window.owe_ack();

@@ -1,5 +1,6 @@
 //! The retransmission timer every machine runs its resends by.
 
+use super::common::Counters;
 use std::time::{Duration, Instant};
 
 /// The retransmission timer: an adaptive timeout (RFC 6298's estimator,
@@ -36,9 +37,20 @@ pub(crate) struct Timer {
     /// When the first (not resent) request or OACK went out, to take a
     /// round-trip sample from the answer.
     handshake_sent: Option<Instant>,
-    pub max_retries: u32,
-    pub retries: u32,
-    pub deadline: Option<Instant>,
+    max_retries: u32,
+    retries: u32,
+    deadline: Option<Instant>,
+}
+
+/// What [`Timer::expire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// The deadline has not passed (or none is armed): nothing to do.
+    Waiting,
+    /// The timer fired and the budget allows a resend.
+    Resend,
+    /// The timer fired with the retry budget spent: give up.
+    GiveUp,
 }
 
 impl Timer {
@@ -122,9 +134,11 @@ impl Timer {
         self.backoff = 0;
     }
 
-    /// The request or OACK went out: `first` when it was not a resend.
+    /// The request or OACK went out (`first` when it was not a resend):
+    /// the timer runs from now.
     pub fn handshake_sent(&mut self, now: Instant, first: bool) {
         self.handshake_sent = first.then_some(now);
+        self.arm(now);
     }
 
     /// The handshake was answered: a sample if it went out only once.
@@ -140,8 +154,37 @@ impl Timer {
         self.deadline = Some(now + self.armed_with);
     }
 
+    /// Nothing more to time: the last datagram needs no answer.
+    pub fn disarm(&mut self) {
+        self.deadline = None;
+    }
+
+    /// When the armed timer fires.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// How many retries at the ceiling the budget allows.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
     pub fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Time passed: if the deadline has, counts the timeout and spends a
+    /// retry ([`Timer::retry`]).
+    pub fn expire(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        if !self.expired(now) {
+            return Expiry::Waiting;
+        }
+        counters.timeouts += 1;
+        if self.retry() {
+            Expiry::Resend
+        } else {
+            Expiry::GiveUp
+        }
     }
 
     /// The peer made progress: the retry budget starts over, and the

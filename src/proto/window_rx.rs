@@ -16,12 +16,12 @@
 //!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
 use super::common::{block_distance, wire_block, Counters, LocalError};
-use super::timer::Timer;
+use super::timer::{Expiry, Timer};
 use crate::data::Sink;
 use crate::netascii::NetasciiSink;
 use crate::wire::{ErrorCode, Mode};
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The data sink as fed from the wire: raw, or netascii-decoded.
 pub(crate) enum WireSink<K: Sink> {
@@ -99,7 +99,9 @@ pub(crate) struct WindowRx<K: Sink> {
     /// wait, and resend its last window, for nothing.
     commit_after_ack: bool,
     commit_owed: bool,
-    pub timer: Timer,
+    /// The machine's retransmission timer, the handshake's included: only
+    /// the window arms and disarms it.
+    timer: Timer,
 }
 
 impl<K: Sink> WindowRx<K> {
@@ -131,10 +133,11 @@ impl<K: Sink> WindowRx<K> {
         self
     }
 
-    /// Sets the negotiated sizes; called before the first DATA.
-    pub fn configure(&mut self, blksize: u16, window: u16) {
+    /// Applies the negotiated settings; called before the first DATA.
+    pub fn configure(&mut self, blksize: u16, window: u16, rto: Duration) {
         self.blksize = usize::from(blksize);
         self.window = u64::from(window.max(1));
+        self.timer.set_ceiling(rto);
     }
 
     pub fn bytes(&self) -> u64 {
@@ -275,16 +278,58 @@ impl<K: Sink> WindowRx<K> {
     /// Our timer fired with the transfer incomplete: re-acknowledge the last
     /// in-order block. Returns `false` when the retry budget is spent.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) -> bool {
-        if !self.timer.expired(now) {
-            return true;
+        match self.timer.expire(now, counters) {
+            Expiry::Waiting => true,
+            Expiry::Resend => {
+                self.timing = None;
+                self.ack_owed = true;
+                self.gap_acked = false;
+                true
+            }
+            Expiry::GiveUp => {
+                self.timing = None;
+                false
+            }
         }
-        counters.timeouts += 1;
-        self.timing = None;
-        if !self.timer.retry() {
-            return false;
+    }
+
+    /// The request went out (`first`: not a resend); the timer runs from
+    /// now, and times the answer if it was sent once.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.timer.handshake_sent(now, first);
+    }
+
+    /// The server answered the request with an OACK: a round-trip sample if
+    /// the request went out once, and progress.
+    pub fn answered_by_oack(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+        self.timer.progress();
+    }
+
+    /// The server ignored the options and answered with DATA: a round-trip
+    /// sample if the request went out once. Whether the block is progress
+    /// is [`WindowRx::handle_data`]'s to say (only an in-order one is).
+    pub fn answered_by_data(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+    }
+
+    /// Time passed with the request unanswered: [`Expiry::Resend`] when it
+    /// is to go out again.
+    pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        let expiry = self.timer.expire(now, counters);
+        if expiry == Expiry::Resend {
+            counters.control_retransmitted += 1;
         }
-        self.ack_owed = true;
-        self.gap_acked = false;
-        true
+        expiry
+    }
+
+    /// When the timer fires, if armed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer.deadline()
+    }
+
+    /// The retry budget at the ceiling, for [`super::TransferError`].
+    pub fn max_retries(&self) -> u32 {
+        self.timer.max_retries()
     }
 }

@@ -25,7 +25,7 @@
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
 use super::common::{wire_block, Counters, LocalError};
-use super::timer::Timer;
+use super::timer::{Expiry, Timer};
 use crate::data::Source;
 use crate::netascii::NetasciiSource;
 use crate::wire::{emit_data_header, ErrorCode, Mode, DATA_HEADER_LEN};
@@ -98,7 +98,9 @@ pub(crate) struct WindowTx<S: Source> {
     /// A gap ACK that came too soon after a rewind to act on: the first
     /// block index it says is missing.
     deferred_gap: Option<u64>,
-    pub timer: Timer,
+    /// The machine's retransmission timer, the handshake's included: only
+    /// the window arms and disarms it.
+    timer: Timer,
 }
 
 impl<S: Source> WindowTx<S> {
@@ -249,7 +251,7 @@ impl<S: Source> WindowTx<S> {
         self.source
             .release_before(acked.saturating_mul(self.blksize as u64));
         if self.last.is_some_and(|(l, _)| l == acked) {
-            self.timer.deadline = None;
+            self.timer.disarm();
             return AckOutcome::Complete;
         }
         AckOutcome::Progress
@@ -275,7 +277,7 @@ impl<S: Source> WindowTx<S> {
 
     /// The next moment [`WindowTx::handle_timeout`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
-        let timer = self.timer.deadline?;
+        let timer = self.timer.deadline()?;
         Some(self.deferred_rewind_at().map_or(timer, |d| d.min(timer)))
     }
 
@@ -287,16 +289,46 @@ impl<S: Source> WindowTx<S> {
             self.rewind(now);
             return true;
         }
-        if !self.timer.expired(now) {
-            return true;
+        match self.timer.expire(now, counters) {
+            Expiry::Waiting => true,
+            Expiry::Resend => {
+                self.timing = None;
+                self.rewind(now);
+                true
+            }
+            Expiry::GiveUp => {
+                self.timing = None;
+                false
+            }
         }
-        counters.timeouts += 1;
-        self.timing = None;
-        if !self.timer.retry() {
-            return false;
+    }
+
+    /// The OACK or request went out (`first`: not a resend); the timer
+    /// runs from now, and times the answer if it was sent once.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.timer.handshake_sent(now, first);
+    }
+
+    /// The peer answered the handshake: a round-trip sample if it went out
+    /// once, and progress.
+    pub fn handshake_answered(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+        self.timer.progress();
+    }
+
+    /// Time passed with the handshake unanswered: [`Expiry::Resend`] when
+    /// the OACK or request is to go out again.
+    pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        let expiry = self.timer.expire(now, counters);
+        if expiry == Expiry::Resend {
+            counters.control_retransmitted += 1;
         }
-        self.rewind(now);
-        true
+        expiry
+    }
+
+    /// The retry budget at the ceiling, for [`super::TransferError`].
+    pub fn max_retries(&self) -> u32 {
+        self.timer.max_retries()
     }
 }
 
@@ -387,7 +419,7 @@ mod tests {
         send(&mut s, t + 2 * MS + MS / 10, &mut c);
         // The resent 7 arrived after all: everything is acknowledged.
         s.handle_ack(t + 3 * MS, 10, &mut c);
-        assert_eq!(s.deadline(), s.timer.deadline);
+        assert_eq!(s.deadline(), s.timer.deadline());
         assert_eq!(send(&mut s, t + 3 * MS, &mut c), vec![11, 12, 13, 14]);
         assert!(
             s.deadline().unwrap() >= t + 23 * MS,
