@@ -91,7 +91,7 @@ fn check_request(filename: &str, config: &ClientConfig) -> Result<(), TransferEr
 }
 
 /// Downloads `filename` from a server into a sink.
-pub struct ClientGet<K: Sink>(RecvMachine<K>);
+pub struct ClientGet<K: Sink>(pub(super) RecvMachine<K>);
 
 impl<K: Sink> ClientGet<K> {
     /// The RRQ is ready to send at once.
@@ -119,7 +119,7 @@ impl<K: Sink> ClientGet<K> {
 delegate_transfer!(ClientGet<K: Sink>);
 
 /// Uploads a source to `filename` on a server.
-pub struct ClientPut<S: Source>(SendMachine<S>);
+pub struct ClientPut<S: Source>(pub(super) SendMachine<S>);
 
 impl<S: Source> ClientPut<S> {
     /// The WRQ is ready to send at once. When `config.options.tsize` is set,

@@ -322,3 +322,79 @@ impl<K: Sink> Transfer for RecvMachine<K> {
         self.fail(LocalError::new(code, message));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::MemSink;
+    use crate::proto::{ClientConfig, ClientGet};
+    use crate::wire::MAX_DATAGRAM;
+
+    const SERVER: &str = "10.0.0.1:69";
+    const PEER: &str = "10.0.0.1:40000";
+
+    fn get(now: Instant) -> RecvMachine<MemSink> {
+        let config = ClientConfig::default();
+        let get = ClientGet::new(now, SERVER.parse().unwrap(), "f", MemSink::new(), &config);
+        get.unwrap().0
+    }
+
+    #[test]
+    fn a_download_walks_request_transfer_commit_dally_closed() {
+        let now = Instant::now();
+        let mut m = get(now);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert!(matches!(m.phase, RecvPhase::Requesting(_)));
+        assert!(m.poll_transmit(now, &mut buf).is_some(), "the RRQ");
+        assert_eq!(m.poll_timeout(), m.window.deadline());
+        m.handle_datagram(now, PEER.parse().unwrap(), b"\x00\x03\x00\x01hi");
+        assert!(matches!(m.phase, RecvPhase::Committing { at } if at == now));
+        assert_eq!(m.poll_timeout(), Some(now));
+        assert!(m.poll_transmit(now, &mut buf).is_some(), "the final ACK");
+        m.handle_timeout(now);
+        let RecvPhase::Dallying { until } = m.phase else {
+            panic!("not dallying");
+        };
+        assert_eq!(m.poll_timeout(), Some(until));
+        assert!(matches!(m.poll_event(), Some(Event::Negotiated(_))));
+        assert!(matches!(m.poll_event(), Some(Event::Finished(Ok(_)))));
+        m.handle_timeout(until);
+        assert!(matches!(m.phase, RecvPhase::Closed));
+        assert!(m.is_closed());
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_abort_while_committing_discards_and_fails() {
+        let now = Instant::now();
+        let mut m = get(now);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        m.poll_transmit(now, &mut buf);
+        m.handle_datagram(now, PEER.parse().unwrap(), b"\x00\x03\x00\x01hi");
+        m.abort(ErrorCode::UNDEFINED, "stop");
+        assert!(matches!(
+            m.phase,
+            RecvPhase::Failed {
+                unanswered_request: false
+            }
+        ));
+        assert_eq!(m.poll_timeout(), None, "no commit after a failure");
+        assert!(!m.is_closed(), "the ERROR is still owed");
+        assert!(m.poll_transmit(now, &mut buf).is_some());
+        assert!(m.is_closed());
+    }
+
+    #[test]
+    fn a_client_that_ends_unanswered_still_takes_any_datagram() {
+        let now = Instant::now();
+        let mut m = get(now);
+        m.abort(ErrorCode::UNDEFINED, "stop");
+        assert!(matches!(
+            m.phase,
+            RecvPhase::Failed {
+                unanswered_request: true
+            }
+        ));
+        assert_eq!(m.max_datagram(), MAX_DATAGRAM);
+    }
+}

@@ -250,3 +250,69 @@ impl<S: Source> Transfer for SendMachine<S> {
 pub(crate) fn initial_timer(rto: Duration, min_rto: Duration, retries: u32) -> Timer {
     Timer::new(rto, min_rto, retries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::MemSource;
+    use crate::proto::{ClientConfig, ClientPut};
+    use crate::wire::MAX_DATAGRAM;
+
+    type Put = SendMachine<MemSource<Vec<u8>>>;
+
+    fn put(now: Instant) -> Put {
+        let config = ClientConfig::default();
+        let server = "10.0.0.1:69".parse().unwrap();
+        let put = ClientPut::new(now, server, "f", MemSource::new(vec![1, 2]), &config);
+        put.unwrap().0
+    }
+
+    #[test]
+    fn an_upload_walks_handshake_transfer_finished() {
+        let now = Instant::now();
+        let peer = "10.0.0.1:40000".parse().unwrap();
+        let mut m = put(now);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert!(matches!(
+            m.phase,
+            SendPhase::Handshake(Handshake::Request(_))
+        ));
+        assert!(m.poll_transmit(now, &mut buf).is_some(), "the WRQ");
+        m.handle_datagram(now, peer, b"\x00\x04\x00\x00");
+        assert!(matches!(m.phase, SendPhase::Transferring));
+        assert!(m.poll_transmit(now, &mut buf).is_some(), "DATA 1");
+        m.handle_datagram(now, peer, b"\x00\x04\x00\x01");
+        assert!(matches!(
+            m.phase,
+            SendPhase::Finished {
+                unanswered_request: false
+            }
+        ));
+        assert!(m.is_closed());
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_client_that_times_out_unanswered_still_takes_any_datagram() {
+        let mut now = Instant::now();
+        let mut m = put(now);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        while m.poll_transmit(now, &mut buf).is_some() {}
+        while let Some(deadline) = m.poll_timeout() {
+            now = now.max(deadline);
+            m.handle_timeout(now);
+            while m.poll_transmit(now, &mut buf).is_some() {}
+        }
+        assert!(matches!(
+            m.phase,
+            SendPhase::Finished {
+                unanswered_request: true
+            }
+        ));
+        assert!(matches!(
+            m.poll_event(),
+            Some(Event::Finished(Err(TransferError::TimedOut { .. })))
+        ));
+        assert_eq!(m.max_datagram(), MAX_DATAGRAM);
+    }
+}
