@@ -4,12 +4,14 @@
 //! transfer ID from the first answer that comes from the server's IP; later
 //! datagrams from any other address or port get ERROR 5.
 
-use super::common::{Link, Transfer, TransferError};
-use super::receiver::{Receiver, WireSink};
-use super::receiving::RecvMachine;
-use super::sender::{Sender, WireSource};
-use super::sending::{initial_timer, Handshake, SendMachine};
+use super::common::{Transfer, TransferError};
+use super::handshake::{ClientRequest, Handshake};
+use super::link::Link;
+use super::recv_machine::{Ack0, RecvMachine, RecvPhase};
+use super::send_machine::{initial_timer, SendMachine, SendPhase};
 use super::server::delegate_transfer;
+use super::window_rx::{WindowRx, WireSink};
+use super::window_tx::{WindowTx, WireSource};
 use crate::data::{Sink, Source};
 use crate::options::{Negotiated, OptionRequest};
 use crate::wire::{ErrorCode, Mode, MAX_BLKSIZE, MIN_BLKSIZE};
@@ -89,7 +91,7 @@ fn check_request(filename: &str, config: &ClientConfig) -> Result<(), TransferEr
 }
 
 /// Downloads `filename` from a server into a sink.
-pub struct ClientGet<K: Sink>(RecvMachine<K>);
+pub struct ClientGet<K: Sink>(pub(super) RecvMachine<K>);
 
 impl<K: Sink> ClientGet<K> {
     /// The RRQ is ready to send at once.
@@ -104,21 +106,12 @@ impl<K: Sink> ClientGet<K> {
         let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientGet(RecvMachine {
             link: Link::new(now, None, server),
-            handshake: Handshake::Request {
-                owed: true,
-                filename: filename.to_string(),
-                mode: config.mode,
-                options: config.options,
-            },
+            phase: RecvPhase::Requesting(ClientRequest::new(filename, config.mode, config.options)),
             negotiated: Negotiated::default(),
-            receiver: Receiver::new(WireSink::new(sink, config.mode), config.max_size, timer)
+            window: WindowRx::new(WireSink::new(sink, config.mode), config.max_size, timer)
                 .committing_after_ack(),
-            oack_is_ack0: false,
+            ack0: Ack0::Ack,
             default_rto: config.timeout,
-            finished: false,
-            dally_until: None,
-            commit_at: None,
-            closed: false,
         }))
     }
 }
@@ -126,7 +119,7 @@ impl<K: Sink> ClientGet<K> {
 delegate_transfer!(ClientGet<K: Sink>);
 
 /// Uploads a source to `filename` on a server.
-pub struct ClientPut<S: Source>(SendMachine<S>);
+pub struct ClientPut<S: Source>(pub(super) SendMachine<S>);
 
 impl<S: Source> ClientPut<S> {
     /// The WRQ is ready to send at once. When `config.options.tsize` is set,
@@ -147,16 +140,14 @@ impl<S: Source> ClientPut<S> {
         let timer = initial_timer(config.rto(), config.min_rto, config.retries);
         Ok(ClientPut(SendMachine {
             link: Link::new(now, None, server),
-            handshake: Handshake::Request {
-                owed: true,
-                filename: filename.to_string(),
-                mode: config.mode,
+            phase: SendPhase::Handshake(Handshake::Request(ClientRequest::new(
+                filename,
+                config.mode,
                 options,
-            },
+            ))),
             negotiated: Negotiated::default(),
-            sender: Sender::new(source, timer),
+            window: WindowTx::new(source, timer),
             default_rto: config.timeout,
-            finished: false,
         }))
     }
 }

@@ -5,11 +5,13 @@
 //! [`ServerRead`] or [`ServerWrite`] bound to a fresh socket (a new TID).
 //! Anything refused on the way comes back as a [`Refusal`] to send.
 
-use super::common::{Link, Transfer};
-use super::receiver::{Receiver, WireSink};
-use super::receiving::RecvMachine;
-use super::sender::{Sender, WireSource};
-use super::sending::{initial_timer, Handshake, SendMachine};
+use super::common::Transfer;
+use super::handshake::Handshake;
+use super::link::Link;
+use super::recv_machine::{Ack0, RecvMachine, RecvPhase};
+use super::send_machine::{initial_timer, SendMachine, SendPhase};
+use super::window_rx::{WindowRx, WireSink};
+use super::window_tx::{WindowTx, WireSource};
 use crate::data::{Sink, Source};
 use crate::options::{negotiate, Direction, Limits, Negotiated};
 use crate::wire::{emit_error, BufferTooSmall, ErrorCode, Mode, Opcode, Packet, Request};
@@ -190,15 +192,14 @@ impl<S: Source> ServerRead<S> {
         let timer = initial_timer(config.timeout, config.min_rto, config.retries);
         let mut machine = SendMachine {
             link: Link::new(now, Some(peer), peer),
-            handshake: if negotiated.has_oack() {
-                Handshake::Oack { owed: true }
+            phase: if negotiated.has_oack() {
+                SendPhase::Handshake(Handshake::Oack { owed: true })
             } else {
-                Handshake::Done
+                SendPhase::Transferring
             },
             negotiated,
-            sender: Sender::new(source, timer),
+            window: WindowTx::new(source, timer),
             default_rto: config.timeout,
-            finished: false,
         };
         machine.settle(negotiated);
         Ok(ServerRead(machine))
@@ -232,18 +233,18 @@ impl<K: Sink> ServerWrite<K> {
         let sink = WireSink::new(sink, request.mode);
         let mut machine = RecvMachine {
             link: Link::new(now, Some(peer), peer),
-            handshake: Handshake::Done,
+            phase: RecvPhase::Transferring,
             negotiated,
-            receiver: Receiver::new(sink, config.limits.max_upload, timer),
-            oack_is_ack0: negotiated.has_oack(),
+            window: WindowRx::new(sink, config.limits.max_upload, timer),
+            ack0: if negotiated.has_oack() {
+                Ack0::Oack
+            } else {
+                Ack0::Ack
+            },
             default_rto: config.timeout,
-            finished: false,
-            dally_until: None,
-            commit_at: None,
-            closed: false,
         };
         machine.settle(negotiated);
-        machine.receiver.owe_ack();
+        machine.window.owe_ack();
         Ok(ServerWrite(machine))
     }
 }

@@ -1,7 +1,7 @@
 //! The windowed DATA sender shared by [`super::ServerRead`] and
 //! [`super::ClientPut`] (RFC 1350 lock-step is windowsize 1, RFC 7440 above).
 //!
-//! Rules, each with a test in `proto::tests`:
+//! Rules, each with a test in `sim/tests/protocol.rs`:
 //! - An ACK for a block inside the sent window moves the window to the block
 //!   after it, and the next window goes out at once. An ACK short of the
 //!   highest block sent says the receiver saw a gap (RFC 7440): the window is
@@ -24,7 +24,8 @@
 //!   rule).
 //! - A file whose size is a multiple of blksize ends with an empty block.
 
-use super::common::{wire_block, Counters, Timer};
+use super::common::{wire_block, Counters, LocalError};
+use super::timer::{Expiry, Timer};
 use crate::data::Source;
 use crate::netascii::NetasciiSource;
 use crate::wire::{emit_data_header, ErrorCode, Mode, DATA_HEADER_LEN};
@@ -78,24 +79,7 @@ pub(crate) enum AckOutcome {
     Ignored,
 }
 
-/// A local failure that ends the transfer with an ERROR to the peer.
-pub(crate) type Failure = (ErrorCode, String);
-
-/// The ERROR for an I/O failure. The message goes on the wire, so it names
-/// the failure's kind only: OS error text can carry host details.
-pub(crate) fn io_failure(what: &str, e: &io::Error) -> Failure {
-    let code = ErrorCode::for_io_error(e);
-    let kind = match code {
-        ErrorCode::DISK_FULL => "disk full or allocation exceeded",
-        ErrorCode::FILE_EXISTS => "file already exists",
-        ErrorCode::ACCESS_VIOLATION => "access violation",
-        ErrorCode::FILE_NOT_FOUND => "file not found",
-        _ => "I/O error",
-    };
-    (code, format!("{what}: {kind}"))
-}
-
-pub(crate) struct Sender<S: Source> {
+pub(crate) struct WindowTx<S: Source> {
     source: WireSource<S>,
     blksize: usize,
     window: u64,
@@ -114,13 +98,15 @@ pub(crate) struct Sender<S: Source> {
     /// A gap ACK that came too soon after a rewind to act on: the first
     /// block index it says is missing.
     deferred_gap: Option<u64>,
-    pub timer: Timer,
+    /// The machine's retransmission timer, the handshake's included: only
+    /// the window arms and disarms it.
+    timer: Timer,
 }
 
-impl<S: Source> Sender<S> {
-    /// A sender with RFC 1350 defaults until [`Sender::configure`].
+impl<S: Source> WindowTx<S> {
+    /// A sender with RFC 1350 defaults until [`WindowTx::configure`].
     pub fn new(source: WireSource<S>, timer: Timer) -> Self {
-        Sender {
+        WindowTx {
             source,
             blksize: 512,
             window: 1,
@@ -171,21 +157,24 @@ impl<S: Source> Sender<S> {
         now: Instant,
         buf: &mut [u8],
         counters: &mut Counters,
-    ) -> Result<Option<usize>, Failure> {
+    ) -> Result<Option<usize>, LocalError> {
         if !self.may_send() {
             return Ok(None);
         }
         let end = DATA_HEADER_LEN + self.blksize;
         if buf.len() < end {
-            return Err((ErrorCode::UNDEFINED, "transmit buffer too small".into()));
+            return Err(LocalError::new(
+                ErrorCode::UNDEFINED,
+                "transmit buffer too small",
+            ));
         }
         let offset = (self.next - 1)
             .checked_mul(self.blksize as u64)
-            .ok_or((ErrorCode::DISK_FULL, "file too large".to_string()))?;
+            .ok_or_else(|| LocalError::new(ErrorCode::DISK_FULL, "file too large"))?;
         let n = self
             .source
             .read_at(offset, &mut buf[DATA_HEADER_LEN..end])
-            .map_err(|e| io_failure("read failed", &e))?;
+            .map_err(|e| LocalError::io("read failed", &e))?;
         let n = match self.last {
             // A resend of the final block carries exactly what the first did.
             Some((l, len)) if self.next == l => {
@@ -262,7 +251,7 @@ impl<S: Source> Sender<S> {
         self.source
             .release_before(acked.saturating_mul(self.blksize as u64));
         if self.last.is_some_and(|(l, _)| l == acked) {
-            self.timer.deadline = None;
+            self.timer.disarm();
             return AckOutcome::Complete;
         }
         AckOutcome::Progress
@@ -286,9 +275,9 @@ impl<S: Source> Sender<S> {
         Some(self.rewound_at? + self.timer.round_trip_bound())
     }
 
-    /// The next moment [`Sender::handle_timeout`] has something to do.
+    /// The next moment [`WindowTx::handle_timeout`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
-        let timer = self.timer.deadline?;
+        let timer = self.timer.deadline()?;
         Some(self.deferred_rewind_at().map_or(timer, |d| d.min(timer)))
     }
 
@@ -300,24 +289,51 @@ impl<S: Source> Sender<S> {
             self.rewind(now);
             return true;
         }
-        if !self.timer.expired(now) {
-            return true;
+        match self.timer.expire(now, counters) {
+            Expiry::Waiting => true,
+            Expiry::Resend => {
+                self.timing = None;
+                self.rewind(now);
+                true
+            }
+            Expiry::GiveUp => {
+                self.timing = None;
+                false
+            }
         }
-        counters.timeouts += 1;
-        self.timing = None;
-        if !self.timer.retry() {
-            return false;
+    }
+
+    /// The OACK or request went out (`first`: not a resend); the timer
+    /// runs from now, and times the answer if it was sent once.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.timer.handshake_sent(now, first);
+    }
+
+    /// The peer answered the handshake: a round-trip sample if it went out
+    /// once, and progress.
+    pub fn handshake_answered(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+        self.timer.progress();
+    }
+
+    /// Time passed with the handshake unanswered: [`Expiry::Resend`] when
+    /// the OACK or request is to go out again.
+    pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        let expiry = self.timer.expire(now, counters);
+        if expiry == Expiry::Resend {
+            counters.control_retransmitted += 1;
         }
-        self.rewind(now);
-        true
+        expiry
+    }
+
+    /// The retry budget at the ceiling, for [`super::TransferError`].
+    pub fn max_retries(&self) -> u32 {
+        self.timer.max_retries()
     }
 }
 
-fn changed() -> Failure {
-    (
-        ErrorCode::UNDEFINED,
-        "file changed during transfer".to_string(),
-    )
+fn changed() -> LocalError {
+    LocalError::new(ErrorCode::UNDEFINED, "file changed during transfer")
 }
 
 #[cfg(test)]
@@ -329,15 +345,15 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     /// A sender of 20 blocks of 512 bytes, window 4, timeout 1 s, floor 20 ms.
-    fn sender() -> Sender<Mem> {
+    fn sender() -> WindowTx<Mem> {
         let source = WireSource::new(MemSource::new(vec![7u8; 512 * 20]), Mode::Octet);
-        let mut s = Sender::new(source, Timer::new(1000 * MS, 20 * MS, 5));
+        let mut s = WindowTx::new(source, Timer::new(1000 * MS, 20 * MS, 5));
         s.configure(512, 4, 1000 * MS);
         s
     }
 
     /// The block numbers of everything the window lets out now.
-    fn send(s: &mut Sender<Mem>, now: Instant, c: &mut Counters) -> Vec<u16> {
+    fn send(s: &mut WindowTx<Mem>, now: Instant, c: &mut Counters) -> Vec<u16> {
         let mut buf = [0u8; 600];
         let mut blocks = Vec::new();
         while s.poll_data(now, &mut buf, c).unwrap().is_some() {
@@ -403,7 +419,7 @@ mod tests {
         send(&mut s, t + 2 * MS + MS / 10, &mut c);
         // The resent 7 arrived after all: everything is acknowledged.
         s.handle_ack(t + 3 * MS, 10, &mut c);
-        assert_eq!(s.deadline(), s.timer.deadline);
+        assert_eq!(s.deadline(), s.timer.deadline());
         assert_eq!(send(&mut s, t + 3 * MS, &mut c), vec![11, 12, 13, 14]);
         assert!(
             s.deadline().unwrap() >= t + 23 * MS,

@@ -1,7 +1,7 @@
 //! The windowed DATA receiver shared by [`super::ServerWrite`] and
 //! [`super::ClientGet`].
 //!
-//! Rules, each with a test in `proto::tests`:
+//! Rules, each with a test in `sim/tests/protocol.rs`:
 //! - Blocks are written strictly in order, each exactly once.
 //! - An ACK goes out when a window is complete, for the last block, on the
 //!   first out-of-order block after progress (so the sender restarts the
@@ -15,13 +15,13 @@
 //! - The timeout adapts to the round trip from a fresh ACK to the block it
 //!   asks for ([`Timer`]); a timeout cancels the measurement (Karn's rule).
 
-use super::common::{block_distance, wire_block, Counters, Timer};
-use super::sender::{io_failure, Failure};
+use super::common::{block_distance, wire_block, Counters, LocalError};
+use super::timer::{Expiry, Timer};
 use crate::data::Sink;
 use crate::netascii::NetasciiSink;
 use crate::wire::{ErrorCode, Mode};
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The data sink as fed from the wire: raw, or netascii-decoded.
 pub(crate) enum WireSink<K: Sink> {
@@ -65,11 +65,11 @@ pub(crate) enum DataOutcome {
     /// Nothing changed (other than perhaps an ACK owed).
     Continue,
     /// That was the last block; the sink is committed, or, with
-    /// [`Receiver::commit_after_ack`], waits for [`Receiver::commit`].
+    /// [`WindowRx::commit_after_ack`], waits for [`WindowRx::commit`].
     Complete,
 }
 
-pub(crate) struct Receiver<K: Sink> {
+pub(crate) struct WindowRx<K: Sink> {
     sink: WireSink<K>,
     sink_closed: bool,
     blksize: usize,
@@ -92,19 +92,21 @@ pub(crate) struct Receiver<K: Sink> {
     offset: u64,
     max_size: Option<u64>,
     complete: bool,
-    /// Commit only once the final ACK is out ([`Receiver::commit`]): a
+    /// Commit only once the final ACK is out ([`WindowRx::commit`]): a
     /// client's download. A server commits an upload before its final
     /// ACK, so the client learns of a failed commit; a client's commit
     /// (an fsync of the whole file, 0.1 s for 64 MiB) only made the server
     /// wait, and resend its last window, for nothing.
     commit_after_ack: bool,
     commit_owed: bool,
-    pub timer: Timer,
+    /// The machine's retransmission timer, the handshake's included: only
+    /// the window arms and disarms it.
+    timer: Timer,
 }
 
-impl<K: Sink> Receiver<K> {
+impl<K: Sink> WindowRx<K> {
     pub fn new(sink: WireSink<K>, max_size: Option<u64>, timer: Timer) -> Self {
-        Receiver {
+        WindowRx {
             sink,
             sink_closed: false,
             blksize: 512,
@@ -131,10 +133,11 @@ impl<K: Sink> Receiver<K> {
         self
     }
 
-    /// Sets the negotiated sizes; called before the first DATA.
-    pub fn configure(&mut self, blksize: u16, window: u16) {
+    /// Applies the negotiated settings; called before the first DATA.
+    pub fn configure(&mut self, blksize: u16, window: u16, rto: Duration) {
         self.blksize = usize::from(blksize);
         self.window = u64::from(window.max(1));
+        self.timer.set_ceiling(rto);
     }
 
     pub fn bytes(&self) -> u64 {
@@ -150,18 +153,18 @@ impl<K: Sink> Receiver<K> {
         self.ack_owed = true;
     }
 
-    /// Whether the sink waits for [`Receiver::commit`].
+    /// Whether the sink waits for [`WindowRx::commit`].
     pub fn commit_owed(&self) -> bool {
         self.commit_owed
     }
 
     /// Commits the sink after the last block.
-    pub fn commit(&mut self) -> Result<(), Failure> {
+    pub fn commit(&mut self) -> Result<(), LocalError> {
         self.commit_owed = false;
         self.sink_closed = true;
         self.sink
             .commit()
-            .map_err(|e| io_failure("commit failed", &e))
+            .map_err(|e| LocalError::io("commit failed", &e))
     }
 
     /// Discards the sink's data after a failure. Idempotent.
@@ -178,7 +181,7 @@ impl<K: Sink> Receiver<K> {
         block: u16,
         data: &[u8],
         counters: &mut Counters,
-    ) -> Result<DataOutcome, Failure> {
+    ) -> Result<DataOutcome, LocalError> {
         if data.len() > self.blksize {
             counters.ignored += 1;
             return Ok(DataOutcome::Continue);
@@ -218,10 +221,10 @@ impl<K: Sink> Receiver<K> {
         Ok(DataOutcome::Continue)
     }
 
-    fn write_block(&mut self, data: &[u8]) -> Result<(), Failure> {
+    fn write_block(&mut self, data: &[u8]) -> Result<(), LocalError> {
         let end = self.offset + data.len() as u64;
         if let Some(limit) = self.max_size.filter(|&l| end > l) {
-            return Err((
+            return Err(LocalError::new(
                 ErrorCode::DISK_FULL,
                 format!("file exceeds the size limit of {limit} bytes"),
             ));
@@ -229,7 +232,7 @@ impl<K: Sink> Receiver<K> {
         if !data.is_empty() {
             self.sink
                 .write_at(self.offset, data)
-                .map_err(|e| io_failure("write failed", &e))?;
+                .map_err(|e| LocalError::io("write failed", &e))?;
         }
         self.offset = end;
         self.expected += 1;
@@ -275,16 +278,58 @@ impl<K: Sink> Receiver<K> {
     /// Our timer fired with the transfer incomplete: re-acknowledge the last
     /// in-order block. Returns `false` when the retry budget is spent.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) -> bool {
-        if !self.timer.expired(now) {
-            return true;
+        match self.timer.expire(now, counters) {
+            Expiry::Waiting => true,
+            Expiry::Resend => {
+                self.timing = None;
+                self.ack_owed = true;
+                self.gap_acked = false;
+                true
+            }
+            Expiry::GiveUp => {
+                self.timing = None;
+                false
+            }
         }
-        counters.timeouts += 1;
-        self.timing = None;
-        if !self.timer.retry() {
-            return false;
+    }
+
+    /// The request went out (`first`: not a resend); the timer runs from
+    /// now, and times the answer if it was sent once.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.timer.handshake_sent(now, first);
+    }
+
+    /// The server answered the request with an OACK: a round-trip sample if
+    /// the request went out once, and progress.
+    pub fn answered_by_oack(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+        self.timer.progress();
+    }
+
+    /// The server ignored the options and answered with DATA: a round-trip
+    /// sample if the request went out once. Whether the block is progress
+    /// is [`WindowRx::handle_data`]'s to say (only an in-order one is).
+    pub fn answered_by_data(&mut self, now: Instant) {
+        self.timer.handshake_answered(now);
+    }
+
+    /// Time passed with the request unanswered: [`Expiry::Resend`] when it
+    /// is to go out again.
+    pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        let expiry = self.timer.expire(now, counters);
+        if expiry == Expiry::Resend {
+            counters.control_retransmitted += 1;
         }
-        self.ack_owed = true;
-        self.gap_acked = false;
-        true
+        expiry
+    }
+
+    /// When the timer fires, if armed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer.deadline()
+    }
+
+    /// The retry budget at the ceiling, for [`super::TransferError`].
+    pub fn max_retries(&self) -> u32 {
+        self.timer.max_retries()
     }
 }

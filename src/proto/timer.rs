@@ -1,0 +1,335 @@
+//! The retransmission timer every machine runs its resends by.
+
+use super::common::Counters;
+use std::time::{Duration, Instant};
+
+/// The retransmission timer: an adaptive timeout (RFC 6298's estimator,
+/// Karn's rule for samples) between a floor and a ceiling, with a retry
+/// budget. The deadline is armed when a datagram is sent and only then:
+/// receiving a duplicate never moves it.
+///
+/// - The **ceiling** is what the peer was told: the negotiated `timeout`
+///   option, or the configured timeout. The timer never waits longer.
+/// - The **floor** (`min_rto`) keeps a brief stall of the peer from causing
+///   a resend: duplicate DATA is not free (the rpi4's start4.elf hangs now
+///   and then on one). A floor at or above the ceiling makes the timer fixed,
+///   which is how firmware that the lab emulates behaves.
+/// - Before the first round-trip sample the timeout is the ceiling, capped
+///   at [`Timer::INITIAL`] (RFC 6298 2.1).
+/// - Each timeout doubles the timeout up to the ceiling (exponential
+///   backoff); the doubling ends when a fresh sample arrives.
+/// - The retry budget counts only timeouts that waited the full ceiling, so
+///   a transfer gives up after as long a silence as a fixed timer allowed:
+///   the faster early resends come on top, at most [`Timer::backoff_steps`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timer {
+    ceiling: Duration,
+    floor: Duration,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    /// Consecutive timeouts since the last fresh sample.
+    backoff: u32,
+    /// How many estimated timeouts the timer waits (1, or 2 for a
+    /// receiver: see [`Timer::patient`]).
+    patience: u32,
+    /// The timeout the armed deadline was computed with.
+    armed_with: Duration,
+    /// When the first (not resent) request or OACK went out, to take a
+    /// round-trip sample from the answer.
+    handshake_sent: Option<Instant>,
+    max_retries: u32,
+    retries: u32,
+    deadline: Option<Instant>,
+}
+
+/// What [`Timer::expire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// The deadline has not passed (or none is armed): nothing to do.
+    Waiting,
+    /// The timer fired and the budget allows a resend.
+    Resend,
+    /// The timer fired with the retry budget spent: give up.
+    GiveUp,
+}
+
+impl Timer {
+    /// The timeout before any round trip was measured (RFC 6298 2.1).
+    pub const INITIAL: Duration = Duration::from_secs(1);
+    /// Clock granularity term of RFC 6298's timeout formula.
+    const GRANULARITY: Duration = Duration::from_millis(1);
+
+    pub fn new(ceiling: Duration, floor: Duration, max_retries: u32) -> Self {
+        Timer {
+            ceiling,
+            floor,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            backoff: 0,
+            patience: 1,
+            armed_with: ceiling,
+            handshake_sent: None,
+            max_retries,
+            retries: 0,
+            deadline: None,
+        }
+    }
+
+    /// A receiver's timer: twice the estimate, so the sender's fires first.
+    /// Both sides of a TFTP transfer resend on timeout, and when an ACK is
+    /// lost and the receiver's timer fires first, its re-ACK answers the
+    /// sender's DATA late: the sender times its round trip with the
+    /// receiver's timeout in it, its timeout grows, the receiver's fires
+    /// first ever more often (at 5 % loss the sender's timeout climbed to
+    /// half a second). The receiver's resend is the fallback for a sender
+    /// that stays silent.
+    pub fn patient(mut self) -> Self {
+        self.patience = 2;
+        self
+    }
+
+    /// Sets the ceiling (the negotiated or configured timeout).
+    pub fn set_ceiling(&mut self, ceiling: Duration) {
+        self.ceiling = ceiling;
+    }
+
+    /// The timeout the next [`Timer::arm`] uses.
+    pub fn rto(&self) -> Duration {
+        let base = match self.srtt {
+            None => self.ceiling.min(Self::INITIAL),
+            Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
+        };
+        let factor = 1u32
+            .checked_shl(self.backoff)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.patience);
+        base.max(self.floor)
+            .saturating_mul(factor)
+            .min(self.ceiling)
+    }
+
+    /// How long until the peer's answers reflect what was just sent: the
+    /// smoothed round trip plus its variation, without the floor or the
+    /// backoff (before any sample: the timeout itself).
+    pub fn round_trip_bound(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
+            None => self.rto(),
+        }
+    }
+
+    /// A round trip measured on a datagram that was sent once (Karn).
+    pub fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (3 * self.rttvar + delta) / 4;
+                self.srtt = Some((7 * srtt + rtt) / 8);
+            }
+        }
+        self.backoff = 0;
+    }
+
+    /// The request or OACK went out (`first` when it was not a resend):
+    /// the timer runs from now.
+    pub fn handshake_sent(&mut self, now: Instant, first: bool) {
+        self.handshake_sent = first.then_some(now);
+        self.arm(now);
+    }
+
+    /// The handshake was answered: a sample if it went out only once.
+    pub fn handshake_answered(&mut self, now: Instant) {
+        if let Some(sent) = self.handshake_sent.take() {
+            self.sample(now.saturating_duration_since(sent));
+        }
+    }
+
+    /// A datagram was just sent: the timer runs from now.
+    pub fn arm(&mut self, now: Instant) {
+        self.armed_with = self.rto();
+        self.deadline = Some(now + self.armed_with);
+    }
+
+    /// Nothing more to time: the last datagram needs no answer.
+    pub fn disarm(&mut self) {
+        self.deadline = None;
+    }
+
+    /// When the armed timer fires.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// How many retries at the ceiling the budget allows.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Time passed: if the deadline has, counts the timeout and spends a
+    /// retry ([`Timer::retry`]).
+    pub fn expire(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        if !self.expired(now) {
+            return Expiry::Waiting;
+        }
+        counters.timeouts += 1;
+        if self.retry() {
+            Expiry::Resend
+        } else {
+            Expiry::GiveUp
+        }
+    }
+
+    /// The peer made progress: the retry budget starts over, and the
+    /// backoff steps down by one. Karn's rule alone keeps a backed-off
+    /// timeout until a block sent only once is acknowledged, and under
+    /// steady loss resends rarely leave one unresent: the timeout doubled
+    /// from one loss to the next (20 ms to over 300 ms at 5 % loss). One
+    /// step per advance brings it back down, while a path whose round trip
+    /// really grew keeps the timeout near it: a timeout steps up again as
+    /// often as progress steps down.
+    pub fn progress(&mut self) {
+        self.retries = 0;
+        self.backoff = self.backoff.saturating_sub(1);
+    }
+
+    /// The timer fired: backs off, and consumes one retry if it had waited
+    /// the full ceiling. `false` when the budget is spent.
+    pub fn retry(&mut self) -> bool {
+        self.deadline = None;
+        self.handshake_sent = None;
+        self.backoff = self.backoff.saturating_add(1);
+        if self.armed_with < self.ceiling {
+            return true;
+        }
+        if self.retries >= self.max_retries {
+            return false;
+        }
+        self.retries += 1;
+        true
+    }
+
+    /// How many timeouts a machine with this configuration takes, once its
+    /// peer falls silent, before it gives up: the retries at the ceiling
+    /// (the configured timeout, or a negotiated one of up to 255 s) plus the
+    /// backoff steps below it. The fuzz targets and proptests bound by it.
+    pub fn timeouts_before_giving_up(retries: u32, floor: Duration, timeout: Duration) -> u32 {
+        let ceiling = timeout.max(Duration::from_secs(255));
+        retries + Self::backoff_steps(floor, ceiling)
+    }
+
+    /// The most timeouts below the ceiling between two full-ceiling ones:
+    /// how many extra resends backoff can add to the retry budget.
+    pub fn backoff_steps(floor: Duration, ceiling: Duration) -> u32 {
+        let mut steps = 0;
+        let mut t = floor.max(Duration::from_nanos(1));
+        while t < ceiling {
+            t = t.saturating_mul(2);
+            steps += 1;
+        }
+        steps
+    }
+}
+
+/// How many timeouts a machine configured with `retries`, a timer floor of
+/// `min_rto` and a timeout of `timeout` takes, once its peer falls silent,
+/// before it gives up: the bound a harness checks a run against.
+pub fn timeouts_before_giving_up(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
+    Timer::timeouts_before_giving_up(retries, min_rto, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_budget_and_progress() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        // A fixed timer: the floor is the ceiling.
+        let mut t = Timer::new(second, second, 2);
+        assert!(!t.expired(now));
+        t.arm(now);
+        assert!(!t.expired(now + Duration::from_millis(999)));
+        assert!(t.expired(now + second));
+        assert!(t.retry());
+        assert!(t.retry());
+        assert!(!t.retry());
+        t.progress();
+        assert!(t.retry());
+        t.sample(Duration::from_millis(1));
+        assert_eq!(t.rto(), second, "a fixed timer ignores samples");
+    }
+
+    #[test]
+    fn timer_adapts_between_floor_and_ceiling() {
+        let ms = Duration::from_millis;
+        let mut t = Timer::new(ms(5000), ms(20), 3);
+        assert_eq!(t.rto(), ms(1000), "no sample yet: RFC 6298's initial 1 s");
+        t.sample(ms(2));
+        // srtt 2, rttvar 1: 2 + 4 = 6, raised to the floor.
+        assert_eq!(t.rto(), ms(20));
+        for _ in 0..20 {
+            t.sample(ms(40));
+        }
+        assert!(t.rto() > ms(40) && t.rto() < ms(60), "{:?}", t.rto());
+        // Backoff doubles up to the ceiling; the early timeouts are free.
+        let now = Instant::now();
+        let mut waited = Vec::new();
+        loop {
+            t.arm(now);
+            waited.push(t.rto());
+            if !t.retry() {
+                break;
+            }
+        }
+        let full = waited.iter().filter(|&&w| w == ms(5000)).count();
+        assert_eq!(
+            full, 4,
+            "three retries at the ceiling, then the give-up: {waited:?}"
+        );
+        assert!(waited.windows(2).all(|w| w[1] >= w[0]));
+        assert!(waited.len() as u32 <= 4 + Timer::backoff_steps(ms(20), ms(5000)));
+        // A fresh sample ends the backoff.
+        t.progress();
+        t.sample(ms(40));
+        assert!(t.rto() < ms(100));
+    }
+
+    #[test]
+    fn progress_steps_the_backoff_down_and_a_receiver_waits_twice_as_long() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let mut t = Timer::new(ms(5000), ms(20), 3);
+        t.sample(ms(2));
+        for _ in 0..3 {
+            t.arm(now);
+            assert!(t.retry());
+        }
+        assert_eq!(t.rto(), ms(160));
+        t.progress();
+        assert_eq!(
+            t.rto(),
+            ms(80),
+            "one step down per advance, no sample needed"
+        );
+        for _ in 0..5 {
+            t.progress();
+        }
+        assert_eq!(t.rto(), ms(20));
+        let mut r = Timer::new(ms(5000), ms(20), 3).patient();
+        r.sample(ms(2));
+        assert_eq!(r.rto(), ms(40));
+        r.sample(ms(4000));
+        assert_eq!(r.rto(), ms(5000), "never past the ceiling");
+        let fixed = Timer::new(ms(1000), ms(1000), 3).patient();
+        assert_eq!(fixed.rto(), ms(1000), "a fixed timer stays fixed");
+    }
+}
