@@ -16,7 +16,8 @@
 
 use std::time::Duration;
 use tftplab::options::OptionRequest;
-use tftplab_sim::memnet::{run, Faults, Setup};
+use tftplab_sim::lab::faults::{DelayRange, FaultPlan, LinkFaults};
+use tftplab_sim::memnet::{run, Setup};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
@@ -37,11 +38,11 @@ fn download(data: &[u8], loss: f64, window: u16, fixed: bool, seed: u64) -> Dura
         setup.client.min_rto = setup.client.timeout;
         setup.server.min_rto = setup.server.timeout;
     }
-    setup.faults = Faults {
+    setup.faults = FaultPlan::symmetric(LinkFaults {
         loss,
-        latency: Duration::from_micros(100),
-        ..Faults::default()
-    };
+        latency: Some(DelayRange::fixed(Duration::from_micros(100))),
+        ..LinkFaults::default()
+    });
     setup.seed = seed;
     setup.time_limit = Duration::from_secs(100_000);
     setup.max_datagrams = 50_000_000;

@@ -1,8 +1,8 @@
 #![no_main]
 //! Any bytes: parsing never panics, and whatever parses emits and parses
 //! back to the same packet.
-//! The body and its invariants: `tftplab_sim::fuzzing::packet_parse`.
+//! The body and its invariants: `tftplab_sim::harness::fuzz::packet_parse`.
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| tftplab_sim::fuzzing::packet_parse(data));
+fuzz_target!(|data: &[u8]| tftplab_sim::harness::fuzz::packet_parse(data));

@@ -6,22 +6,21 @@
 //!   by the hardware runner (`tftplab-hw`).
 //! - [`memnet`]: an in-memory, seeded, lossy network that runs a client and
 //!   a server machine against each other under a fake clock.
-//! - [`fuzzing`]: the invariant harness behind the fuzz targets and the
-//!   replay of their saved inputs.
+//! - [`harness`]: the invariant harness for the four transfer machines,
+//!   with two front-ends: the fuzz targets' bodies ([`harness::fuzz`],
+//!   replayed from their saved inputs by a plain `cargo test`) and the
+//!   proptest adversarial properties (tests only).
 //! - [`world`]: the deterministic simulator. [`world::run`] builds a turmoil
 //!   world for one scenario and seed and judges it; [`run_many`] runs a set
 //!   of scenarios over many seeds in parallel (each simulation is
 //!   single-threaded and deterministic on its own).
 
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod harness;
 pub mod lab;
 pub mod memnet;
 pub mod report;
 pub mod world;
-
-#[cfg(test)]
-mod adversarial;
 
 pub use world::{run, SimOptions, SimRun, TurmoilNet};
 

@@ -3,11 +3,15 @@
 //! network that loses, duplicates and delays datagrams, under a fake clock.
 //!
 //! It only moves bytes and time; every protocol decision is the machines'
-//! own. The protocol tests, the benchmarks and the demo use it; the full
+//! own. What happens to each datagram is the lab's fault model
+//! ([`crate::lab::faults`]): a [`FaultPlan`] with random faults per
+//! direction and script rules ("drop the first OACK"), decided as the
+//! simulator decides them ([`decide_scripted`]). The protocol tests, the benchmarks and the demo use it; the full
 //! simulator (`tftplab-sim`) runs the real server and client over turmoil.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use crate::lab::faults::{
+    self, decide_scripted, link_seed, DelayRange, Fate, FaultPlan, Injector, LinkFaults, Script,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,55 +32,28 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a literal socket address")
 }
 
-/// Which way a datagram travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    ToServer,
-    ToClient,
-}
+/// One-way latency of memnet's clean link.
+pub const LATENCY: Duration = Duration::from_millis(1);
 
-/// What the network does with one datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    Deliver,
-    Drop,
-    Duplicate,
-}
-
-/// Random faults, applied independently to every datagram.
-#[derive(Debug, Clone, Copy)]
-pub struct Faults {
-    pub loss: f64,
-    pub duplicate: f64,
-    /// Fraction of datagrams held back by up to `reorder_delay` extra.
-    pub reorder: f64,
-    pub reorder_delay: Duration,
-    pub latency: Duration,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            loss: 0.0,
-            duplicate: 0.0,
-            reorder: 0.0,
-            reorder_delay: Duration::from_millis(20),
-            latency: Duration::from_millis(1),
-        }
+/// A clean link with memnet's fixed [`LATENCY`]: the base to add faults to,
+/// e.g. `LinkFaults { loss: 0.05, ..memnet::link() }`.
+pub fn link() -> LinkFaults {
+    LinkFaults {
+        latency: Some(DelayRange::fixed(LATENCY)),
+        ..LinkFaults::default()
     }
 }
-
-pub type Script = Box<dyn FnMut(Dir, &Packet<'_>) -> Fate>;
 
 pub struct Setup {
     pub direction: Direction,
     pub data: Vec<u8>,
     pub client: ClientConfig,
     pub server: ServerConfig,
-    pub faults: Faults,
+    /// The lab's fault model: random faults per direction (each with its
+    /// own generator, seeded from `seed`) and script rules for specific
+    /// datagrams. The default is a clean link with [`LATENCY`] each way.
+    pub faults: FaultPlan,
     pub seed: u64,
-    /// Decides the fate of specific datagrams before the random faults.
-    pub script: Option<Script>,
     /// The client gives up on the run after this much simulated time.
     pub time_limit: Duration,
     /// The run stops (unfinished) once this many datagrams were sent, so a
@@ -91,9 +68,8 @@ impl Setup {
             data,
             client: ClientConfig::default(),
             server: ServerConfig::default(),
-            faults: Faults::default(),
+            faults: FaultPlan::symmetric(link()),
             seed: 0,
-            script: None,
             time_limit: Duration::from_secs(3600),
             max_datagrams: 2_000_000,
         }
@@ -144,10 +120,15 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// One direction of the network: its random faults and its script rules.
+struct Link {
+    injector: Injector,
+    script: Script,
+}
+
 struct Net {
-    rng: ChaCha8Rng,
-    faults: Faults,
-    script: Option<Script>,
+    to_server: Link,
+    to_client: Link,
     /// Keyed by (delivery time, sequence): delivery order is deterministic.
     queue: BTreeMap<(Instant, u64), InFlight>,
     seq: u64,
@@ -158,56 +139,55 @@ struct Net {
 }
 
 impl Net {
+    fn new(plan: &FaultPlan, seed: u64, t0: Instant) -> Self {
+        let link = |direction: faults::Direction| Link {
+            injector: Injector::new(plan.link(direction), link_seed(seed, direction)),
+            script: Script::new(plan, direction),
+        };
+        Net {
+            to_server: link(faults::Direction::ClientToServer),
+            to_client: link(faults::Direction::ServerToClient),
+            queue: BTreeMap::new(),
+            seq: 0,
+            sent: 0,
+            t0,
+            trace: Vec::new(),
+        }
+    }
+
     fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         self.sent += 1;
-        let dir = if to == addr(CLIENT) {
-            Dir::ToClient
-        } else {
-            Dir::ToServer
-        };
-        let packet = Packet::parse(bytes);
-        let mut fate = match (&mut self.script, &packet) {
-            (Some(script), Ok(p)) => script(dir, p),
-            _ => Fate::Deliver,
-        };
-        if fate == Fate::Deliver && self.rng.random_bool(self.faults.loss) {
-            fate = Fate::Drop;
-        }
-        if fate == Fate::Deliver && self.rng.random_bool(self.faults.duplicate) {
-            fate = Fate::Duplicate;
-        }
-        let copies = match fate {
-            Fate::Drop => 0,
-            Fate::Deliver => 1,
-            Fate::Duplicate => 2,
-        };
-        let mut delayed = false;
-        for _ in 0..copies {
-            let mut at = now + self.faults.latency;
-            if self.rng.random_bool(self.faults.reorder) {
-                delayed = true;
-                let extra = self.faults.reorder_delay.as_micros() as u64;
-                at += Duration::from_micros(self.rng.random_range(0..=extra));
-            }
-            self.seq += 1;
-            let bytes = bytes.to_vec();
-            self.queue
-                .insert((at, self.seq), InFlight { from, to, bytes });
-        }
-        let shown = match &packet {
+        let to_client = to == addr(CLIENT);
+        let shown = match Packet::parse(bytes) {
             Ok(p) => p.to_string(),
             Err(e) => format!("<malformed: {e}>"),
         };
-        let arrow = if dir == Dir::ToServer { "C->S" } else { "S->C" };
-        let fate = match (fate, delayed) {
-            (Fate::Drop, _) => " [dropped]",
-            (Fate::Duplicate, _) => " [duplicated]",
-            (Fate::Deliver, true) => " [delayed]",
-            (Fate::Deliver, false) => "",
+        let link = if to_client {
+            &mut self.to_client
+        } else {
+            &mut self.to_server
         };
+        let fate = decide_scripted(&mut link.injector, &mut link.script, &shown);
+        let suffix = match &fate {
+            Fate::Dropped(_) => " [dropped]",
+            Fate::Deliver { delays, .. } if delays.len() > 1 => " [duplicated]",
+            Fate::Deliver {
+                held_back: true, ..
+            } => " [delayed]",
+            Fate::Deliver { .. } => "",
+        };
+        if let Fate::Deliver { delays, .. } = fate {
+            for delay in delays {
+                self.seq += 1;
+                let bytes = bytes.to_vec();
+                self.queue
+                    .insert((now + delay, self.seq), InFlight { from, to, bytes });
+            }
+        }
+        let arrow = if to_client { "S->C" } else { "C->S" };
         let ms = now.duration_since(self.t0).as_secs_f64() * 1000.0;
         self.trace
-            .push(format!("{ms:>9.3}ms {arrow} {shown}{fate}"));
+            .push(format!("{ms:>9.3}ms {arrow} {shown}{suffix}"));
     }
 }
 
@@ -231,19 +211,10 @@ fn drain(
 }
 
 /// Runs one transfer to completion (or the time limit) and reports.
-pub fn run(mut setup: Setup) -> Report {
+pub fn run(setup: Setup) -> Report {
     let t0 = Instant::now();
     let sink = SharedSink::new();
-    let mut net = Net {
-        rng: ChaCha8Rng::seed_from_u64(setup.seed),
-        faults: setup.faults,
-        script: setup.script.take(),
-        queue: BTreeMap::new(),
-        seq: 0,
-        sent: 0,
-        t0,
-        trace: Vec::new(),
-    };
+    let mut net = Net::new(&setup.faults, setup.seed, t0);
     let data = setup.data.clone();
     let mut client: Box<dyn Transfer> = match setup.direction {
         Direction::Read => Box::new(

@@ -1,5 +1,5 @@
 //! Replays the fuzz corpus that is kept in git through the fuzz targets'
-//! bodies in `tftplab_sim::fuzzing`: every crash ever found
+//! bodies in `tftplab_sim::harness::fuzz`: every crash ever found
 //! (`fuzz/regressions/<target>/*`) and the seed corpus
 //! (`fuzz/corpus-seed/<target>/*`). No nightly and no cargo-fuzz needed, so
 //! a fixed crash stays fixed. Open crashes wait in `fuzz/regressions-open/`,
@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 type Target = fn(&[u8]);
 
 const TARGETS: [(&str, Target); 7] = [
-    ("packet_parse", tftplab_sim::fuzzing::packet_parse),
-    ("options", tftplab_sim::fuzzing::options),
-    ("netascii", tftplab_sim::fuzzing::netascii),
-    ("server_session", tftplab_sim::fuzzing::server_session),
-    ("client_session", tftplab_sim::fuzzing::client_session),
-    ("path_resolve", tftplab_sim::fuzzing::path_resolve),
-    ("scenario_parse", tftplab_sim::fuzzing::scenario_parse),
+    ("packet_parse", tftplab_sim::harness::fuzz::packet_parse),
+    ("options", tftplab_sim::harness::fuzz::options),
+    ("netascii", tftplab_sim::harness::fuzz::netascii),
+    ("server_session", tftplab_sim::harness::fuzz::server_session),
+    ("client_session", tftplab_sim::harness::fuzz::client_session),
+    ("path_resolve", tftplab_sim::harness::fuzz::path_resolve),
+    ("scenario_parse", tftplab_sim::harness::fuzz::scenario_parse),
 ];
 
 /// The repository root (this crate lives in `sim/`).
@@ -98,13 +98,13 @@ fn seed_corpus_passes() {
     assert!(count > 0, "no seed corpus under fuzz/corpus-seed");
 }
 
-/// Regenerates `fuzz/corpus-seed/` from `tftplab_sim::fuzzing::seeds()`:
+/// Regenerates `fuzz/corpus-seed/` from `tftplab_sim::harness::fuzz::seeds()`:
 /// `cargo test --test fuzz_regressions -- --ignored write_seed_corpus`.
 /// Only adds and overwrites files; remove stale seeds by hand.
 #[test]
 #[ignore = "writes files; run by hand after changing an input format"]
 fn write_seed_corpus() {
-    for (target, name, bytes) in tftplab_sim::fuzzing::seeds() {
+    for (target, name, bytes) in tftplab_sim::harness::fuzz::seeds() {
         let dir = fuzz_dir().join("corpus-seed").join(target);
         std::fs::create_dir_all(&dir).expect("create seed directory");
         std::fs::write(dir.join(name), bytes).expect("write seed");

@@ -64,6 +64,26 @@ fn first() -> u32 {
     1
 }
 
+impl ScriptRule {
+    /// Drops the `nth` datagram in `direction` rendered as `packet...`.
+    pub fn drop(direction: Direction, packet: &str, nth: u32) -> Self {
+        ScriptRule {
+            direction,
+            packet: packet.to_owned(),
+            nth,
+            fate: ScriptFate::Drop,
+        }
+    }
+
+    /// Duplicates the `nth` datagram in `direction` rendered as `packet...`.
+    pub fn duplicate(direction: Direction, packet: &str, nth: u32) -> Self {
+        ScriptRule {
+            fate: ScriptFate::Duplicate,
+            ..ScriptRule::drop(direction, packet, nth)
+        }
+    }
+}
+
 /// Applies script rules in one direction, counting matches.
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -129,6 +149,21 @@ pub struct DelayRange {
     pub max: Duration,
 }
 
+impl DelayRange {
+    /// Always exactly `d`.
+    pub fn fixed(d: Duration) -> Self {
+        DelayRange { min: d, max: d }
+    }
+
+    /// Anything from zero to `max`.
+    pub fn up_to(max: Duration) -> Self {
+        DelayRange {
+            min: Duration::ZERO,
+            max,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for DelayRange {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
@@ -176,6 +211,23 @@ pub struct LinkFaults {
 }
 
 impl FaultPlan {
+    /// The same random faults in both directions, and no script.
+    pub fn symmetric(link: LinkFaults) -> Self {
+        FaultPlan {
+            client_to_server: link,
+            server_to_client: link,
+            script: Vec::new(),
+        }
+    }
+
+    /// The random faults of one direction.
+    pub fn link(&self, direction: Direction) -> LinkFaults {
+        match direction {
+            Direction::ClientToServer => self.client_to_server,
+            Direction::ServerToClient => self.server_to_client,
+        }
+    }
+
     pub fn check(&self) -> Result<(), String> {
         self.client_to_server
             .check()
@@ -349,6 +401,16 @@ impl Injector {
             let bit = self.rng.random_range(0..frame.len() * 8);
             frame[bit / 8] ^= 1 << (bit % 8);
         }
+    }
+}
+
+/// The seed of one direction's [`Injector`] on a single client-server
+/// link (the in-memory network): the two directions draw from different
+/// generators, so faults one way do not shift the fates the other way.
+pub fn link_seed(seed: u64, direction: Direction) -> u64 {
+    match direction {
+        Direction::ClientToServer => seed,
+        Direction::ServerToClient => seed ^ 0x9E37_79B9_7F4A_7C15,
     }
 }
 

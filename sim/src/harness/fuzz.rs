@@ -1,6 +1,8 @@
-//! The bodies of the fuzz targets in `fuzz/`, kept in the library so that
-//! `tests/fuzz_regressions.rs` replays every saved crash input and seed with
-//! a plain `cargo test` (no nightly, no cargo-fuzz).
+//! The fuzz front-end of the harness: the bodies of the fuzz targets in
+//! `fuzz/`, kept in the library so that `sim/tests/fuzz_regressions.rs`
+//! replays every saved crash input and seed with a plain `cargo test` (no
+//! nightly, no cargo-fuzz). `server_session` and `client_session` decode a
+//! machine and a sequence of steps and run them through the [`Harness`].
 //!
 //! Each `pub fn <target>(data: &[u8])` decodes its input, drives the code
 //! under test and panics when an invariant breaks. Structured inputs (option
@@ -31,11 +33,13 @@
 //!
 //! Not API: hidden from the docs, changes whenever the targets do.
 
-use std::cell::RefCell;
+use super::{
+    Act, Harness, Lenient, Role, SinkLog, Spec, TestSink, TestSource, Wire, CLIENT, LISTEN,
+    SERVER_TID,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tftplab::data::{MemSource, Sink, Source};
@@ -44,15 +48,14 @@ use tftplab::options::{
     negotiate, parse_number, Direction, Limits, Negotiated, Opt, OptionRequest,
 };
 use tftplab::proto::{
-    parse_request, ClientConfig, ClientGet, ClientPut, Event, ServerConfig, ServerRead,
-    ServerWrite, Summary, Transfer, TransferError, UNKNOWN_OPCODE_REPLY_LEN,
+    parse_request, ClientConfig, ClientGet, ClientPut, ServerConfig, ServerRead, ServerWrite,
+    Summary, Transfer, TransferError, UNKNOWN_OPCODE_REPLY_LEN,
 };
 use tftplab::store::{Intent, Store, StoreConfig};
 use tftplab::wire::{
     emit_error, ErrorCode, Mode, Opcode, Packet, ParseError, RawOption, Request, MAX_BLKSIZE,
-    MAX_DATAGRAM, MIN_BLKSIZE,
+    MIN_BLKSIZE,
 };
-
 // ---- input decoding ------------------------------------------------------
 
 /// Reads a fuzz input front to back. Past the end every read yields zeros
@@ -660,16 +663,18 @@ fn decode_chunked(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 fn sink_decode(wire: &[u8], blksize: usize) -> Vec<u8> {
-    let state = Rc::new(RefCell::new(SinkState::default()));
-    let mut sink = NetasciiSink::new(CheckedSink(state.clone()));
+    let checked = TestSink::new(SinkLog::default());
+    let log = checked.0.clone();
+    let mut sink = NetasciiSink::new(checked);
     let mut offset = 0u64;
     for block in wire.chunks(blksize) {
         sink.write_at(offset, block).expect("netascii sink write");
         offset += block.len() as u64;
     }
     sink.commit().expect("netascii sink commit");
-    let s = state.borrow();
-    assert!(s.committed);
+    let s = log.borrow();
+    assert!(s.misuse().is_empty(), "sink misuse: {:?}", s.misuse());
+    assert!(s.commits == 1 && s.aborts == 0);
     s.data.clone()
 }
 
@@ -710,70 +715,6 @@ fn source_reads(x: &[u8], wire: &[u8], blksize: usize, ops: &[u8]) {
                 next += 1;
             }
         }
-    }
-}
-
-// ---- sources and sinks that check the machines keep their contracts ------
-
-/// What a [`CheckedSink`] saw.
-#[derive(Debug, Default)]
-struct SinkState {
-    data: Vec<u8>,
-    /// The most bytes ever held, to check size limits after an abort.
-    high_water: usize,
-    committed: bool,
-    aborted: bool,
-}
-
-/// A memory sink that panics when the [`Sink`] contract is broken: writes
-/// strictly in order, nothing after commit or abort, each at most once.
-struct CheckedSink(Rc<RefCell<SinkState>>);
-
-impl Sink for CheckedSink {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut s = self.0.borrow_mut();
-        assert!(!s.committed && !s.aborted, "write after commit or abort");
-        assert_eq!(offset, s.data.len() as u64, "write out of order");
-        s.data.extend_from_slice(data);
-        s.high_water = s.high_water.max(s.data.len());
-        Ok(())
-    }
-    fn commit(&mut self) -> io::Result<()> {
-        let mut s = self.0.borrow_mut();
-        assert!(!s.committed && !s.aborted, "commit twice or after abort");
-        s.committed = true;
-        Ok(())
-    }
-    fn abort(&mut self) {
-        let mut s = self.0.borrow_mut();
-        assert!(!s.committed && !s.aborted, "abort twice or after commit");
-        s.aborted = true;
-        s.data.clear();
-    }
-}
-
-/// A memory source that panics when a sender reads below the point it
-/// promised never to read below again.
-struct CheckedSource {
-    inner: MemSource<Vec<u8>>,
-    released: u64,
-}
-
-impl Source for CheckedSource {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        assert!(
-            offset >= self.released,
-            "read at {offset} below the release point {}",
-            self.released
-        );
-        self.inner.read_at(offset, buf)
-    }
-    fn size(&self) -> Option<u64> {
-        self.inner.size()
-    }
-    fn release_before(&mut self, offset: u64) {
-        assert!(offset >= self.released, "release point moved back");
-        self.released = offset;
     }
 }
 
@@ -1035,100 +976,21 @@ fn remove_stale_fixtures() {
     }
 }
 
-// ---- server_session and client_session -------------------------------------
-
-const CLIENT: SocketAddr = addr([10, 0, 0, 2], 40000);
-const LISTEN: SocketAddr = addr([10, 0, 0, 1], 69);
-const SERVER_TID: SocketAddr = addr([10, 0, 0, 1], 50000);
-/// Seen from a server: the client's host on another port, and another host.
-const SERVER_SIDE_STRANGERS: [SocketAddr; 2] =
-    [addr([10, 0, 0, 2], 40001), addr([10, 0, 0, 9], 40000)];
-/// Seen from a client: the server's host on another port (a second transfer
-/// from a duplicated request: a stranger once the TID is known, the peer if
-/// it answers first), and another host (always a stranger).
-const CLIENT_SIDE_STRANGERS: [SocketAddr; 2] =
-    [addr([10, 0, 0, 1], 50001), addr([10, 0, 0, 9], 50000)];
-
-const fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
-    SocketAddr::new(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
-        port,
-    )
-}
+// ---- server_session and client_session: the harness, fed from bytes -------
 
 /// Steps one session may take, so every input runs in bounded time.
 const MAX_STEPS: usize = 1024;
 /// DATA payload bytes a harness sends a receiver, so memory stays small.
 const PAYLOAD_BUDGET: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    ServerRead,
-    ServerWrite,
-    ClientGet,
-    ClientPut,
-}
-
-impl Role {
-    fn sends_data(self) -> bool {
-        matches!(self, Role::ServerRead | Role::ClientPut)
-    }
-    fn is_client(self) -> bool {
-        matches!(self, Role::ClientGet | Role::ClientPut)
-    }
-}
-
-/// What made the machine act in a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    Start,
-    Datagram { from: SocketAddr, stranger: bool },
-    Timeout,
-    Abort,
-}
-
-/// One transfer machine under test plus everything the harness knows about
-/// what it may and may not do.
+/// The fuzz front-end of the [`Harness`]: decodes steps and plays the peer.
 struct Session {
-    role: Role,
-    m: Box<dyn Transfer>,
-    now: Instant,
-    buf: Vec<u8>,
-    /// Where the harness's well-formed traffic comes from.
+    h: Harness,
+    /// Where the well-formed traffic comes from (fixed: a client's peer may
+    /// become a stranger if another server port answered first).
     peer: SocketAddr,
-    strangers: [SocketAddr; 2],
-    retries: u32,
-    mode: Mode,
-    /// The client's request options (clients only).
+    /// The client's request options as a server sees them (clients only).
     asked: OptionRequest,
-    negotiated: Option<Negotiated>,
-    finished: Option<Result<Summary, TransferError>>,
-    /// Where everything but requests and ERROR 5 has gone (one address).
-    tid: Option<SocketAddr>,
-    /// The client's first request, which every resend must repeat.
-    request: Option<Vec<u8>>,
-    errors_sent: u32,
-    datagrams_out: u64,
-    datagrams_in: u64,
-    // Sender: the bytes it must put on the wire, and what it sent so far.
-    wire: Vec<u8>,
-    top_data: Option<u16>,
-    /// An ACK the sender has acted on: receiving it again must do nothing.
-    dup_ack: Option<u16>,
-    // Receiver: the sink, and a model of the in-order stream it must get.
-    sink: Option<Rc<RefCell<SinkState>>>,
-    size_limit: Option<u64>,
-    model: Vec<u8>,
-    model_next: u64,
-    model_done: bool,
-    /// The ACK that closed a successful receive; the only thing resent after.
-    final_ack: Option<u16>,
-    /// The last ACK sent: a client's final ACK goes out before its commit
-    /// ends the transfer.
-    last_ack: Option<u16>,
-    // Input helpers.
-    last_in: Option<(SocketAddr, Vec<u8>)>,
-    recent_out: Vec<Vec<u8>>,
     payload_left: usize,
     fill: Vec<u8>,
 }
@@ -1218,90 +1080,50 @@ fn gen_packet(input: &mut Input<'_>, hint: u16, blksize: usize, fill: &[u8]) -> 
     p
 }
 
-fn error_code_of(b: &[u8]) -> Option<u16> {
-    match Packet::parse(b) {
-        Ok(Packet::Error { code, .. }) => Some(code.0),
-        _ => None,
-    }
-}
-
 impl Session {
-    fn new(role: Role, m: Box<dyn Transfer>, now: Instant, retries: u32, mode: Mode) -> Self {
-        let (peer, strangers) = if role.is_client() {
-            (SERVER_TID, CLIENT_SIDE_STRANGERS)
+    fn new(h: Harness, fill: Vec<u8>) -> Self {
+        let peer = if h.role().is_client() {
+            SERVER_TID
         } else {
-            (CLIENT, SERVER_SIDE_STRANGERS)
+            CLIENT
         };
         Session {
-            role,
-            m,
-            now,
-            buf: vec![0u8; MAX_DATAGRAM],
+            h,
             peer,
-            strangers,
-            retries,
-            mode,
             asked: OptionRequest::default(),
-            negotiated: None,
-            finished: None,
-            tid: None,
-            request: None,
-            errors_sent: 0,
-            datagrams_out: 0,
-            datagrams_in: 0,
-            wire: Vec::new(),
-            top_data: None,
-            dup_ack: None,
-            sink: None,
-            size_limit: None,
-            model: Vec::new(),
-            model_next: 1,
-            model_done: false,
-            final_ack: None,
-            last_ack: None,
-            last_in: None,
-            recent_out: Vec::new(),
             payload_left: PAYLOAD_BUDGET,
-            fill: b"tftplab\r\n\r\0\n".to_vec(),
-        }
-    }
-
-    fn blksize(&self) -> usize {
-        usize::from(self.negotiated.map_or(512, |n| n.blksize))
-    }
-
-    fn window(&self) -> usize {
-        usize::from(self.negotiated.map_or(1, |n| n.windowsize))
-    }
-
-    /// Always a stranger, whatever the machine has seen so far.
-    fn surely_stranger(&self, from: SocketAddr) -> bool {
-        if self.role.is_client() {
-            from.ip() != SERVER_TID.ip()
-        } else {
-            from != CLIENT
+            fill: if fill.is_empty() {
+                b"tftplab\r\n\r\0\n".to_vec()
+            } else {
+                fill
+            },
         }
     }
 
     /// Runs the decoded steps, then lets the clock run until the machine
-    /// closes, which it must do within its retry budget.
-    fn run(&mut self, input: &mut Input<'_>) {
-        self.after(Cause::Start, None);
+    /// closes, which it must do within its timeout budget.
+    fn run(mut self, input: &mut Input<'_>) -> Option<Result<Summary, TransferError>> {
         let mut steps = 0;
-        while !input.is_empty() && steps < MAX_STEPS && !self.m.is_closed() {
+        while !input.is_empty() && steps < MAX_STEPS && !self.h.m.is_closed() {
             steps += 1;
             self.step(input);
         }
-        self.wind_down();
+        self.h.run_to_close();
+        self.h.finished
+    }
+
+    fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) {
+        self.h.step(Act::Dgram(from, datagram));
     }
 
     fn step(&mut self, input: &mut Input<'_>) {
-        let hint = if self.role.sends_data() {
-            self.top_data.unwrap_or(0)
+        let hint = if self.h.role().sends_data() {
+            self.h.data_hi as u16
         } else {
-            self.model_next as u16
+            self.h.model_next as u16
         };
-        let blksize = self.blksize();
+        let blksize = self.h.blksize();
+        let strangers = self.h.strangers();
         match input.u8() % 10 {
             0 => {
                 let p = self.progress(input);
@@ -1316,35 +1138,44 @@ impl Session {
                 self.deliver(self.peer, p);
             }
             3 => {
-                let from = self.strangers[usize::from(input.u8() % 2)];
+                let from = strangers[usize::from(input.u8() % 2)];
                 let p = gen_packet(input, hint, blksize, &self.fill);
                 self.deliver(from, p);
             }
             4 => {
-                let from = self.strangers[usize::from(input.u8() % 2)];
+                let from = strangers[usize::from(input.u8() % 2)];
                 let p = input.chunk().to_vec();
                 self.deliver(from, p);
             }
-            5 => self.tick(None),
-            6 => self.tick(Some(Duration::from_millis(input.u16().into()))),
+            // Run to the deadline, if there is one.
+            5 => {
+                if self.h.m.poll_timeout().is_some() {
+                    self.h.fire();
+                }
+            }
+            // Advance the clock, and handle the timeout if it is due.
+            6 => {
+                let d = Duration::from_millis(input.u16().into());
+                self.h.step(Act::Advance(d));
+                if self.h.m.poll_timeout().is_some_and(|t| t <= self.h.now) {
+                    self.h.step(Act::Timeout);
+                }
+            }
             7 => {
                 let codes = [0, 1, 2, 3, 4, 6, 8];
                 let code = ErrorCode(codes[usize::from(input.u8()) % codes.len()]);
                 let message = String::from_utf8_lossy(input.chunk()).into_owned();
-                self.abort(code, &message);
+                self.h.step(Act::Abort(code, message));
             }
             8 => {
-                if let Some((from, p)) = self.last_in.clone() {
+                if let Some((from, p)) = self.h.last_in.clone() {
                     self.deliver(from, p);
                 }
             }
             _ => {
                 let i = usize::from(input.u8());
-                if let Some(p) = self
-                    .recent_out
-                    .get(i % self.recent_out.len().max(1))
-                    .cloned()
-                {
+                let recent = &self.h.recent_out;
+                if let Some(p) = recent.get(i % recent.len().max(1)).cloned() {
                     self.deliver(self.peer, p);
                 }
             }
@@ -1354,23 +1185,23 @@ impl Session {
     /// The packet that moves the transfer on, as a correct peer would send.
     fn progress(&mut self, input: &mut Input<'_>) -> Vec<u8> {
         let sel = input.u8();
-        if self.role.is_client() && self.negotiated.is_none() {
+        if self.h.role().is_client() && self.h.negotiated.is_none() {
             return self.server_answer(sel);
         }
-        if self.role.sends_data() {
+        if self.h.role().sends_data() {
             return packet_bytes(&Packet::Ack {
-                block: self.top_data.unwrap_or(0),
+                block: self.h.data_hi as u16,
             });
         }
-        let blksize = self.blksize();
+        let blksize = self.h.blksize();
         let len = if sel < 0xC0 && self.payload_left >= blksize {
             blksize
         } else {
             usize::from(sel & 0x3F) * blksize / 64
         };
         self.payload_left = self.payload_left.saturating_sub(len);
-        let block = self.model_next as u16;
-        let data = fill_bytes(&self.fill, self.model_next, len);
+        let block = self.h.model_next as u16;
+        let data = fill_bytes(&self.fill, self.h.model_next, len);
         packet_bytes(&Packet::Data { block, data: &data })
     }
 
@@ -1378,6 +1209,7 @@ impl Session {
     /// asked (odd `sel`, when something was), else DATA 1 or ACK 0.
     fn server_answer(&mut self, sel: u8) -> Vec<u8> {
         let a = self.asked;
+        let put = self.h.role() == Role::ClientPut;
         if sel % 2 == 1 && !a.is_empty() {
             let shrink = |v: u64| {
                 if sel & 2 != 0 {
@@ -1394,11 +1226,7 @@ impl Session {
                 options.push(("timeout", t.to_string()));
             }
             if let Some(t) = a.tsize {
-                let size = if self.role == Role::ClientPut {
-                    t
-                } else {
-                    u64::from(sel) * 97
-                };
+                let size = if put { t } else { u64::from(sel) * 97 };
                 options.push(("tsize", size.to_string()));
             }
             if let Some(w) = a.windowsize {
@@ -1408,7 +1236,7 @@ impl Session {
                 options.iter().map(|(n, v)| RawOption::new(n, v)).collect();
             return packet_bytes(&Packet::Oack { options: raw });
         }
-        if self.role == Role::ClientPut {
+        if put {
             return packet_bytes(&Packet::Ack { block: 0 });
         }
         let len = if sel < 0xC0 {
@@ -1422,407 +1250,6 @@ impl Session {
             data: &data,
         })
     }
-
-    fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) {
-        let before_unknown = self.m.counters().unknown_tid;
-        let before = (
-            self.m.poll_timeout(),
-            self.m.is_closed(),
-            self.m.bytes_transferred(),
-        );
-        let parsed_ack = match Packet::parse(&datagram) {
-            Ok(Packet::Ack { block }) => Some(block),
-            _ => None,
-        };
-        let dup = self.finished.is_none() && parsed_ack.is_some() && parsed_ack == self.dup_ack;
-        self.datagrams_in += 1;
-        self.m.handle_datagram(self.now, from, &datagram);
-        let stranger = self.m.counters().unknown_tid > before_unknown;
-        if self.surely_stranger(from) {
-            assert!(stranger, "datagram from {from} taken as the peer's");
-        }
-        let was_finished = self.finished.is_some();
-        let out = self.after(Cause::Datagram { from, stranger }, Some(&datagram));
-        self.last_in = Some((from, datagram.clone()));
-        if stranger {
-            let after = (
-                self.m.poll_timeout(),
-                self.m.is_closed(),
-                self.m.bytes_transferred(),
-            );
-            assert_eq!(before, after, "a stranger's datagram changed the transfer");
-            return;
-        }
-        let sent_data = out.iter().any(|(_, b)| b.starts_with(&[0, 3]));
-        if dup {
-            assert!(!sent_data, "DATA sent in answer to a duplicate ACK");
-            assert_eq!(
-                self.m.poll_timeout(),
-                before.0,
-                "a duplicate ACK moved the retransmission timer"
-            );
-        }
-        if let Some(block) = parsed_ack.filter(|_| self.role.sends_data()) {
-            if self.m.bytes_transferred() > before.2 || (block == 0 && sent_data) {
-                self.dup_ack = Some(block);
-            }
-        }
-        if !self.role.sends_data() && !was_finished {
-            self.model_step(&datagram);
-        }
-        if self.role.sends_data() {
-            if let Some(Ok(summary)) = &self.finished {
-                if !was_finished {
-                    let blk = self.blksize();
-                    let last = self.wire.len() / blk + 1;
-                    assert_eq!(
-                        parsed_ack,
-                        Some(last as u16),
-                        "finished without the last ACK"
-                    );
-                    assert_eq!(summary.bytes, self.wire.len() as u64);
-                    assert_eq!(summary.blocks, last as u64);
-                }
-            }
-        }
-    }
-
-    /// The receiver's model: an in-order DATA of at most blksize bytes is
-    /// the next piece of the stream, and a short one ends it.
-    fn model_step(&mut self, datagram: &[u8]) {
-        let Ok(Packet::Data { block, data }) = Packet::parse(datagram) else {
-            return;
-        };
-        if self.negotiated.is_none() {
-            panic!("DATA accepted before options were settled");
-        }
-        let blksize = self.blksize();
-        if data.len() <= blksize && block == self.model_next as u16 {
-            self.model.extend_from_slice(data);
-            self.model_next += 1;
-            self.model_done = data.len() < blksize;
-        }
-        match &self.finished {
-            Some(Ok(summary)) => {
-                assert!(self.model_done, "finished before the last block");
-                let sink = self.sink.as_ref().expect("receiver sink").borrow();
-                assert!(sink.committed && !sink.aborted, "success without commit");
-                let expected = if self.mode == Mode::Netascii {
-                    decode_all(&self.model)
-                } else {
-                    self.model.clone()
-                };
-                assert!(
-                    sink.data == expected,
-                    "received data differs from what was sent"
-                );
-                assert_eq!(summary.bytes, self.model.len() as u64);
-                assert_eq!(summary.blocks, self.model_next - 1);
-            }
-            Some(Err(_)) => {}
-            // A client commits once its final ACK is out: the end is due
-            // at once, as a deadline.
-            None => assert!(
-                !self.model_done
-                    || (matches!(self.role, Role::ClientGet)
-                        && self.m.poll_timeout().is_some_and(|d| d <= self.now)),
-                "last block not recognised"
-            ),
-        }
-    }
-
-    fn tick(&mut self, advance: Option<Duration>) {
-        match advance {
-            Some(d) => self.now += d,
-            None => match self.m.poll_timeout() {
-                Some(d) => self.now = self.now.max(d),
-                None => return,
-            },
-        }
-        if self.m.poll_timeout().is_some_and(|d| d <= self.now) {
-            self.m.handle_timeout(self.now);
-            self.after(Cause::Timeout, None);
-        }
-    }
-
-    fn abort(&mut self, code: ErrorCode, message: &str) {
-        let was_finished = self.finished.is_some();
-        self.m.abort(code, message);
-        let out = self.after(Cause::Abort, None);
-        if was_finished {
-            assert!(out.is_empty(), "abort after the end sent something");
-        } else {
-            assert!(matches!(
-                &self.finished,
-                Some(Err(TransferError::Local { code: c, .. })) if *c == code
-            ));
-            for (_, b) in &out {
-                assert_eq!(error_code_of(b), Some(code.0), "abort sent a non-ERROR");
-            }
-        }
-    }
-
-    fn wind_down(&mut self) {
-        let mut timeouts = 0;
-        while !self.m.is_closed() {
-            let Some(deadline) = self.m.poll_timeout() else {
-                panic!("open but waiting for nothing: it would never close");
-            };
-            assert!(
-                timeouts <= self.retries,
-                "still open after {timeouts} timeouts with {} retries",
-                self.retries
-            );
-            timeouts += 1;
-            self.now = self.now.max(deadline);
-            self.m.handle_timeout(self.now);
-            self.after(Cause::Timeout, None);
-        }
-        assert!(self.finished.is_some(), "closed without reporting the end");
-        assert_eq!(self.m.poll_timeout(), None, "closed but wants a timeout");
-        let c = self.m.counters();
-        assert_eq!(
-            c.datagrams_sent, self.datagrams_out,
-            "datagrams_sent counter"
-        );
-        assert_eq!(
-            c.datagrams_received, self.datagrams_in,
-            "datagrams_received counter"
-        );
-        if let Some(sink) = &self.sink {
-            let s = sink.borrow();
-            assert!(
-                s.committed != s.aborted,
-                "sink neither committed nor aborted"
-            );
-            assert_eq!(s.committed, matches!(self.finished, Some(Ok(_))));
-        }
-    }
-
-    /// Drains what the machine has to say after a step and checks it.
-    fn after(&mut self, cause: Cause, datagram: Option<&[u8]>) -> Vec<(SocketAddr, Vec<u8>)> {
-        let window_before = self.window();
-        let finished_before = self.finished.is_some();
-        let mut out = Vec::new();
-        while let Some(t) = self.m.poll_transmit(self.now, &mut self.buf) {
-            assert!(t.len <= self.buf.len());
-            out.push((t.dest, self.buf[..t.len].to_vec()));
-            assert!(out.len() <= 70_000, "poll_transmit never returns None");
-        }
-        self.datagrams_out += out.len() as u64;
-        while let Some(event) = self.m.poll_event() {
-            self.event(event, cause, datagram);
-        }
-        let window = window_before.max(self.window());
-        let (mut data, mut control, mut errors) = (0, 0, 0);
-        for (dest, b) in &out {
-            match self.check_datagram(*dest, b, cause, finished_before) {
-                Kind::Data => data += 1,
-                Kind::Control => control += 1,
-                Kind::Error => errors += 1,
-            }
-        }
-        // No amplification: what one datagram (or one timeout) may cause.
-        let (max_data, max_control) = if self.role.sends_data() {
-            (window, 1)
-        } else {
-            (0, 1)
-        };
-        assert!(
-            data <= max_data && control <= max_control && errors <= 1,
-            "{cause:?} caused {data} DATA, {control} control, {errors} ERROR (window {window})"
-        );
-        assert!(data == 0 || control == 0, "DATA and control in one step");
-        if let (Some(limit), Some(sink)) = (self.size_limit, &self.sink) {
-            let high = sink.borrow().high_water as u64;
-            assert!(
-                high <= limit,
-                "wrote {high} bytes past the limit of {limit}"
-            );
-        }
-        for (_, b) in &out {
-            if self.recent_out.len() == 8 {
-                self.recent_out.remove(0);
-            }
-            self.recent_out.push(b.clone());
-        }
-        out
-    }
-
-    fn event(&mut self, event: Event, cause: Cause, datagram: Option<&[u8]>) {
-        match event {
-            Event::Negotiated(n) => {
-                assert!(self.negotiated.is_none(), "Negotiated twice");
-                assert!(self.finished.is_none(), "Negotiated after the end");
-                assert!((MIN_BLKSIZE..=MAX_BLKSIZE).contains(&n.blksize), "{n:?}");
-                assert!(n.windowsize >= 1, "{n:?}");
-                assert!(n.timeout.is_none_or(|t| t >= 1), "{n:?}");
-                if self.role.is_client() {
-                    let a = self.asked;
-                    assert!(n.blksize == 512 || a.blksize.is_some_and(|b| n.blksize <= b));
-                    assert!(n.windowsize == 1 || a.windowsize.is_some_and(|w| n.windowsize <= w));
-                    assert!(n.timeout.is_none() || n.timeout == a.timeout);
-                }
-                self.negotiated = Some(n);
-            }
-            Event::Finished(result) => {
-                assert!(self.finished.is_none(), "Finished twice");
-                match &result {
-                    Err(TransferError::Peer { .. }) => {
-                        let is_error = datagram.is_some_and(|d| d.starts_with(&[0, 5]));
-                        assert!(is_error, "peer error reported without an ERROR");
-                        assert!(matches!(
-                            cause,
-                            Cause::Datagram {
-                                stranger: false,
-                                ..
-                            }
-                        ));
-                    }
-                    Err(TransferError::TimedOut { .. } | TransferError::Unconfirmed { .. }) => {
-                        assert_eq!(cause, Cause::Timeout)
-                    }
-                    Err(TransferError::Local { code, .. }) => {
-                        assert_ne!(code.0, 5, "ended with ERROR 5")
-                    }
-                    // A client's download ends at its commit deadline.
-                    Ok(_) => assert!(
-                        matches!(cause, Cause::Datagram { .. })
-                            || (matches!(self.role, Role::ClientGet) && cause == Cause::Timeout)
-                    ),
-                }
-                if result.is_err() {
-                    if let Some(sink) = &self.sink {
-                        let s = sink.borrow();
-                        assert!(s.aborted && !s.committed, "failed but the sink was kept");
-                    }
-                }
-                if result.is_ok() && cause == Cause::Timeout {
-                    self.final_ack = self.last_ack;
-                }
-                self.finished = Some(result);
-            }
-        }
-    }
-
-    /// Checks one emitted datagram and says what kind it is.
-    fn check_datagram(
-        &mut self,
-        dest: SocketAddr,
-        b: &[u8],
-        cause: Cause,
-        finished_before: bool,
-    ) -> Kind {
-        let packet =
-            Packet::parse(b).unwrap_or_else(|e| panic!("emitted an invalid datagram ({e}): {b:?}"));
-        if let Packet::Error { code, .. } = packet {
-            if code == ErrorCode::UNKNOWN_TID {
-                let Cause::Datagram {
-                    from,
-                    stranger: true,
-                } = cause
-                else {
-                    panic!("ERROR 5 to {dest} without a stranger's datagram");
-                };
-                assert_eq!(dest, from, "ERROR 5 to the wrong address");
-                return Kind::Error;
-            }
-        }
-        let after_end_ok = matches!(
-            (&packet, &self.finished, self.final_ack),
-            (Packet::Ack { block }, Some(Ok(_)), Some(last)) if *block == last
-        );
-        assert!(
-            !finished_before || after_end_ok,
-            "sent {packet} after the end ({:?})",
-            self.finished
-        );
-        if let Packet::Rrq(_) | Packet::Wrq(_) = packet {
-            let want = if self.role == Role::ClientGet {
-                Opcode::Rrq
-            } else {
-                Opcode::Wrq
-            };
-            assert!(
-                self.role.is_client() && packet.opcode() == want,
-                "sent {packet}"
-            );
-            assert_eq!(dest, LISTEN, "request not sent to the server's port");
-            assert!(
-                self.tid.is_none(),
-                "request resent after the server answered"
-            );
-            let first = self.request.get_or_insert_with(|| b.to_vec());
-            assert_eq!(first.as_slice(), b, "a resent request differs");
-            return Kind::Control;
-        }
-        match self.tid {
-            Some(tid) => assert_eq!(dest, tid, "sent {packet} to a second address"),
-            None => {
-                if !self.role.is_client() {
-                    assert_eq!(dest, CLIENT, "server sent {packet} to {dest}");
-                }
-                assert!(dest != LISTEN, "sent {packet} to the listening port");
-                self.tid = Some(dest);
-            }
-        }
-        match packet {
-            Packet::Error { code, .. } => {
-                assert!(dest.ip() == self.peer.ip(), "ERROR {code:?} to {dest}");
-                self.errors_sent += 1;
-                assert_eq!(self.errors_sent, 1, "more than one ERROR to the peer");
-                Kind::Error
-            }
-            Packet::Data { block, data } => {
-                assert!(self.role.sends_data(), "a receiver sent DATA");
-                self.check_data(block, data);
-                Kind::Data
-            }
-            Packet::Ack { block } => {
-                assert!(!self.role.sends_data(), "a sender sent ACK");
-                self.last_ack = Some(block);
-                if matches!(self.finished, Some(Ok(_))) {
-                    let last = *self.final_ack.get_or_insert(block);
-                    assert_eq!(block, last, "re-ACK after the end is not the last block");
-                }
-                Kind::Control
-            }
-            Packet::Oack { .. } => {
-                assert!(!self.role.is_client(), "a client sent an OACK");
-                assert!(self.top_data.is_none(), "OACK after DATA");
-                Kind::Control
-            }
-            Packet::Rrq(_) | Packet::Wrq(_) => unreachable!(),
-        }
-    }
-
-    /// A DATA block carries exactly the right slice of the wire stream.
-    fn check_data(&mut self, block: u16, data: &[u8]) {
-        let n = self
-            .negotiated
-            .expect("DATA before the options were settled");
-        let blk = usize::from(n.blksize);
-        assert!(
-            block >= 1,
-            "DATA 0 from a file of {} bytes",
-            self.wire.len()
-        );
-        let start = (usize::from(block) - 1) * blk;
-        assert!(start <= self.wire.len(), "DATA {block} past the end");
-        let end = (start + blk).min(self.wire.len());
-        assert!(
-            data == &self.wire[start..end],
-            "DATA {block} has the wrong bytes"
-        );
-        self.top_data = Some(self.top_data.map_or(block, |t| t.max(block)));
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Data,
-    Control,
-    Error,
 }
 
 fn gen_mode(input: &mut Input<'_>, sel: u8) -> Vec<u8> {
@@ -1836,9 +1263,18 @@ fn gen_mode(input: &mut Input<'_>, sel: u8) -> Vec<u8> {
     }
 }
 
+/// What a sender must put on the wire for `file` in `mode`.
+fn wire_of(file: &[u8], mode: Mode) -> Wire {
+    Wire::Bytes(if mode == Mode::Netascii {
+        encode_all(file)
+    } else {
+        file.to_vec()
+    })
+}
+
 /// A server machine built from an arbitrary request (through the listener's
 /// `parse_request`), then fed datagrams from the client and from strangers,
-/// and clock ticks. See [`Session`] for the invariants.
+/// and clock ticks. See [`Harness`] for the invariants.
 pub fn server_session(data: &[u8]) {
     run_server_session(data);
 }
@@ -1897,30 +1333,36 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
         }
     };
     let now = Instant::now();
-    let mut session = match direction {
+    let spec = |role, wire| Spec {
+        role,
+        mode: request.mode,
+        filename: request.filename.to_owned(),
+        req_opts: request
+            .options
+            .iter()
+            .map(|o| (o.name.to_vec(), o.value.to_vec()))
+            .collect(),
+        client_opts: OptionRequest::default(),
+        limits: config.limits,
+        limit: config.limits.max_upload,
+        timeout: config.timeout,
+        min_rto: config.min_rto,
+        retries: config.retries,
+        wire,
+        fail_commit: false,
+        lenient: Lenient::default(),
+        origin: format!("server_session: {request:?}, {config:?}"),
+    };
+    let harness = match direction {
         Direction::Read => {
-            let source = CheckedSource {
-                inner: MemSource::new(file.clone()),
-                released: 0,
-            };
+            let source = TestSource::bytes(file.clone());
             let size = (request.mode != Mode::Netascii).then_some(file.len() as u64);
             let expected = negotiate(&request, direction, size, &config.limits);
             match ServerRead::new(now, CLIENT, &request, source, &config) {
                 Ok(m) => {
-                    let mut s = Session::new(
-                        Role::ServerRead,
-                        wrap(Box::new(m)),
-                        now,
-                        timeout_budget(config.retries, config.min_rto, config.timeout),
-                        request.mode,
-                    );
-                    s.wire = if request.mode == Mode::Netascii {
-                        encode_all(&file)
-                    } else {
-                        file
-                    };
                     assert!(expected.is_ok());
-                    s
+                    let wire = wire_of(&file, request.mode);
+                    Harness::new(spec(Role::ServerRead, wire), wrap(Box::new(m)), None, now)
                 }
                 Err(refusal) => {
                     assert!(expected.is_err(), "refused what negotiate accepts");
@@ -1930,25 +1372,17 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
             }
         }
         Direction::Write => {
-            let state = Rc::new(RefCell::new(SinkState::default()));
-            let sink = CheckedSink(state.clone());
+            let sink = TestSink::new(SinkLog::default());
+            let log = sink.0.clone();
             match ServerWrite::new(now, CLIENT, &request, sink, &config) {
                 Ok(m) => {
-                    let mut s = Session::new(
-                        Role::ServerWrite,
-                        wrap(Box::new(m)),
-                        now,
-                        timeout_budget(config.retries, config.min_rto, config.timeout),
-                        request.mode,
-                    );
-                    s.sink = Some(state);
-                    s.size_limit = config.limits.max_upload;
-                    s
+                    let s = spec(Role::ServerWrite, Wire::Unknown);
+                    Harness::new(s, wrap(Box::new(m)), Some(log), now)
                 }
                 Err(refusal) => {
                     assert!([3, 8].contains(&refusal.code.0), "refusal {refusal}");
                     assert!(
-                        state.borrow().aborted,
+                        log.borrow().aborts == 1 && log.borrow().misuse().is_empty(),
                         "refused but the sink was not aborted"
                     );
                     return None;
@@ -1956,16 +1390,12 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
             }
         }
     };
-    if !fill.is_empty() {
-        session.fill = fill;
-    }
-    session.run(&mut input);
-    session.finished
+    Session::new(harness, fill).run(&mut input)
 }
 
 /// A client machine (download or upload) with arbitrary settings, fed
 /// answers from the server's transfer port, from a second server port, from
-/// other hosts, and clock ticks. See [`Session`] for the invariants.
+/// other hosts, and clock ticks. See [`Harness`] for the invariants.
 pub fn client_session(data: &[u8]) {
     run_client_session(data);
 }
@@ -2015,30 +1445,33 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
         || filename.len() > 4096
         || mode == Mode::Mail;
     let now = Instant::now();
-    let mut session = if put {
-        let source = CheckedSource {
-            inner: MemSource::new(file.clone()),
-            released: 0,
-        };
+    let spec = |role, wire| Spec {
+        role,
+        mode,
+        filename: filename.clone(),
+        req_opts: Vec::new(),
+        client_opts: options,
+        limits: Limits::default(),
+        limit: config.max_size.filter(|_| role == Role::ClientGet),
+        timeout: config.timeout,
+        min_rto: config.min_rto,
+        retries: config.retries,
+        wire,
+        fail_commit: false,
+        lenient: Lenient::default(),
+        origin: format!("client_session: {filename:?}, {config:?}"),
+    };
+    let session = if put {
+        let source = TestSource::bytes(file.clone());
         match ClientPut::new(now, LISTEN, &filename, source, &config) {
             Ok(m) => {
-                let mut s = Session::new(
-                    Role::ClientPut,
-                    wrap(Box::new(m)),
-                    now,
-                    timeout_budget(config.retries, config.min_rto, config.timeout),
-                    mode,
-                );
-                s.wire = if mode == Mode::Netascii {
-                    encode_all(&file)
-                } else {
-                    file.clone()
-                };
-                s.asked = options;
+                let s = spec(Role::ClientPut, wire_of(&file, mode));
+                let mut session = Session::new(Harness::new(s, wrap(Box::new(m)), None, now), fill);
+                session.asked = options;
                 if options.tsize.is_some() {
-                    s.asked.tsize = (mode != Mode::Netascii).then_some(file.len() as u64);
+                    session.asked.tsize = (mode != Mode::Netascii).then_some(file.len() as u64);
                 }
-                s
+                session
             }
             Err(e) => {
                 assert!(invalid, "refused a valid upload: {e}");
@@ -2046,20 +1479,15 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
             }
         }
     } else {
-        let state = Rc::new(RefCell::new(SinkState::default()));
-        match ClientGet::new(now, LISTEN, &filename, CheckedSink(state.clone()), &config) {
+        let sink = TestSink::new(SinkLog::default());
+        let log = sink.0.clone();
+        match ClientGet::new(now, LISTEN, &filename, sink, &config) {
             Ok(m) => {
-                let mut s = Session::new(
-                    Role::ClientGet,
-                    wrap(Box::new(m)),
-                    now,
-                    timeout_budget(config.retries, config.min_rto, config.timeout),
-                    mode,
-                );
-                s.sink = Some(state);
-                s.size_limit = config.max_size;
-                s.asked = options;
-                s
+                let s = spec(Role::ClientGet, Wire::Unknown);
+                let h = Harness::new(s, wrap(Box::new(m)), Some(log), now);
+                let mut session = Session::new(h, fill);
+                session.asked = options;
+                session
             }
             Err(e) => {
                 assert!(invalid, "refused a valid download: {e}");
@@ -2068,11 +1496,7 @@ fn run_client_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
         }
     };
     assert!(!invalid, "accepted an invalid request");
-    if !fill.is_empty() {
-        session.fill = fill;
-    }
-    session.run(&mut input);
-    session.finished
+    session.run(&mut input)
 }
 
 // ---- seed corpus ------------------------------------------------------------
@@ -2308,13 +1732,6 @@ fn min_rto(retries_byte: u8, timeout: Duration) -> Duration {
     } else {
         Duration::from_millis(1)
     }
-}
-
-/// How many timeouts a machine may take once input stops before it must
-/// close: the timer's own, plus one deadline that is no timeout (a
-/// sender's deferred gap ACK, or a client's commit after its final ACK).
-fn timeout_budget(retries: u32, min_rto: Duration, timeout: Duration) -> u32 {
-    1 + tftplab::proto::timeouts_before_giving_up(retries, min_rto, timeout)
 }
 
 /// A session's common tail: timeout (ms), retries, and the events.
@@ -2583,7 +2000,7 @@ fn path_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tftplab::proto::Transmit;
+    use tftplab::proto::{Event, Transmit};
 
     #[test]
     fn every_seed_passes_its_target() {
