@@ -165,21 +165,47 @@ async fn send<S: DatagramSocket>(socket: &S, out: Outgoing<'_>) {
 /// `lifetime`, if given, is when the transfer is aborted with ERROR 0
 /// however it is going (the server's cap on how long one transfer may hold
 /// a slot).
+///
+/// Every timer it arms is published on the socket
+/// ([`DatagramSocket::next_wake`]): the earlier of the machine's deadline
+/// and the lifetime, whenever that changes, and `None` when it returns.
 pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     machine: &mut T,
     socket: &S,
     cancel: &mut watch::Receiver<Cancel>,
     until: Until,
     lifetime: Option<Instant>,
+    on_event: impl FnMut(Event) -> Control,
+    on_progress: impl FnMut(u64) -> Control,
+) {
+    drive_loop(
+        machine,
+        socket,
+        cancel,
+        until,
+        lifetime,
+        on_event,
+        on_progress,
+    )
+    .await;
+    socket.next_wake(None);
+}
+
+async fn drive_loop<T: Transfer, S: DatagramSocket>(
+    machine: &mut T,
+    socket: &S,
+    cancel: &mut watch::Receiver<Cancel>,
+    until: Until,
+    lifetime_at: Option<Instant>,
     mut on_event: impl FnMut(Event) -> Control,
     mut on_progress: impl FnMut(u64) -> Control,
 ) {
     let mut batch = Batch::new();
     // Sized from the machine as it goes (see `receive_room`).
     let mut rx = Vec::new();
-    let mut lifetime_live = lifetime.is_some();
+    let mut lifetime_live = lifetime_at.is_some();
     let lifetime = tokio::time::sleep_until(
-        lifetime.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
+        lifetime_at.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
     );
     tokio::pin!(lifetime);
     let mut finished = false;
@@ -192,6 +218,8 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<tokio::time::Instant> = None;
+    // What the socket was last told about this loop's timers.
+    let mut published: Option<Option<Instant>> = None;
     loop {
         // Events before transmits: a hook that aborts on an event (UEFI's
         // tsize probe answers the OACK with ERROR 8) must do so before the
@@ -231,6 +259,15 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
         if let Some(d) = deadline.filter(|&d| armed != Some(d)) {
             sleep.as_mut().reset(d);
             armed = Some(d);
+        }
+        let wake = match (deadline.map(|d| d.into_std()), lifetime_at) {
+            (Some(d), Some(l)) if lifetime_live => Some(d.min(l)),
+            (None, Some(l)) if lifetime_live => Some(l),
+            (d, _) => d,
+        };
+        if published != Some(wake) {
+            socket.next_wake(wake);
+            published = Some(wake);
         }
         rx.resize(receive_room(machine.max_datagram(), socket.coalesces()), 0);
         tokio::select! {

@@ -11,8 +11,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tftplab::runtime::{DatagramSocket, Network};
+use std::time::{Duration, Instant};
+use tftplab::runtime::{now, DatagramSocket, Network};
 
 /// Names hosts in the trace, tells the time since the run started, and
 /// whether a link is cut.
@@ -25,15 +25,6 @@ pub trait LabClock: Send + Sync + 'static {
     fn link_cut(&self, _from: &str, _to: &str) -> bool {
         false
     }
-    /// A copy held back for `delay` will be sent then: a simulator that
-    /// skips idle time must not skip past it.
-    fn will_send_after(&self, _delay: Duration) {}
-    /// `host`'s socket on `port` is sending (whatever the datagram's fate)
-    /// or has received a datagram: the transfer machine on it may have just
-    /// armed its timer.
-    fn activity(&self, _host: &str, _port: u16, _sending: bool) {}
-    /// `host`'s socket on `port` is closed: no timer runs for it any more.
-    fn closed(&self, _host: &str, _port: u16) {}
 }
 
 /// Wraps `N` so every send goes through the injector.
@@ -73,6 +64,31 @@ pub struct FaultySocket<S: DatagramSocket> {
     injector: Arc<Mutex<(Injector, Script)>>,
     trace: Trace,
     clock: Arc<dyn LabClock>,
+    wakes: Arc<Mutex<Wakes>>,
+}
+
+/// The timers behind one [`FaultySocket`]: its driver's (as published to
+/// it) and one per copy held back. The inner socket hears of the earliest
+/// ([`DatagramSocket::next_wake`]), so a simulator that skips idle time
+/// wakes for a held-back copy as it does for a retransmission. A copy
+/// still held when the socket closes keeps the inner socket, and this, alive
+/// until it leaves.
+#[derive(Default)]
+struct Wakes {
+    driver: Option<Instant>,
+    held: Vec<Instant>,
+    published: Option<Instant>,
+}
+
+impl Wakes {
+    /// Tells `inner` of the earliest wake if that changed.
+    fn publish(&mut self, inner: &impl DatagramSocket) {
+        let earliest = self.held.iter().copied().chain(self.driver).min();
+        if earliest != self.published {
+            self.published = earliest;
+            inner.next_wake(earliest);
+        }
+    }
 }
 
 impl<N: Network> Network for FaultyNet<N> {
@@ -96,6 +112,7 @@ impl<N: Network> Network for FaultyNet<N> {
                 injector,
                 trace,
                 clock,
+                wakes: Arc::default(),
             })
         }
     }
@@ -168,7 +185,11 @@ impl Copies {
 
 impl<S: DatagramSocket> Drop for FaultySocket<S> {
     fn drop(&mut self) {
-        self.clock.closed(&self.host, self.local.port());
+        // Copies still held back keep their wakes.
+        if let Ok(mut w) = self.wakes.lock() {
+            w.driver = None;
+            w.publish(&*self.inner);
+        }
     }
 }
 
@@ -193,7 +214,6 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.clock.activity(&self.host, self.local.port(), true);
         // Rendered once: the script matches it and the trace keeps it.
         let rendered = render_packet(buf);
         let fate = self.decide(&rendered);
@@ -239,7 +259,12 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 now_copies += 1;
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
-                self.clock.will_send_after(d);
+                let leaves = now() + d;
+                let wakes = self.wakes.clone();
+                if let Ok(mut w) = wakes.lock() {
+                    w.held.push(leaves);
+                    w.publish(&*inner);
+                }
                 let (copies, clock, host, to) = (
                     copies.clone(),
                     self.clock.clone(),
@@ -247,9 +272,15 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                     to.clone(),
                 );
                 tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
+                    tokio::time::sleep_until(leaves.into()).await;
                     copies.leaving(clock.link_cut(&host, &to));
                     let _ = inner.send_to(&data, target).await;
+                    if let Ok(mut w) = wakes.lock() {
+                        if let Some(i) = w.held.iter().position(|&t| t == leaves) {
+                            w.held.swap_remove(i);
+                        }
+                        w.publish(&*inner);
+                    }
                 });
             }
         }
@@ -267,14 +298,13 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        let received = self.inner.recv_from(buf);
-        let (clock, host, port) = (self.clock.clone(), self.host.clone(), self.local.port());
-        async move {
-            let got = received.await;
-            if got.is_ok() {
-                clock.activity(&host, port, false);
-            }
-            got
+        self.inner.recv_from(buf)
+    }
+
+    fn next_wake(&self, at: Option<Instant>) {
+        if let Ok(mut w) = self.wakes.lock() {
+            w.driver = at;
+            w.publish(&*self.inner);
         }
     }
 }
