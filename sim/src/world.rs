@@ -6,7 +6,8 @@ use crate::lab::check::{judge, RunRecord, Verdict};
 use crate::lab::faults::{Direction, Injector, Script};
 use crate::lab::net::{FaultyNet, LabClock};
 use crate::lab::profile::{run_client, ActionResult};
-use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind, WriteSpec};
+use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind};
+use crate::lab::setup::{mix, server_setup, stage};
 use crate::lab::trace::{Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -16,13 +17,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tftplab::options::Limits;
-use tftplab::proto::ServerConfig;
 use tftplab::proto::TransferError;
-use tftplab::runtime::{
-    now, serve, DatagramSocket, Network, ServerEvent, ServerHandle, ServerOptions,
-};
-use tftplab::store::{Store, StoreConfig, WritePolicy};
+use tftplab::runtime::{now, serve, DatagramSocket, Network, ServerEvent, ServerHandle};
+use tftplab::store::Store;
 
 /// turmoil's UDP as a tftplab [`Network`]. Inside [`run`] every socket it
 /// binds publishes its wake-ups in the run's [`Wakes`].
@@ -311,69 +308,6 @@ impl SimRun {
     }
 }
 
-fn mix(seed: u64, salt: &str) -> u64 {
-    // FNV-1a over the salt, folded into the seed: stable across platforms.
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in salt.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x1000_0000_01b3);
-    }
-    h
-}
-
-/// Writes the scenario's files into a fresh root.
-fn stage(scenario: &Scenario, root: &Path) -> io::Result<()> {
-    for f in &scenario.files {
-        let path = root.join(f.name.trim_start_matches('/'));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        match &f.content {
-            FileContent::Symlink(target) => {
-                #[cfg(unix)]
-                std::os::unix::fs::symlink(target, &path)?;
-            }
-            FileContent::Path(p) => {
-                let base = scenario.path.parent().unwrap_or(Path::new("."));
-                std::fs::copy(base.join(p), &path)?;
-            }
-            other => std::fs::write(&path, other.bytes().unwrap_or_default())?,
-        }
-    }
-    Ok(())
-}
-
-fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
-    let s = &scenario.server;
-    let write = match s.write {
-        WriteSpec::Off => WritePolicy::Off,
-        WriteSpec::Create => WritePolicy::Create,
-        WriteSpec::Overwrite => WritePolicy::Overwrite,
-    };
-    let store = StoreConfig::new(".")
-        .write(write)
-        .max_upload(s.max_upload)
-        .create_dirs(s.create_dirs);
-    let options = ServerOptions {
-        bind: SocketAddr::from(([0, 0, 0, 0], 69)),
-        transfer: ServerConfig {
-            timeout: s.timeout,
-            min_rto: s.min_rto,
-            retries: s.retries,
-            limits: Limits {
-                max_blksize: s.max_blksize,
-                max_windowsize: s.max_windowsize,
-                max_upload: s.max_upload,
-                ..Limits::default()
-            },
-        },
-        max_transfers: s.max_transfers,
-        port_range: None,
-        ..ServerOptions::default()
-    };
-    (store, options)
-}
-
 /// Runs `scenario` with `seed` and judges it.
 pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let root = match tempfile::tempdir() {
@@ -381,7 +315,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         Err(e) => return failed_setup(seed, format!("temp dir: {e}")),
     };
     if let Err(e) = stage(scenario, root.path()) {
-        return failed_setup(seed, format!("staging files: {e}"));
+        return failed_setup(seed, e);
     }
     let trace = Trace::new();
     let wakes = Arc::new(Wakes::default());
@@ -407,11 +341,8 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let incarnation = Arc::new(AtomicU64::new(0));
     let server_timeouts = Arc::new(ServerTimeouts::default());
     {
-        let (store_cfg, options) = server_options(scenario);
-        let store_cfg = StoreConfig {
-            root: root.path().to_path_buf(),
-            ..store_cfg
-        };
+        let (store_cfg, options) =
+            server_setup(scenario, root.path(), SocketAddr::from(([0, 0, 0, 0], 69)));
         let plan = scenario.faults.server_to_client;
         let script = Script::new(&scenario.faults, Direction::ServerToClient);
         let server_timeouts = server_timeouts.clone();

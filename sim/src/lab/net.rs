@@ -4,7 +4,8 @@
 //! host with the client-to-server faults, so every datagram passes exactly
 //! one injector.
 
-use super::faults::{decide_scripted, Cause, Fate, Injector, Script};
+use super::faults::{decide_scripted, Fate, Injector, Script};
+use super::setup::{deliver_now, trace_fate};
 use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
 use std::future::Future;
 use std::io;
@@ -131,10 +132,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
     /// does not shift the random fates of the others.
     fn decide(&self, rendered: &str) -> Fate {
         let Ok(mut guard) = self.injector.lock() else {
-            return Fate::Deliver {
-                delays: vec![Duration::ZERO],
-                held_back: false,
-            };
+            return deliver_now();
         };
         let (injector, script) = &mut *guard;
         decide_scripted(injector, script, rendered)
@@ -193,17 +191,6 @@ impl<S: DatagramSocket> Drop for FaultySocket<S> {
     }
 }
 
-/// How a trace names a drop's cause.
-pub fn cause_name(c: Cause) -> &'static str {
-    match c {
-        Cause::Loss => "loss",
-        Cause::Burst => "burst loss",
-        Cause::Corrupted => "corrupted, bad checksum",
-        Cause::Truncated => "truncated, bad length",
-        Cause::Scripted => "scripted",
-    }
-}
-
 impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
@@ -217,27 +204,10 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         // Rendered once: the script matches it and the trace keeps it.
         let rendered = render_packet(buf);
         let fate = self.decide(&rendered);
-        let (delays, trace_fate) = match fate {
-            Fate::Dropped(cause) => (
-                Vec::new(),
-                TraceFate::Dropped {
-                    cause: cause_name(cause).into(),
-                },
-            ),
-            Fate::Deliver { delays, held_back } => {
-                let fate = if delays.len() > 1 {
-                    TraceFate::Duplicated {
-                        copies: delays.len(),
-                    }
-                } else if held_back {
-                    TraceFate::Delayed {
-                        by_us: delays[0].as_micros() as u64,
-                    }
-                } else {
-                    TraceFate::Delivered
-                };
-                (delays, fate)
-            }
+        let shown = trace_fate(&fate);
+        let delays = match fate {
+            Fate::Dropped(_) => Vec::new(),
+            Fate::Deliver { delays, .. } => delays,
         };
         // A copy sent into a cut link is lost there; the network drops it
         // (it is still handed over, so the network stays the authority).
@@ -245,7 +215,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         // across the start or end of a partition is judged when it leaves.
         let to = self.clock.name(target.ip());
         let len = buf.len();
-        let index = self.record(target, to.clone(), trace_fate, len, rendered);
+        let index = self.record(target, to.clone(), shown, len, rendered);
         let copies = Arc::new(Copies {
             trace: self.trace.clone(),
             index,
