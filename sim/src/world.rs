@@ -281,7 +281,8 @@ pub struct SimRun {
     pub verdict: Verdict,
     pub record: RunRecord,
     pub trace: Vec<TraceEvent>,
-    /// The simulation itself failed (a host errored); the message says how.
+    /// The simulation itself failed (a host errored, a datagram storm, or
+    /// a host acted inside a jump: a simulator bug); the message says how.
     pub sim_error: Option<String>,
     /// Simulated time jumped over instead of stepped through.
     pub skipped: Duration,
@@ -426,16 +427,13 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         });
     }
 
-    let sim_error = drive(
-        &mut sim,
-        scenario,
-        &results,
-        &handle_slot,
-        &clock,
-        &trace,
-        &wakes,
-        opts,
-    );
+    let watched = Watched {
+        results: &results,
+        server: &handle_slot,
+        trace: &trace,
+        wakes: &wakes,
+    };
+    let sim_error = drive(&mut sim, scenario, &watched, &clock, opts);
     let elapsed = sim.elapsed();
     let events = trace.events();
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
@@ -547,18 +545,31 @@ fn server_active(slot: &Arc<Mutex<Option<ServerHandle>>>) -> u64 {
         .unwrap_or(0)
 }
 
+/// What [`drive`] watches as it steps the world.
+struct Watched<'a> {
+    /// Each finished client's results.
+    results: &'a Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
+    /// The running server's handle.
+    server: &'a Arc<Mutex<Option<ServerHandle>>>,
+    trace: &'a Trace,
+    wakes: &'a Wakes,
+}
+
 /// Steps the world, applying timed events, until every client is done and
 /// the server is idle (or the time limit).
 fn drive(
     sim: &mut turmoil::Sim<'_>,
     scenario: &Scenario,
-    results: &Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
-    slot: &Arc<Mutex<Option<ServerHandle>>>,
+    watched: &Watched<'_>,
     clock: &SimClock,
-    trace: &Trace,
-    wakes: &Wakes,
     opts: SimOptions,
 ) -> Option<String> {
+    let Watched {
+        results,
+        server: slot,
+        trace,
+        wakes,
+    } = watched;
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
     let storm = storm_cap(scenario);
@@ -693,4 +704,60 @@ struct ServerTimeouts {
     midway: AtomicU64,
     /// Every block sent; only the final ACK never came.
     unconfirmed: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One host that sleeps 500 ms and then sends, with its sleep published
+    /// or not: the jump stops at the published wake; without it, the host
+    /// sends inside the jump and that is reported, not ignored.
+    fn jump_over_a_sleep(publish: bool) -> (Duration, Option<String>) {
+        let wakes = Arc::new(Wakes::default());
+        let net = TurmoilNet {
+            wakes: Some(wakes.clone()),
+        };
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(10))
+            .tick_duration(Duration::from_millis(1))
+            .build();
+        let registry = wakes.clone();
+        sim.client("a", async move {
+            let socket = net.bind(SocketAddr::from(([0, 0, 0, 0], 1000))).await?;
+            let sleep = Duration::from_millis(500);
+            let slot = registry.slot();
+            if publish {
+                slot.set(Some(sim_now() + sleep));
+            }
+            tokio::time::sleep(sleep).await;
+            let to = SocketAddr::new(turmoil::lookup("a"), 9);
+            socket.send_to(b"x", to).await?;
+            Ok(())
+        });
+        sim.step().unwrap();
+        let tick = Duration::from_millis(1);
+        let jump = idle_jump(&sim, &wakes, tick, Duration::from_secs(2)).expect("idle");
+        let from = sim.elapsed();
+        wakes.jumping(Some((from, from + jump)));
+        let _ = sim.step_by(jump);
+        wakes.jumping(None);
+        (from + jump, wakes.broken())
+    }
+
+    #[test]
+    fn a_jump_stops_at_the_earliest_published_wake() {
+        let (landed, broken) = jump_over_a_sleep(true);
+        assert_eq!(landed, Duration::from_millis(500));
+        assert_eq!(broken, None);
+    }
+
+    #[test]
+    fn a_host_sending_inside_a_jump_is_a_simulator_bug() {
+        let (landed, broken) = jump_over_a_sleep(false);
+        assert_eq!(landed, Duration::from_secs(2));
+        let message = broken.expect("the send inside the jump is reported");
+        assert!(message.contains("simulator bug"), "{message}");
+        assert!(message.contains("sent at 0.500s"), "{message}");
+    }
 }
