@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tftplab::runtime::{DatagramSocket, Network};
 use tftplab_sim::lab::faults::{decide_scripted, Cause, Direction, Fate, Injector, Script};
-use tftplab_sim::lab::net::cause_name;
+use tftplab_sim::lab::setup::{deliver_now, mix, trace_fate};
 use tftplab_sim::lab::trace::{render_packet, Trace, TraceFate};
 use tftplab_sim::lab::FaultPlan;
 use tokio::sync::mpsc;
@@ -156,15 +156,6 @@ pub struct RawLink(Arc<Inner>);
 pub struct LinkHandle {
     link: RawLink,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn mix(seed: u64, salt: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in salt.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x1000_0000_01b3);
-    }
-    h
 }
 
 /// Runs `f` on a fresh thread that has entered network namespace `ns`.
@@ -501,18 +492,13 @@ impl RawLink {
             }
         };
         let payload = damaged.as_deref().unwrap_or(udp.payload);
+        record(trace_fate(&fate));
         let delays = match fate {
-            Fate::Dropped(cause) => {
+            Fate::Dropped(_) => {
                 c.fault_drops_in.fetch_add(1, Ordering::Relaxed);
-                record(TraceFate::Dropped {
-                    cause: cause_name(cause).into(),
-                });
                 return;
             }
-            Fate::Deliver { delays, held_back } => {
-                record(trace_fate(&delays, held_back));
-                delays
-            }
+            Fate::Deliver { delays, .. } => delays,
         };
         let inbox = self
             .0
@@ -647,21 +633,16 @@ impl RawLink {
             }
             fate
         };
+        record(trace_fate(&fate));
         let delays = match fate {
             Fate::Dropped(cause) => {
                 c.fault_drops_out.fetch_add(1, Ordering::Relaxed);
-                record(TraceFate::Dropped {
-                    cause: cause_name(cause).into(),
-                });
                 if matches!(cause, Cause::Corrupted | Cause::Truncated) {
                     self.transmit(&out)?;
                 }
                 return Ok(buf.len());
             }
-            Fate::Deliver { delays, held_back } => {
-                record(trace_fate(&delays, held_back));
-                delays
-            }
+            Fate::Deliver { delays, .. } => delays,
         };
         for d in delays {
             if d.is_zero() {
@@ -675,13 +656,6 @@ impl RawLink {
             }
         }
         Ok(buf.len())
-    }
-}
-
-fn deliver_now() -> Fate {
-    Fate::Deliver {
-        delays: vec![Duration::ZERO],
-        held_back: false,
     }
 }
 
@@ -706,20 +680,6 @@ fn damaged_survivor(
     match frame::parse(&damaged) {
         Frame::Udp(u) if u.checksum == Checksum::Good => Some(u.payload.to_vec()),
         _ => None,
-    }
-}
-
-fn trace_fate(delays: &[Duration], held_back: bool) -> TraceFate {
-    if delays.len() > 1 {
-        TraceFate::Duplicated {
-            copies: delays.len(),
-        }
-    } else if held_back {
-        TraceFate::Delayed {
-            by_us: delays.first().map_or(0, |d| d.as_micros() as u64),
-        }
-    } else {
-        TraceFate::Delivered
     }
 }
 

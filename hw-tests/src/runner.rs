@@ -28,20 +28,20 @@ use crate::link::{LinkStats, RawLink};
 use crate::pcap::PcapWriter;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tftplab::options::{Direction, Limits};
-use tftplab::proto::{ServerConfig, TransferError};
+use tftplab::options::Direction;
+use tftplab::proto::TransferError;
 use tftplab::runtime::{serve, ServerEvent, ServerOptions};
-use tftplab::store::{Store, StoreConfig, WritePolicy};
+use tftplab::store::{Store, StoreConfig};
 use tftplab_sim::lab::check::{judge, served_bytes, RunRecord, Verdict};
 use tftplab_sim::lab::profile::{ActionResult, Got};
 use tftplab_sim::lab::scenario::{
-    Action, ActionKind, ClientSpec, FileContent, Profile, Scenario, TimedEventKind, WriteSpec,
+    Action, ActionKind, ClientSpec, Profile, Scenario, TimedEventKind,
 };
+use tftplab_sim::lab::setup::{self, stage};
 use tftplab_sim::lab::trace::{render_text, Trace};
 
 /// How the runner runs.
@@ -204,58 +204,14 @@ pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
     problems
 }
 
-/// Writes the scenario's files into `root`.
-fn stage(scenario: &Scenario, root: &Path) -> Result<(), String> {
-    for f in &scenario.files {
-        let path = root.join(f.name.trim_start_matches('/'));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("staging {}: {e}", f.name))?;
-        }
-        let written = match &f.content {
-            FileContent::Symlink(target) => std::os::unix::fs::symlink(target, &path),
-            _ => match served_bytes(scenario, &f.name) {
-                Some(bytes) => std::fs::write(&path, bytes),
-                None => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "source file missing",
-                )),
-            },
-        };
-        written.map_err(|e| format!("staging {}: {e}", f.name))?;
-    }
-    Ok(())
-}
-
+/// The scenario's server on the board's link: the lab's setup, with
+/// blocks no larger than one frame (no IP fragmentation on the raw link;
+/// the server negotiates blksize down).
 fn server_setup(scenario: &Scenario, board: &Board, root: &Path) -> (StoreConfig, ServerOptions) {
-    let s = &scenario.server;
-    let write = match s.write {
-        WriteSpec::Off => WritePolicy::Off,
-        WriteSpec::Create => WritePolicy::Create,
-        WriteSpec::Overwrite => WritePolicy::Overwrite,
-    };
-    let store = StoreConfig::new(root)
-        .write(write)
-        .max_upload(s.max_upload)
-        .create_dirs(s.create_dirs);
-    let options = ServerOptions {
-        bind: SocketAddr::from((board.server_ip, 69)),
-        transfer: ServerConfig {
-            timeout: s.timeout,
-            min_rto: s.min_rto,
-            retries: s.retries,
-            limits: Limits {
-                // No IP fragmentation on the raw link: a DATA packet must
-                // fit one frame (the server negotiates blksize down).
-                max_blksize: s.max_blksize.min(board.max_blksize()),
-                max_windowsize: s.max_windowsize,
-                max_upload: s.max_upload,
-                ..Limits::default()
-            },
-        },
-        max_transfers: s.max_transfers,
-        port_range: None,
-        ..ServerOptions::default()
-    };
+    let bind = SocketAddr::from((board.server_ip, 69));
+    let (store, mut options) = setup::server_setup(scenario, root, bind);
+    let limits = &mut options.transfer.limits;
+    limits.max_blksize = limits.max_blksize.min(board.max_blksize());
     (store, options)
 }
 

@@ -68,8 +68,10 @@ struct RunArgs {
     /// build.
     #[arg(long)]
     bench: bool,
-    /// Step through idle time tick by tick instead of jumping over it (the
-    /// traces are the same; for comparing speed).
+    /// Step through idle time tick by tick instead of jumping to the next
+    /// timer any host has armed (datagrams go out at the same times either
+    /// way; what one host does within one millisecond may come in another
+    /// order). For comparing speed, and for checking a jump.
     #[arg(long)]
     no_skip: bool,
     /// With --bench: how many times to run each seed.

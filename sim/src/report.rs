@@ -160,7 +160,7 @@ pub fn bench(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>6} {:>5} {:>10} {:>10} {:>12} {:>12} {:>8} {:>6} {:>7}",
+        "{:<24} {:>6} {:>5} {:>10} {:>10} {:>12} {:>12} {:>8} {:>7}",
         "scenario",
         "tick",
         "runs",
@@ -169,13 +169,12 @@ pub fn bench(
         "sim-s/wall-s",
         "xfers/wall-s",
         "skipped",
-        "rerun",
         "failed"
     );
     for scenario in scenarios {
         for &tick in ticks {
             let (mut walls, mut sims, mut ratios, mut rates) = (vec![], vec![], vec![], vec![]);
-            let (mut failed, mut reruns, mut skipped, mut simulated) = (0, 0, 0.0, 0.0);
+            let (mut failed, mut skipped, mut simulated) = (0, 0.0, 0.0);
             for &seed in seeds {
                 for _ in 0..repeat {
                     let started = std::time::Instant::now();
@@ -183,7 +182,6 @@ pub fn bench(
                     let wall = started.elapsed().as_secs_f64().max(1e-9);
                     let sim = r.record.elapsed.as_secs_f64();
                     failed += usize::from(!r.passed());
-                    reruns += usize::from(r.rerun);
                     skipped += r.skipped.as_secs_f64();
                     simulated += sim;
                     walls.push(wall);
@@ -194,7 +192,7 @@ pub fn bench(
             }
             let _ = writeln!(
                 out,
-                "{:<24} {:>4}ms {:>5} {:>9.3}s {:>9.1}s {:>12.0} {:>12.1} {:>7.1}% {:>6} {:>7}",
+                "{:<24} {:>4}ms {:>5} {:>9.3}s {:>9.1}s {:>12.0} {:>12.1} {:>7.1}% {:>7}",
                 truncate(&scenario.name, 24),
                 tick.as_millis(),
                 walls.len(),
@@ -203,7 +201,6 @@ pub fn bench(
                 median(ratios),
                 median(rates),
                 100.0 * skipped / simulated.max(1e-9),
-                reruns,
                 failed
             );
         }

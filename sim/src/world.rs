@@ -6,7 +6,8 @@ use crate::lab::check::{judge, RunRecord, Verdict};
 use crate::lab::faults::{Direction, Injector, Script};
 use crate::lab::net::{FaultyNet, LabClock};
 use crate::lab::profile::{run_client, ActionResult};
-use crate::lab::scenario::{ActionKind, FileContent, Profile, Scenario, TimedEventKind, WriteSpec};
+use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind};
+use crate::lab::setup::{mix, server_setup, stage};
 use crate::lab::trace::{Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,23 +16,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tftplab::options::Limits;
+use std::time::{Duration, Instant};
 use tftplab::proto::TransferError;
-use tftplab::proto::{ServerConfig, DEFAULT_MIN_RTO};
-use tftplab::runtime::{serve, DatagramSocket, Network, ServerEvent, ServerHandle, ServerOptions};
-use tftplab::store::{Store, StoreConfig, WritePolicy};
+use tftplab::runtime::{now, serve, DatagramSocket, Network, ServerEvent, ServerHandle};
+use tftplab::store::Store;
 
-/// turmoil's UDP as a tftplab [`Network`]. Inside [`run`] it also tells
-/// the run's [`Horizon`] about every socket's sends.
+/// turmoil's UDP as a tftplab [`Network`]. Inside [`run`] every socket it
+/// binds publishes its wake-ups in the run's [`Wakes`].
 #[derive(Clone, Default)]
 pub struct TurmoilNet {
-    horizon: Option<Arc<Horizon>>,
+    wakes: Option<Arc<Wakes>>,
 }
 
 pub struct TurmoilSocket {
     inner: turmoil::net::UdpSocket,
-    horizon: Option<Arc<Horizon>>,
+    /// This socket's entry in the run's registry, forgotten on drop.
+    wake: Option<WakeSlot>,
 }
 
 impl DatagramSocket for TurmoilSocket {
@@ -44,8 +44,8 @@ impl DatagramSocket for TurmoilSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        if let Some(horizon) = &self.horizon {
-            horizon.acting();
+        if let Some(slot) = &self.wake {
+            slot.wakes.sending(self.inner.local_addr().ok());
         }
         self.inner.send_to(buf, target)
     }
@@ -56,6 +56,12 @@ impl DatagramSocket for TurmoilSocket {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         self.inner.recv_from(buf)
     }
+
+    fn next_wake(&self, at: Option<Instant>) {
+        if let Some(slot) = &self.wake {
+            slot.set_instant(at);
+        }
+    }
 }
 
 impl Network for TurmoilNet {
@@ -65,7 +71,7 @@ impl Network for TurmoilNet {
         let inner = turmoil::net::UdpSocket::bind(addr).await?;
         Ok(TurmoilSocket {
             inner,
-            horizon: self.horizon.clone(),
+            wake: self.wakes.as_ref().map(|w| w.slot()),
         })
     }
 
@@ -80,149 +86,134 @@ impl Network for TurmoilNet {
     }
 }
 
-/// When the next thing can happen, so [`drive`] can skip the time in
-/// between: most of a lossy scenario's simulated time is hosts waiting on
-/// retransmission timers, and turmoil would otherwise step through it one
-/// tick at a time.
+/// Every timer that can wake a simulated host, as its owner publishes it,
+/// so [`drive`] can skip the time in between: most of a lossy scenario's
+/// simulated time is hosts waiting on retransmission timers, and turmoil
+/// would otherwise step through it one tick at a time.
 ///
 /// Nothing happens on a host unless a datagram arrives or a timer fires.
-/// When no datagram is in flight (turmoil's network is idle and no copy is
-/// held back), the timers left are the profiles' and this module's own
-/// (known here: client starts, hosts staying up, held-back copies) and the
-/// transfer machines' (not visible from outside the runtime). A machine
-/// arms its timer when it sends or receives. A fixed timer runs for its
-/// timeout or a small multiple of it (retransmission, a windowed
-/// receiver's wait, dallying, backing off), so each open socket's last
-/// send and last receive plus those multiples of every timeout the
-/// scenario can use bound when it can wake. An adaptive timer (the server,
-/// the lab's own client) can fire at any moment from its floor to twice
-/// the longest timeout after that, so no jump crosses such a window. The
-/// run jumps to the earliest moment any of these allows.
+/// When no datagram is in flight (turmoil's network is idle), the next
+/// thing that can happen is the earliest timer. Each one is published
+/// here: the runtime's driver publishes each transfer machine's deadline
+/// and lifetime on its socket ([`DatagramSocket::next_wake`]), the lab's
+/// fault layer its held-back copies on the same socket, and this module the
+/// client profiles' sleeps and the time client hosts stay up. An entry
+/// belongs to one socket (or one client's sleeps) and is forgotten when
+/// that is dropped. The run jumps to the earliest published wake.
 ///
-/// That bound is a model of the machines, so it is checked: a host sending
-/// anything inside a jump marks the run as not exact, and [`run`] runs it
-/// again tick by tick. So every datagram goes out at the time stepping
-/// tick by tick would send it. What a jump can change is the order in
+/// That is the truth, not a model, so nothing is rerun: a host sending
+/// inside a jump means some timer was not published, a simulator bug, and
+/// becomes the run's `sim_error`. Datagrams go out at the times stepping
+/// tick by tick would send them. What a jump can change is the order in
 /// which one host handles two things due in the same millisecond (tokio's
 /// timer wheel fires simultaneous timers in an order that depends on how
 /// its clock advanced), and with it the order of their datagrams in the
 /// trace and of the fault draws. Both orders are valid; each mode is
 /// deterministic on its own.
 #[derive(Default)]
-pub struct Horizon {
-    state: Mutex<HorizonState>,
+pub struct Wakes {
+    state: Mutex<WakesState>,
 }
 
 #[derive(Default)]
-struct HorizonState {
-    /// Open sockets that have been used, by host and port: when each last
-    /// sent and last received.
-    sockets: BTreeMap<(String, u16), [Option<Duration>; 2]>,
-    /// Known wake-ups still ahead: held-back copies, client starts, client
-    /// hosts finishing.
-    wakes: BTreeSet<Duration>,
-    /// Every timeout a transfer machine in this scenario can use.
-    timeouts: Vec<Duration>,
-    /// Hosts whose machines adapt their timeout to the round trip, with
-    /// its floor.
-    adaptive: BTreeMap<String, Duration>,
-    /// The start of the jump in progress.
-    jumping_from: Option<Duration>,
-    /// Some host sent inside a jump.
-    broken: bool,
+struct WakesState {
+    /// Published wakes by entry, in simulated time since the run started.
+    at: BTreeMap<u64, Duration>,
+    next_entry: u64,
+    /// The jump in progress: from, to.
+    jumping: Option<(Duration, Duration)>,
+    /// What went wrong inside a jump, if anything did.
+    broken: Option<String>,
     /// Simulated time jumped over.
     skipped: Duration,
 }
 
-/// Multiples of a timeout a machine may wait after its last send.
-const TIMEOUT_MULTIPLES: [u32; 6] = [1, 2, 3, 4, 8, 16];
+/// One entry in [`Wakes`]: a socket's, or a client's own sleeps.
+pub struct WakeSlot {
+    wakes: Arc<Wakes>,
+    entry: u64,
+}
 
-impl Horizon {
-    fn new(timeouts: Vec<Duration>, adaptive: BTreeMap<String, Duration>) -> Self {
-        Horizon {
-            state: Mutex::new(HorizonState {
-                timeouts,
-                adaptive,
-                ..HorizonState::default()
-            }),
-        }
+impl WakeSlot {
+    /// Publishes when this entry's owner next wakes, in simulated time.
+    fn set(&self, at: Option<Duration>) {
+        self.wakes.with(|s| match at {
+            Some(at) => s.at.insert(self.entry, at),
+            None => s.at.remove(&self.entry),
+        });
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HorizonState) -> T) -> Option<T> {
+    /// The same for a moment on the host's clock (tokio's, which turmoil
+    /// runs): the host's simulated time now plus how far ahead it is.
+    fn set_instant(&self, at: Option<Instant>) {
+        self.set(at.map(|at| {
+            let (now, elapsed) = (now(), sim_now());
+            match at.checked_duration_since(now) {
+                Some(ahead) => elapsed + ahead,
+                None => elapsed.saturating_sub(now - at),
+            }
+        }));
+    }
+}
+
+impl Drop for WakeSlot {
+    fn drop(&mut self) {
+        self.set(None);
+    }
+}
+
+impl Wakes {
+    fn with<T>(&self, f: impl FnOnce(&mut WakesState) -> T) -> Option<T> {
         self.state.lock().ok().map(|mut s| f(&mut s))
     }
 
-    /// A socket sends (whatever the fate of the datagram) or receives.
-    fn activity(&self, host: &str, port: u16, sending: bool, at: Duration) {
-        self.acting();
-        self.with(|s| {
-            let last = s.sockets.entry((host.to_string(), port)).or_default();
-            last[usize::from(!sending)] = Some(at);
-        });
+    /// A new entry, with no wake yet.
+    fn slot(self: &Arc<Self>) -> WakeSlot {
+        let entry = self
+            .with(|s| {
+                s.next_entry += 1;
+                s.next_entry
+            })
+            .unwrap_or_default();
+        WakeSlot {
+            wakes: self.clone(),
+            entry,
+        }
     }
 
-    fn closed(&self, host: &str, port: u16) {
-        self.with(|s| s.sockets.remove(&(host.to_string(), port)));
-    }
-
-    /// A host does something observable: inside a jump, that breaks it.
-    fn acting(&self) {
+    /// A socket sends: inside a jump, that is a wake nobody published.
+    fn sending(&self, from: Option<SocketAddr>) {
         self.with(|s| {
-            if s.jumping_from.is_some() {
-                s.broken = true;
+            if let (Some((start, end)), None) = (s.jumping, &s.broken) {
+                let from = from.map_or_else(|| "a socket".into(), |a| a.to_string());
+                s.broken = Some(format!(
+                    "simulator bug: {from} sent at {:.3}s, inside a jump from {:.3}s to \
+                     {:.3}s; some timer was not published (world.rs, Wakes)",
+                    sim_now().as_secs_f64(),
+                    start.as_secs_f64(),
+                    end.as_secs_f64()
+                ));
             }
         });
     }
 
-    /// Something on some host will happen at `at`.
-    fn wake_at(&self, at: Duration) {
-        self.with(|s| s.wakes.insert(at));
+    /// The earliest published wake after `after`.
+    fn earliest_after(&self, after: Duration) -> Option<Duration> {
+        self.with(|s| s.at.values().copied().filter(|&at| at > after).min())
+            .flatten()
     }
 
-    /// The earliest moment after `now` at which a host may act.
-    fn next_wake(&self, now: Duration) -> Option<Duration> {
+    fn jumping(&self, jump: Option<(Duration, Duration)>) {
         self.with(|s| {
-            s.wakes = s.wakes.split_off(&(now + Duration::from_nanos(1)));
-            let mut next = s.wakes.first().copied();
-            let mut consider = |at: Duration| {
-                if at > now && next.is_none_or(|n| at < n) {
-                    next = Some(at);
-                }
-            };
-            let longest = s.timeouts.iter().max().copied().unwrap_or_default();
-            for ((host, _), times) in &s.sockets {
-                for last in times.iter().flatten() {
-                    for t in &s.timeouts {
-                        for k in TIMEOUT_MULTIPLES {
-                            consider(*last + *t * k);
-                        }
-                    }
-                    // An adaptive timer fires anywhere from its floor to
-                    // the longest timeout (twice that for dallying): from
-                    // the floor on, any moment may be the one.
-                    if let Some(floor) = s.adaptive.get(host) {
-                        let (from, until) = (*last + *floor, *last + longest * 2);
-                        if from <= now && now < until {
-                            return Some(now);
-                        }
-                        consider(from);
-                    }
-                }
+            if let Some((from, to)) = jump {
+                s.skipped += to - from;
             }
-            next
-        })
-        .flatten()
-    }
-
-    fn jumping(&self, from: Option<Duration>, skipped: Duration) {
-        self.with(|s| {
-            s.jumping_from = from;
-            s.skipped += skipped;
+            s.jumping = jump;
         });
     }
 
-    fn broken(&self) -> bool {
-        self.with(|s| s.broken).unwrap_or(true)
+    fn broken(&self) -> Option<String> {
+        self.with(|s| s.broken.clone()).flatten()
     }
 
     fn skipped(&self) -> Duration {
@@ -230,12 +221,16 @@ impl Horizon {
     }
 }
 
+/// Simulated time on the host running now.
+fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
 /// Simulated time, host names and partitions for traces.
 struct SimClock {
     names: Mutex<BTreeMap<IpAddr, String>>,
     /// Clients cut off from the server by a partition event.
     cut: Mutex<BTreeSet<String>>,
-    horizon: Arc<Horizon>,
 }
 
 impl LabClock for SimClock {
@@ -258,18 +253,6 @@ impl LabClock for SimClock {
         let client = if from == "server" { to } else { from };
         self.cut.lock().is_ok_and(|c| c.contains(client))
     }
-
-    fn will_send_after(&self, delay: Duration) {
-        self.horizon.wake_at(self.elapsed() + delay);
-    }
-
-    fn activity(&self, host: &str, port: u16, sending: bool) {
-        self.horizon.activity(host, port, sending, self.elapsed());
-    }
-
-    fn closed(&self, host: &str, port: u16) {
-        self.horizon.closed(host, port);
-    }
 }
 
 /// How a simulation is run.
@@ -278,7 +261,7 @@ pub struct SimOptions {
     /// turmoil's step: simulated time advanced per step.
     pub tick: Duration,
     /// Jump over time in which nothing is in flight and no host can wake
-    /// (see [`Horizon`]). Datagrams go out at the same times either way;
+    /// (see [`Wakes`]). Datagrams go out at the same times either way;
     /// same-millisecond events on one host may come in another order.
     pub skip_idle: bool,
 }
@@ -298,12 +281,11 @@ pub struct SimRun {
     pub verdict: Verdict,
     pub record: RunRecord,
     pub trace: Vec<TraceEvent>,
-    /// The simulation itself failed (a host errored); the message says how.
+    /// The simulation itself failed (a host errored, a datagram storm, or
+    /// a host acted inside a jump: a simulator bug); the message says how.
     pub sim_error: Option<String>,
     /// Simulated time jumped over instead of stepped through.
     pub skipped: Duration,
-    /// A host acted inside a jump, so the run was redone tick by tick.
-    pub rerun: bool,
 }
 
 impl SimRun {
@@ -327,142 +309,23 @@ impl SimRun {
     }
 }
 
-fn mix(seed: u64, salt: &str) -> u64 {
-    // FNV-1a over the salt, folded into the seed: stable across platforms.
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in salt.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x1000_0000_01b3);
-    }
-    h
-}
-
-/// Writes the scenario's files into a fresh root.
-fn stage(scenario: &Scenario, root: &Path) -> io::Result<()> {
-    for f in &scenario.files {
-        let path = root.join(f.name.trim_start_matches('/'));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        match &f.content {
-            FileContent::Symlink(target) => {
-                #[cfg(unix)]
-                std::os::unix::fs::symlink(target, &path)?;
-            }
-            FileContent::Path(p) => {
-                let base = scenario.path.parent().unwrap_or(Path::new("."));
-                std::fs::copy(base.join(p), &path)?;
-            }
-            other => std::fs::write(&path, other.bytes().unwrap_or_default())?,
-        }
-    }
-    Ok(())
-}
-
-fn server_options(scenario: &Scenario) -> (StoreConfig, ServerOptions) {
-    let s = &scenario.server;
-    let write = match s.write {
-        WriteSpec::Off => WritePolicy::Off,
-        WriteSpec::Create => WritePolicy::Create,
-        WriteSpec::Overwrite => WritePolicy::Overwrite,
-    };
-    let store = StoreConfig::new(".")
-        .write(write)
-        .max_upload(s.max_upload)
-        .create_dirs(s.create_dirs);
-    let options = ServerOptions {
-        bind: SocketAddr::from(([0, 0, 0, 0], 69)),
-        transfer: ServerConfig {
-            timeout: s.timeout,
-            min_rto: s.min_rto,
-            retries: s.retries,
-            limits: Limits {
-                max_blksize: s.max_blksize,
-                max_windowsize: s.max_windowsize,
-                max_upload: s.max_upload,
-                ..Limits::default()
-            },
-        },
-        max_transfers: s.max_transfers,
-        port_range: None,
-        ..ServerOptions::default()
-    };
-    (store, options)
-}
-
 /// Runs `scenario` with `seed` and judges it.
 pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
-    let first = run_once(scenario, seed, opts);
-    if !first.rerun {
-        return first;
-    }
-    // A host acted inside a jump: the horizon's model of the transfer
-    // machines' timers did not hold. Tick by tick is always exact.
-    let mut again = run_once(
-        scenario,
-        seed,
-        SimOptions {
-            skip_idle: false,
-            ..opts
-        },
-    );
-    again.rerun = true;
-    again
-}
-
-/// Every timeout a transfer machine in `scenario` can use: the server's,
-/// each client's retry period, and the `timeout` options clients ask for
-/// (which the server adopts), at least 1 s.
-fn timeouts(scenario: &Scenario) -> Vec<Duration> {
-    let mut t = BTreeSet::new();
-    t.insert(scenario.server.timeout);
-    t.insert(Duration::from_secs(1));
-    for c in &scenario.clients {
-        t.insert(c.retry_every);
-        if let Some(secs) = c.options.timeout {
-            t.insert(Duration::from_secs(secs.into()));
-        }
-        if c.profile == Profile::UBoot {
-            t.insert(Duration::from_secs(5));
-        }
-    }
-    t.into_iter().filter(|d| !d.is_zero()).collect()
-}
-
-/// Hosts whose transfer machines adapt their timeout (RFC 6298) between a
-/// floor and their configured timeout, with that floor: the server unless
-/// its floor is its timeout, and the lab's own client (the custom
-/// profile); firmware profiles resend on a fixed period.
-fn adaptive(scenario: &Scenario) -> BTreeMap<String, Duration> {
-    let mut a = BTreeMap::new();
-    if scenario.server.min_rto < scenario.server.timeout {
-        a.insert("server".to_string(), scenario.server.min_rto);
-    }
-    for c in &scenario.clients {
-        if c.profile == Profile::Custom && DEFAULT_MIN_RTO < c.retry_every {
-            a.insert(c.name.clone(), DEFAULT_MIN_RTO);
-        }
-    }
-    a
-}
-
-fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let root = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => return failed_setup(seed, format!("temp dir: {e}")),
     };
     if let Err(e) = stage(scenario, root.path()) {
-        return failed_setup(seed, format!("staging files: {e}"));
+        return failed_setup(seed, e);
     }
     let trace = Trace::new();
-    let horizon = Arc::new(Horizon::new(timeouts(scenario), adaptive(scenario)));
+    let wakes = Arc::new(Wakes::default());
     let sim_net = TurmoilNet {
-        horizon: Some(horizon.clone()),
+        wakes: Some(wakes.clone()),
     };
     let clock: Arc<SimClock> = Arc::new(SimClock {
         names: Mutex::new(BTreeMap::new()),
         cut: Mutex::new(BTreeSet::new()),
-        horizon: horizon.clone(),
     });
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
@@ -479,11 +342,8 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let incarnation = Arc::new(AtomicU64::new(0));
     let server_timeouts = Arc::new(ServerTimeouts::default());
     {
-        let (store_cfg, options) = server_options(scenario);
-        let store_cfg = StoreConfig {
-            root: root.path().to_path_buf(),
-            ..store_cfg
-        };
+        let (store_cfg, options) =
+            server_setup(scenario, root.path(), SocketAddr::from(([0, 0, 0, 0], 69)));
         let plan = scenario.faults.server_to_client;
         let script = Script::new(&scenario.faults, Direction::ServerToClient);
         let server_timeouts = server_timeouts.clone();
@@ -547,12 +407,13 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             clock.clone() as Arc<dyn LabClock>,
         );
         let results = results.clone();
-        let horizon = horizon.clone();
+        let wakes = wakes.clone();
         sim.client(spec.name.clone(), async move {
             let server = SocketAddr::new(turmoil::lookup("server"), 69);
-            let now = || turmoil::sim_elapsed().unwrap_or_default();
-            let sleeping = |d: Duration| horizon.wake_at(now() + d);
-            let got = run_client(&net, server, &spec, &now, &sleeping).await;
+            // The client's own sleeps: one at a time, so one entry.
+            let slot = wakes.slot();
+            let sleeping = |d: Duration| slot.set(Some(sim_now() + d));
+            let got = run_client(&net, server, &spec, &sim_now, &sleeping).await;
             if let Ok(mut r) = results.lock() {
                 r.insert(spec.name.clone(), got);
             }
@@ -566,16 +427,13 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         });
     }
 
-    let sim_error = drive(
-        &mut sim,
-        scenario,
-        &results,
-        &handle_slot,
-        &clock,
-        &trace,
-        opts,
-    );
-    let rerun = horizon.broken();
+    let watched = Watched {
+        results: &results,
+        server: &handle_slot,
+        trace: &trace,
+        wakes: &wakes,
+    };
+    let sim_error = drive(&mut sim, scenario, &watched, &clock, opts);
     let elapsed = sim.elapsed();
     let events = trace.events();
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
@@ -623,8 +481,7 @@ fn run_once(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         record,
         trace: events,
         sim_error,
-        skipped: horizon.skipped(),
-        rerun,
+        skipped: wakes.skipped(),
     }
 }
 
@@ -636,7 +493,6 @@ fn failed_setup(seed: u64, message: String) -> SimRun {
         trace: Vec::new(),
         sim_error: Some(message),
         skipped: Duration::ZERO,
-        rerun: false,
     }
 }
 
@@ -689,17 +545,31 @@ fn server_active(slot: &Arc<Mutex<Option<ServerHandle>>>) -> u64 {
         .unwrap_or(0)
 }
 
+/// What [`drive`] watches as it steps the world.
+struct Watched<'a> {
+    /// Each finished client's results.
+    results: &'a Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
+    /// The running server's handle.
+    server: &'a Arc<Mutex<Option<ServerHandle>>>,
+    trace: &'a Trace,
+    wakes: &'a Wakes,
+}
+
 /// Steps the world, applying timed events, until every client is done and
 /// the server is idle (or the time limit).
 fn drive(
     sim: &mut turmoil::Sim<'_>,
     scenario: &Scenario,
-    results: &Arc<Mutex<BTreeMap<String, Vec<ActionResult>>>>,
-    slot: &Arc<Mutex<Option<ServerHandle>>>,
+    watched: &Watched<'_>,
     clock: &SimClock,
-    trace: &Trace,
     opts: SimOptions,
 ) -> Option<String> {
+    let Watched {
+        results,
+        server: slot,
+        trace,
+        wakes,
+    } = watched;
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
     let storm = storm_cap(scenario);
@@ -741,7 +611,7 @@ fn drive(
             ));
         }
         if opts.skip_idle {
-            if let Some(jump) = idle_jump(sim, &clock.horizon, opts.tick, {
+            if let Some(jump) = idle_jump(sim, wakes, opts.tick, {
                 let mut until = limit;
                 if let Some(e) = events.peek() {
                     until = until.min(e.at);
@@ -752,11 +622,11 @@ fn drive(
                 until
             }) {
                 let from = sim.elapsed();
-                clock.horizon.jumping(Some(from), jump);
+                wakes.jumping(Some((from, from + jump)));
                 let stepped = sim.step_by(jump);
-                clock.horizon.jumping(None, Duration::ZERO);
-                if clock.horizon.broken() {
-                    return None; // not exact: run() redoes it tick by tick
+                wakes.jumping(None);
+                if let Some(bug) = wakes.broken() {
+                    return Some(bug);
                 }
                 match stepped {
                     Ok(_) => continue,
@@ -771,13 +641,13 @@ fn drive(
     }
 }
 
-/// How far the run can jump from now: to the next moment a host may act
-/// (or `until`), in whole ticks so the run stays on its tick grid; `None`
-/// if something is in flight, something may have woken at the end of the
-/// last step, or the jump would be under two ticks.
+/// How far the run can jump from now: to the earliest published wake (or
+/// `until`), in whole ticks so the run stays on its tick grid; `None` if
+/// something is in flight, something may have woken at the end of the last
+/// step, or the jump would be under two ticks.
 fn idle_jump(
     sim: &turmoil::Sim<'_>,
-    horizon: &Horizon,
+    wakes: &Wakes,
     tick: Duration,
     until: Duration,
 ) -> Option<Duration> {
@@ -786,8 +656,11 @@ fn idle_jump(
         return None;
     }
     // A timer that fired as the last step ended wakes its task at the
-    // start of the next one: step normally then.
-    let next = horizon.next_wake(now - tick).unwrap_or(until).min(until);
+    // start of the next one: step normally then. (tokio fires a timer on
+    // the first whole millisecond at or after its deadline: with a tick of
+    // under a millisecond, that may be a step later.)
+    let fired = now.saturating_sub(tick.max(Duration::from_millis(1)));
+    let next = wakes.earliest_after(fired).unwrap_or(until).min(until);
     if next <= now {
         return None;
     }
@@ -831,4 +704,60 @@ struct ServerTimeouts {
     midway: AtomicU64,
     /// Every block sent; only the final ACK never came.
     unconfirmed: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One host that sleeps 500 ms and then sends, with its sleep published
+    /// or not: the jump stops at the published wake; without it, the host
+    /// sends inside the jump and that is reported, not ignored.
+    fn jump_over_a_sleep(publish: bool) -> (Duration, Option<String>) {
+        let wakes = Arc::new(Wakes::default());
+        let net = TurmoilNet {
+            wakes: Some(wakes.clone()),
+        };
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(10))
+            .tick_duration(Duration::from_millis(1))
+            .build();
+        let registry = wakes.clone();
+        sim.client("a", async move {
+            let socket = net.bind(SocketAddr::from(([0, 0, 0, 0], 1000))).await?;
+            let sleep = Duration::from_millis(500);
+            let slot = registry.slot();
+            if publish {
+                slot.set(Some(sim_now() + sleep));
+            }
+            tokio::time::sleep(sleep).await;
+            let to = SocketAddr::new(turmoil::lookup("a"), 9);
+            socket.send_to(b"x", to).await?;
+            Ok(())
+        });
+        sim.step().unwrap();
+        let tick = Duration::from_millis(1);
+        let jump = idle_jump(&sim, &wakes, tick, Duration::from_secs(2)).expect("idle");
+        let from = sim.elapsed();
+        wakes.jumping(Some((from, from + jump)));
+        let _ = sim.step_by(jump);
+        wakes.jumping(None);
+        (from + jump, wakes.broken())
+    }
+
+    #[test]
+    fn a_jump_stops_at_the_earliest_published_wake() {
+        let (landed, broken) = jump_over_a_sleep(true);
+        assert_eq!(landed, Duration::from_millis(500));
+        assert_eq!(broken, None);
+    }
+
+    #[test]
+    fn a_host_sending_inside_a_jump_is_a_simulator_bug() {
+        let (landed, broken) = jump_over_a_sleep(false);
+        assert_eq!(landed, Duration::from_secs(2));
+        let message = broken.expect("the send inside the jump is reported");
+        assert!(message.contains("simulator bug"), "{message}");
+        assert!(message.contains("sent at 0.500s"), "{message}");
+    }
 }

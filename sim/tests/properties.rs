@@ -596,7 +596,6 @@ fn upload_whose_final_acks_all_vanish_lands_whole() {
         trace: vec![lost_ack(3003), lost_ack(4003), lost_ack(5003)],
         sim_error: None,
         skipped: Duration::ZERO,
-        rerun: false,
     };
     // The judge accepts the whole file; only the client's outcome fails...
     assert!(

@@ -165,21 +165,47 @@ async fn send<S: DatagramSocket>(socket: &S, out: Outgoing<'_>) {
 /// `lifetime`, if given, is when the transfer is aborted with ERROR 0
 /// however it is going (the server's cap on how long one transfer may hold
 /// a slot).
+///
+/// Every timer it arms is published on the socket
+/// ([`DatagramSocket::next_wake`]): the earlier of the machine's deadline
+/// and the lifetime, whenever that changes, and `None` when it returns.
 pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     machine: &mut T,
     socket: &S,
     cancel: &mut watch::Receiver<Cancel>,
     until: Until,
     lifetime: Option<Instant>,
+    on_event: impl FnMut(Event) -> Control,
+    on_progress: impl FnMut(u64) -> Control,
+) {
+    drive_loop(
+        machine,
+        socket,
+        cancel,
+        until,
+        lifetime,
+        on_event,
+        on_progress,
+    )
+    .await;
+    socket.next_wake(None);
+}
+
+async fn drive_loop<T: Transfer, S: DatagramSocket>(
+    machine: &mut T,
+    socket: &S,
+    cancel: &mut watch::Receiver<Cancel>,
+    until: Until,
+    lifetime_at: Option<Instant>,
     mut on_event: impl FnMut(Event) -> Control,
     mut on_progress: impl FnMut(u64) -> Control,
 ) {
     let mut batch = Batch::new();
     // Sized from the machine as it goes (see `receive_room`).
     let mut rx = Vec::new();
-    let mut lifetime_live = lifetime.is_some();
+    let mut lifetime_live = lifetime_at.is_some();
     let lifetime = tokio::time::sleep_until(
-        lifetime.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
+        lifetime_at.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std),
     );
     tokio::pin!(lifetime);
     let mut finished = false;
@@ -192,6 +218,8 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<tokio::time::Instant> = None;
+    // What the socket was last told about this loop's timers.
+    let mut published: Option<Option<Instant>> = None;
     loop {
         // Events before transmits: a hook that aborts on an event (UEFI's
         // tsize probe answers the OACK with ERROR 8) must do so before the
@@ -231,6 +259,15 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
         if let Some(d) = deadline.filter(|&d| armed != Some(d)) {
             sleep.as_mut().reset(d);
             armed = Some(d);
+        }
+        let wake = match (deadline.map(|d| d.into_std()), lifetime_at) {
+            (Some(d), Some(l)) if lifetime_live => Some(d.min(l)),
+            (None, Some(l)) if lifetime_live => Some(l),
+            (d, _) => d,
+        };
+        if published != Some(wake) {
+            socket.next_wake(wake);
+            published = Some(wake);
         }
         rx.resize(receive_room(machine.max_datagram(), socket.coalesces()), 0);
         tokio::select! {
@@ -293,6 +330,82 @@ fn receive_room(max_datagram: usize, coalesces: bool) -> usize {
 mod tests {
     use super::*;
     use crate::wire::MAX_DATAGRAM;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A socket nobody answers on, which keeps what it is told of wakes.
+    struct Unanswered(Arc<Mutex<Vec<Option<Instant>>>>);
+
+    impl DatagramSocket for Unanswered {
+        fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 4000)))
+        }
+
+        async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        async fn recv_from(&self, _buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+            std::future::pending().await
+        }
+
+        fn next_wake(&self, at: Option<Instant>) {
+            self.0.lock().unwrap().push(at);
+        }
+    }
+
+    /// Drives a download from a silent server until it gives up, and
+    /// returns when it started and every wake the driver published.
+    async fn silent_download(lifetime: Option<Duration>) -> (Instant, Vec<Option<Instant>>) {
+        let config = crate::proto::ClientConfig {
+            timeout: Duration::from_millis(20),
+            min_rto: Duration::from_millis(20),
+            retries: 2,
+            ..crate::proto::ClientConfig::default()
+        };
+        let server = SocketAddr::from(([127, 0, 0, 1], 69));
+        let start = now();
+        let sink = crate::data::SharedSink::new();
+        let mut machine = crate::proto::ClientGet::new(start, server, "f", sink, &config).unwrap();
+        let wakes = Arc::new(Mutex::new(Vec::new()));
+        let socket = Unanswered(wakes.clone());
+        let (_keep, mut cancel) = watch::channel(Cancel::Run);
+        drive(
+            &mut machine,
+            &socket,
+            &mut cancel,
+            Until::Finished,
+            lifetime.map(|l| start + l),
+            |_| Control::Continue,
+            |_| Control::Continue,
+        )
+        .await;
+        let published = wakes.lock().unwrap().clone();
+        (start, published)
+    }
+
+    #[tokio::test]
+    async fn the_driver_publishes_each_deadline_it_arms_then_none() {
+        let (start, published) = silent_download(None).await;
+        // The RRQ's timer, one per resend, then nothing once it gave up.
+        let (last, armed) = published.split_last().unwrap();
+        assert_eq!(*last, None, "{published:?}");
+        assert!(armed.len() >= 3, "{published:?}");
+        let armed: Vec<Instant> = armed.iter().map(|w| w.expect("a deadline")).collect();
+        // Armed when the RRQ went out, a moment after the machine was made.
+        let first = armed[0] - start;
+        assert!(first >= Duration::from_millis(20), "{first:?}");
+        assert!(first < Duration::from_millis(200), "{first:?}");
+        assert!(armed.windows(2).all(|w| w[0] < w[1]), "{published:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lifetime_before_the_deadline_is_the_wake() {
+        let lifetime = Duration::from_millis(5);
+        let (start, published) = silent_download(Some(lifetime)).await;
+        assert_eq!(published.first(), Some(&Some(start + lifetime)));
+        assert_eq!(published.last(), Some(&None));
+    }
 
     /// Feeds datagrams (destination port, length) through a batch, the way
     /// `drive` does, and returns what goes out: (port, total bytes, segment).

@@ -555,6 +555,10 @@ async fn open_file<N: Network>(
             .map_err(|e| busy(&format!("open failed: {e}")))?;
         opened.map_err(|e| (store_refusal(&e), Some(e.to_string())))
     };
+    // The one timer here that is not a transfer's, so no socket publishes
+    // it (see `DatagramSocket::next_wake`): it fires only if the open is
+    // still pending when it runs out, which never happens on a network
+    // whose `run_blocking` runs the work inline (the simulator's).
     let deadline = shared.options.open_deadline;
     match tokio::time::timeout(deadline, work).await {
         Ok(result) => result,

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// A bound datagram socket.
 pub trait DatagramSocket: Send + Sync + 'static {
@@ -64,6 +65,15 @@ pub trait DatagramSocket: Send + Sync + 'static {
             Ok(())
         }
     }
+
+    /// When whatever drives this socket next wakes on a timer of its own:
+    /// the transfer machine's deadline (from its `poll_timeout`) or the
+    /// transfer's lifetime limit, whichever is first; `None` once nothing
+    /// waits on a timer (the driver stopped, or the machine has no deadline).
+    /// The runtime calls it whenever that moment changes. A simulator that
+    /// skips idle time learns here exactly when a host can next act on its
+    /// own; a real network ignores it (the default).
+    fn next_wake(&self, _at: Option<Instant>) {}
 }
 
 /// The most bytes [`DatagramSocket::send_segments`] is handed at once, and

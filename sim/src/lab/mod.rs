@@ -7,6 +7,7 @@ pub mod faults;
 pub mod net;
 pub mod profile;
 pub mod scenario;
+pub mod setup;
 pub mod trace;
 
 pub use faults::{FaultPlan, Injector, LinkFaults};

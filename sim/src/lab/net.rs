@@ -4,15 +4,16 @@
 //! host with the client-to-server faults, so every datagram passes exactly
 //! one injector.
 
-use super::faults::{decide_scripted, Cause, Fate, Injector, Script};
+use super::faults::{decide_scripted, Fate, Injector, Script};
+use super::setup::{deliver_now, trace_fate};
 use super::trace::{render_packet, Trace, TraceEvent, TraceFate};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tftplab::runtime::{DatagramSocket, Network};
+use std::time::{Duration, Instant};
+use tftplab::runtime::{now, DatagramSocket, Network};
 
 /// Names hosts in the trace, tells the time since the run started, and
 /// whether a link is cut.
@@ -25,15 +26,6 @@ pub trait LabClock: Send + Sync + 'static {
     fn link_cut(&self, _from: &str, _to: &str) -> bool {
         false
     }
-    /// A copy held back for `delay` will be sent then: a simulator that
-    /// skips idle time must not skip past it.
-    fn will_send_after(&self, _delay: Duration) {}
-    /// `host`'s socket on `port` is sending (whatever the datagram's fate)
-    /// or has received a datagram: the transfer machine on it may have just
-    /// armed its timer.
-    fn activity(&self, _host: &str, _port: u16, _sending: bool) {}
-    /// `host`'s socket on `port` is closed: no timer runs for it any more.
-    fn closed(&self, _host: &str, _port: u16) {}
 }
 
 /// Wraps `N` so every send goes through the injector.
@@ -73,6 +65,31 @@ pub struct FaultySocket<S: DatagramSocket> {
     injector: Arc<Mutex<(Injector, Script)>>,
     trace: Trace,
     clock: Arc<dyn LabClock>,
+    wakes: Arc<Mutex<Wakes>>,
+}
+
+/// The timers behind one [`FaultySocket`]: its driver's (as published to
+/// it) and one per copy held back. The inner socket hears of the earliest
+/// ([`DatagramSocket::next_wake`]), so a simulator that skips idle time
+/// wakes for a held-back copy as it does for a retransmission. A copy
+/// still held when the socket closes keeps the inner socket, and this, alive
+/// until it leaves.
+#[derive(Default)]
+struct Wakes {
+    driver: Option<Instant>,
+    held: Vec<Instant>,
+    published: Option<Instant>,
+}
+
+impl Wakes {
+    /// Tells `inner` of the earliest wake if that changed.
+    fn publish(&mut self, inner: &impl DatagramSocket) {
+        let earliest = self.held.iter().copied().chain(self.driver).min();
+        if earliest != self.published {
+            self.published = earliest;
+            inner.next_wake(earliest);
+        }
+    }
 }
 
 impl<N: Network> Network for FaultyNet<N> {
@@ -96,6 +113,7 @@ impl<N: Network> Network for FaultyNet<N> {
                 injector,
                 trace,
                 clock,
+                wakes: Arc::default(),
             })
         }
     }
@@ -114,10 +132,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
     /// does not shift the random fates of the others.
     fn decide(&self, rendered: &str) -> Fate {
         let Ok(mut guard) = self.injector.lock() else {
-            return Fate::Deliver {
-                delays: vec![Duration::ZERO],
-                held_back: false,
-            };
+            return deliver_now();
         };
         let (injector, script) = &mut *guard;
         decide_scripted(injector, script, rendered)
@@ -168,18 +183,11 @@ impl Copies {
 
 impl<S: DatagramSocket> Drop for FaultySocket<S> {
     fn drop(&mut self) {
-        self.clock.closed(&self.host, self.local.port());
-    }
-}
-
-/// How a trace names a drop's cause.
-pub fn cause_name(c: Cause) -> &'static str {
-    match c {
-        Cause::Loss => "loss",
-        Cause::Burst => "burst loss",
-        Cause::Corrupted => "corrupted, bad checksum",
-        Cause::Truncated => "truncated, bad length",
-        Cause::Scripted => "scripted",
+        // Copies still held back keep their wakes.
+        if let Ok(mut w) = self.wakes.lock() {
+            w.driver = None;
+            w.publish(&*self.inner);
+        }
     }
 }
 
@@ -193,31 +201,13 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.clock.activity(&self.host, self.local.port(), true);
         // Rendered once: the script matches it and the trace keeps it.
         let rendered = render_packet(buf);
         let fate = self.decide(&rendered);
-        let (delays, trace_fate) = match fate {
-            Fate::Dropped(cause) => (
-                Vec::new(),
-                TraceFate::Dropped {
-                    cause: cause_name(cause).into(),
-                },
-            ),
-            Fate::Deliver { delays, held_back } => {
-                let fate = if delays.len() > 1 {
-                    TraceFate::Duplicated {
-                        copies: delays.len(),
-                    }
-                } else if held_back {
-                    TraceFate::Delayed {
-                        by_us: delays[0].as_micros() as u64,
-                    }
-                } else {
-                    TraceFate::Delivered
-                };
-                (delays, fate)
-            }
+        let shown = trace_fate(&fate);
+        let delays = match fate {
+            Fate::Dropped(_) => Vec::new(),
+            Fate::Deliver { delays, .. } => delays,
         };
         // A copy sent into a cut link is lost there; the network drops it
         // (it is still handed over, so the network stays the authority).
@@ -225,7 +215,7 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         // across the start or end of a partition is judged when it leaves.
         let to = self.clock.name(target.ip());
         let len = buf.len();
-        let index = self.record(target, to.clone(), trace_fate, len, rendered);
+        let index = self.record(target, to.clone(), shown, len, rendered);
         let copies = Arc::new(Copies {
             trace: self.trace.clone(),
             index,
@@ -239,7 +229,12 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                 now_copies += 1;
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
-                self.clock.will_send_after(d);
+                let leaves = now() + d;
+                let wakes = self.wakes.clone();
+                if let Ok(mut w) = wakes.lock() {
+                    w.held.push(leaves);
+                    w.publish(&*inner);
+                }
                 let (copies, clock, host, to) = (
                     copies.clone(),
                     self.clock.clone(),
@@ -247,9 +242,15 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
                     to.clone(),
                 );
                 tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
+                    tokio::time::sleep_until(leaves.into()).await;
                     copies.leaving(clock.link_cut(&host, &to));
                     let _ = inner.send_to(&data, target).await;
+                    if let Ok(mut w) = wakes.lock() {
+                        if let Some(i) = w.held.iter().position(|&t| t == leaves) {
+                            w.held.swap_remove(i);
+                        }
+                        w.publish(&*inner);
+                    }
                 });
             }
         }
@@ -267,14 +268,13 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        let received = self.inner.recv_from(buf);
-        let (clock, host, port) = (self.clock.clone(), self.host.clone(), self.local.port());
-        async move {
-            let got = received.await;
-            if got.is_ok() {
-                clock.activity(&host, port, false);
-            }
-            got
+        self.inner.recv_from(buf)
+    }
+
+    fn next_wake(&self, at: Option<Instant>) {
+        if let Ok(mut w) = self.wakes.lock() {
+            w.driver = at;
+            w.publish(&*self.inner);
         }
     }
 }
