@@ -80,7 +80,7 @@ pub fn server_setup(
             limits: Limits {
                 max_blksize: s.max_blksize,
                 max_windowsize: s.max_windowsize,
-                max_upload: s.max_upload,
+                // max_upload is the store's; serve() applies it to requests.
                 ..Limits::default()
             },
         },
