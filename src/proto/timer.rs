@@ -187,6 +187,16 @@ impl Timer {
         }
     }
 
+    /// [`Timer::expire`] while a handshake (the OACK, or a client's
+    /// request) is unanswered: a resend counts as a control retransmission.
+    pub fn expire_handshake(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
+        let expiry = self.expire(now, counters);
+        if expiry == Expiry::Resend {
+            counters.control_retransmitted += 1;
+        }
+        expiry
+    }
+
     /// The peer made progress: the retry budget starts over, and the
     /// backoff steps down by one. Karn's rule alone keeps a backed-off
     /// timeout until a block sent only once is acknowledged, and under

@@ -316,11 +316,7 @@ impl<K: Sink> WindowRx<K> {
     /// Time passed with the request unanswered: [`Expiry::Resend`] when it
     /// is to go out again.
     pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
-        let expiry = self.timer.expire(now, counters);
-        if expiry == Expiry::Resend {
-            counters.control_retransmitted += 1;
-        }
-        expiry
+        self.timer.expire_handshake(now, counters)
     }
 
     /// When the timer fires, if armed.

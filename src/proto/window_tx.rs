@@ -319,11 +319,7 @@ impl<S: Source> WindowTx<S> {
     /// Time passed with the handshake unanswered: [`Expiry::Resend`] when
     /// the OACK or request is to go out again.
     pub fn handshake_timeout(&mut self, now: Instant, counters: &mut Counters) -> Expiry {
-        let expiry = self.timer.expire(now, counters);
-        if expiry == Expiry::Resend {
-            counters.control_retransmitted += 1;
-        }
-        expiry
+        self.timer.expire_handshake(now, counters)
     }
 
     /// The retry budget at the ceiling, for [`super::TransferError`].
