@@ -63,3 +63,6 @@ pub use server::{
     UNKNOWN_OPCODE_REPLY_LEN,
 };
 pub use timer::timeouts_before_giving_up;
+
+#[cfg(test)]
+mod tests;
