@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod faults;
+pub mod firmware;
 pub mod net;
 pub mod profile;
 pub mod scenario;
