@@ -1376,4 +1376,56 @@ mod tests {
         c.written = 0;
         c
     }
+
+    /// End to end: the machine over a real loopback socket against a real
+    /// tftplab server, lock-step and with `tftpwindowsize 8`, for a file
+    /// that ends in a short block and one that ends in an empty block.
+    #[tokio::test]
+    async fn end_to_end_against_tftplab_server() {
+        use tftplab::data::SharedSink;
+        use tftplab::runtime::{bind_any, drive_to_outcome, Control, Server, TokioNet};
+
+        let root = tempfile::tempdir().unwrap();
+        let server = Server::builder(root.path())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .serve()
+            .await
+            .unwrap();
+        let odd: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let even: Vec<u8> = (0..1468 * 40u32).map(|i| (i * 13 + 5) as u8).collect();
+        server.store().put_bytes("odd.bin", &odd).unwrap();
+        server.store().put_bytes("even.bin", &even).unwrap();
+        let addr = server.local_addr();
+        for windowsize in [1u16, 8] {
+            for (name, want) in [("odd.bin", &odd), ("even.bin", &even)] {
+                let settings = UBootSettings {
+                    windowsize,
+                    ..UBootSettings::default()
+                };
+                let sink = SharedSink::new();
+                let socket = bind_any(&TokioNet, addr).await.unwrap();
+                let machine =
+                    UBootGet::new(tftplab::runtime::now(), addr, name, sink.clone(), &settings);
+                let mut negotiated = Vec::new();
+                let on_event = |e: &Event| {
+                    if let Event::Negotiated(n) = e {
+                        negotiated.push(*n);
+                    }
+                    Control::Continue
+                };
+                let outcome = drive_to_outcome(machine, socket, on_event, |_| Control::Continue)
+                    .await
+                    .expect("an outcome")
+                    .expect("success");
+                assert_eq!(negotiated.len(), 1);
+                assert_eq!(negotiated[0].blksize, 1468);
+                assert_eq!(negotiated[0].windowsize, windowsize);
+                assert_eq!(outcome.bytes, want.len() as u64);
+                let got = sink.snapshot();
+                assert!(got.committed);
+                assert!(got.data == *want, "{name} with windowsize {windowsize}");
+            }
+        }
+        server.stop(Duration::from_secs(1)).await;
+    }
 }
