@@ -958,7 +958,7 @@ mod tests {
             sent(&mut m, t0),
             vec![(
                 server(),
-                b"\0\x01Image\0octet\0timeout\05\0blksize\01468\0".to_vec()
+                b"\0\x01Image\0octet\0timeout\x005\0blksize\x001468\0".to_vec()
             )]
         );
         assert_eq!(m.poll_timeout(), Some(t0 + ms(5001)));
@@ -981,7 +981,7 @@ mod tests {
         assert_eq!(
             sent_to(&mut m, t0, server()),
             vec![
-                b"\0\x01Image\0octet\0timeout\01\0tsize\00\0blksize\01468\0windowsize\08\0"
+                b"\0\x01Image\0octet\0timeout\x001\0tsize\x000\0blksize\x001468\0windowsize\x008\0"
                     .to_vec()
             ]
         );
@@ -993,7 +993,7 @@ mod tests {
         let mut m = machine(t0, &low);
         assert_eq!(
             sent_to(&mut m, t0, server()),
-            vec![b"\0\x01Image\0octet\0timeout\01\0blksize\01468\0".to_vec()]
+            vec![b"\0\x01Image\0octet\0timeout\x001\0blksize\x001468\0".to_vec()]
         );
         assert_eq!(m.poll_timeout(), Some(t0 + ms(1001)));
     }
