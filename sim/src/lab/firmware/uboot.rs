@@ -24,7 +24,8 @@
 //! - an OACK after DATA puts the machine back into the OACK state, and the
 //!   next in-order block then fails "First block is not block 1" (L618-633);
 //! - one fixed timer: `tftptimeout` (5000 ms) from the last in-order block or
-//!   the last timeout, no backoff; each expiry resends the RRQ or the last
+//!   the last timeout, no backoff (`net_loop` runs the handler on the first
+//!   whole millisecond past it, net/net.c L646-647: 5001 ms here); each expiry resends the RRQ or the last
 //!   ACK, and the `tftptimeoutcountmax + 1`-th expiry of the whole transfer
 //!   (reset only on a 65535 -> 0 wrap) gives up (L693-703, L270-284);
 //! - ERROR 1 and 2 end the transfer; so does every other code, and every
@@ -1030,6 +1031,33 @@ mod tests {
         let t2 = t1 + ms(10);
         assert_eq!(feed(&mut m, t2, &range(1, 15), 1024), acks(&[]));
         assert_eq!(feed(&mut m, t2, &[16], 1024), acks(&[16]));
+    }
+
+    /// L536-572: the scan's quirks. `i + 8 < len` misses a `tsize` with a
+    /// one-digit value at the end; values go through `dectoul`, which reads
+    /// `0x` as hexadecimal; a duplicate OACK before DATA is answered with
+    /// ACK 0 again, and the transfer goes on.
+    #[test]
+    fn oack_scan_quirks() {
+        let t0 = Instant::now();
+        let settings = UBootSettings {
+            tsize: true,
+            ..UBootSettings::default()
+        };
+        let mut m = machine(t0, &settings);
+        sent(&mut m, t0);
+        let o = oack(&[("blksize", "0x200"), ("tsize", "7")]);
+        m.handle_datagram(t0, tid(), &o);
+        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        let mut expect = Negotiated::default();
+        expect.blksize = 512;
+        assert_eq!(events(&mut m), vec![Event::Negotiated(expect)]);
+        m.handle_datagram(t0, tid(), &o);
+        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        assert!(events(&mut m).is_empty());
+        assert_eq!(feed(&mut m, t0, &[1], 512), acks(&[1]));
+        assert_eq!(feed(&mut m, t0, &[2], 0), acks(&[2]));
+        assert_eq!(finished(&mut m).unwrap().bytes, 512);
     }
 
     /// L542-557: blksize above the asked one, or a timeout other than the
