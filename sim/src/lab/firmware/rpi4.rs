@@ -673,7 +673,7 @@ mod tests {
             sent(&mut m, t0),
             vec![(
                 addr(SERVER),
-                b"\0\x01d9780558/start4.elf\0octet\0tsize\00\0blksize\01024\0".to_vec()
+                b"\0\x01d9780558/start4.elf\0octet\0tsize\x000\0blksize\x001024\0".to_vec()
             )]
         );
         // Older firmware (firmware#1700): tsize only.
@@ -683,7 +683,7 @@ mod tests {
         };
         assert_eq!(
             old.request("start.elf"),
-            b"\0\x01start.elf\0octet\0tsize\00\0".to_vec()
+            b"\0\x01start.elf\0octet\0tsize\x000\0".to_vec()
         );
     }
 
@@ -786,7 +786,7 @@ mod tests {
         let mut p = Rpi4Probe::new(t0, addr(SERVER), "start4.elf", &Rpi4Settings::default());
         assert_eq!(
             sent(&mut p, t0)[0].1,
-            b"\0\x01start4.elf\0octet\0tsize\00\0blksize\01024\0".to_vec()
+            b"\0\x01start4.elf\0octet\0tsize\x000\0blksize\x001024\0".to_vec()
         );
         p.handle_datagram(t0, addr(TID), &oack(2_965_216, 1024));
         assert_eq!(sent(&mut p, t0), vec![(addr(TID), ack(0))]);

@@ -804,7 +804,7 @@ mod tests {
     #[test]
     fn oversized_datagram_is_cut_to_516_and_oack_is_ignored() {
         let (mut m, t0) = get();
-        m.handle_datagram(t0, addr(TID), b"\0\x06blksize\01024\0");
+        m.handle_datagram(t0, addr(TID), b"\0\x06blksize\x001024\0");
         assert!(sent(&mut m).is_empty());
         m.handle_datagram(t0, addr(TID), &data(1, 1024));
         assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 1])]);
