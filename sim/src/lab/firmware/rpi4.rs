@@ -1000,4 +1000,53 @@ mod tests {
         server.stop(Duration::from_secs(1)).await;
         Ok(())
     }
+
+    /// As in firmware#1700: the real RRQ leaves from a new port as soon as
+    /// the probe's OACK is in, so the two transfers of one file overlap on
+    /// the server.
+    #[tokio::test]
+    async fn download_overlapping_the_probe_over_loopback() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, Server, TokioNet};
+        let dir = tempfile::tempdir()?;
+        let server = Server::builder(dir.path())
+            .bind("127.0.0.1:0".parse()?)
+            .serve()
+            .await?;
+        let file: Vec<u8> = (0..20_000u32).map(|i| (i * 11 % 253) as u8).collect();
+        server.store().put_bytes("start4.elf", &file)?;
+        let at = server.local_addr();
+        let settings = Rpi4Settings::default();
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut tx = Some(tx);
+        let probe_socket = bind_any(&TokioNet, at).await?;
+        let probe = Rpi4Probe::new(now(), at, "start4.elf", &settings);
+        let on_event = move |e: &Event| {
+            if let (Event::Negotiated(_), Some(tx)) = (e, tx.take()) {
+                let _ = tx.send(());
+            }
+            Control::Continue
+        };
+        let probing = tokio::spawn(drive_to_outcome(probe, probe_socket, on_event, |_| {
+            Control::Continue
+        }));
+        rx.await?;
+        let socket = bind_any(&TokioNet, at).await?;
+        let sink = SharedSink::new();
+        let get = Rpi4Get::new(now(), at, "start4.elf", sink.clone(), &settings);
+        let got = drive_to_outcome(get, socket, |_| Control::Continue, |_| Control::Continue).await;
+        assert_eq!(got.expect("an outcome")?.bytes, 20_000);
+        assert_eq!(sink.snapshot().data, file);
+        let probed = probing.await?;
+        assert!(matches!(
+            probed,
+            Some(Err(TransferError::Local {
+                code: ErrorCode::UNDEFINED,
+                ..
+            }))
+        ));
+        server.stop(Duration::from_secs(1)).await;
+        Ok(())
+    }
 }
