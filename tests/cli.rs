@@ -291,3 +291,116 @@ fn store_commands_manage_the_root() {
     assert_eq!(code, 1);
     assert_eq!(err.lines().count(), 1);
 }
+
+/// Replaces the fields that change from run to run (a peer's port, a
+/// duration) with fixed text, so the rest of a JSON event line can be
+/// compared byte for byte.
+fn normalize_event(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find(r#""peer":"127.0.0.1:"#) {
+        let start = at + r#""peer":"127.0.0.1:"#.len();
+        out.push_str(&rest[..start]);
+        out.push_str("PORT");
+        rest = rest[start..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    match out.find(r#""seconds":"#) {
+        Some(at) if !out[at..].starts_with(r#""seconds":null"#) => {
+            let start = at + r#""seconds":"#.len();
+            let end = start + out[start..].find(',').unwrap();
+            format!("{}S{}", &out[..start], &out[end..])
+        }
+        _ => out,
+    }
+}
+
+/// `serve --events json`: a `ready` line with the bound address (port 0
+/// resolved), then one line per finished or refused transfer, then
+/// `stopped`, each exactly as documented in the README.
+#[test]
+fn serve_events_json_reports_ready_transfers_and_stop() {
+    use std::io::{BufRead, BufReader};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("boot")).unwrap();
+    std::fs::write(root.path().join("boot/kernel.img"), data(3000)).unwrap();
+    let mut child = bin()
+        .args(["serve", "--root"])
+        .arg(root.path())
+        .args(["--bind", "127.0.0.1:0", "--events", "json", "--grace", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    let prefix = r#"{"event":"ready","addr":"127.0.0.1:"#;
+    assert!(ready.starts_with(prefix), "{ready}");
+    let port: u16 = ready[prefix.len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+    let root_json = root.path().to_str().unwrap();
+    assert_eq!(
+        ready,
+        format!(
+            r#"{{"event":"ready","addr":"127.0.0.1:{port}","root":"{root_json}","write":"off"}}"#
+        )
+    );
+    let addr = format!("127.0.0.1:{port}");
+
+    let (code, _, err) = run(bin().args([
+        "get",
+        "-q",
+        &addr,
+        "boot/kernel.img",
+        "/dev/null",
+        "--blksize",
+        "1024",
+        "--tsize",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run(bin().args(["get", "-q", &addr, "../x\"y", "/dev/null"]));
+    assert_eq!(code, 1);
+    let (code, _, _) = run(bin()
+        .args(["put", "-q", &addr, "Cargo.toml", "new.txt"])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(code, 1);
+
+    let transfer = normalize_event(&lines.next().unwrap().unwrap());
+    assert_eq!(
+        transfer,
+        r#"{"event":"transfer","id":1,"direction":"read","file":"boot/kernel.img","peer":"127.0.0.1:PORT","outcome":"ok","bytes":3000,"blocks":3,"retransmissions":0,"seconds":S,"options":{"blksize":1024,"windowsize":1,"timeout":null,"tsize":3000},"error":null}"#
+    );
+    let refused = normalize_event(&lines.next().unwrap().unwrap());
+    assert_eq!(
+        refused,
+        r#"{"event":"refused","file":"../x\"y","peer":"127.0.0.1:PORT","code":2,"message":"Access violation"}"#
+    );
+    let refused = normalize_event(&lines.next().unwrap().unwrap());
+    assert_eq!(
+        refused,
+        r#"{"event":"refused","file":"new.txt","peer":"127.0.0.1:PORT","code":2,"message":"Access violation"}"#
+    );
+
+    terminate(&child);
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        r#"{"event":"stopped","aborted":0}"#
+    );
+    assert!(lines.next().is_none());
+    assert!(child.wait().unwrap().success());
+}
+
+/// Without `--events`, `serve` prints nothing on stdout.
+#[test]
+fn serve_prints_nothing_on_stdout_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    let served = Served::start(root.path(), &[]);
+    let out = served.stop();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"");
+}

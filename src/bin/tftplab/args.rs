@@ -101,6 +101,19 @@ pub struct ServeArgs {
     /// Seconds live transfers get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "S", default_value_t = 5.0, value_parser = parse_seconds)]
     pub grace: f64,
+    /// Machine-readable events on stdout, one JSON object per line: `ready`
+    /// (with the bound address, also for port 0) once listening, then
+    /// `transfer` for every finished transfer (file, peer, outcome, bytes,
+    /// negotiated options), `refused` for every refused request, and
+    /// `stopped` at exit. `none` prints nothing on stdout.
+    #[arg(long, value_name = "FORMAT", default_value = "none")]
+    pub events: EventsArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum EventsArg {
+    None,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -2,10 +2,11 @@
 //! served files. `tftplab --help` is the manual.
 
 mod args;
+mod events;
 
 use args::{
-    Cli, Command, GetArgs, ModeArg, PutArgs, ServeArgs, StoreAction, StoreArgs, TransferArgs,
-    WriteArg,
+    Cli, Command, EventsArg, GetArgs, ModeArg, PutArgs, ServeArgs, StoreAction, StoreArgs,
+    TransferArgs, WriteArg,
 };
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,10 +124,32 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         server.store().root().display(),
         server.local_addr()
     );
+    // Subscribed before `ready` is printed, so no transfer a reader starts
+    // after reading it can be missed.
+    let printer = (a.events == EventsArg::Json).then(|| {
+        let rx = server.subscribe();
+        events::ready(
+            server.local_addr(),
+            server.store().root(),
+            &policy.to_string(),
+        );
+        tokio::spawn(events::print(rx))
+    });
     wait_for_shutdown_signal().await;
     let report = server.stop(Duration::from_secs_f64(a.grace)).await;
     if report.aborted > 0 {
         eprintln!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
+    }
+    if let Some(printer) = printer {
+        // The channel closes once the server and its transfers are gone;
+        // every event sent before that is printed first.
+        if tokio::time::timeout(Duration::from_secs(1), printer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("event printer did not finish");
+        }
+        events::stopped(report.aborted);
     }
     Ok(())
 }

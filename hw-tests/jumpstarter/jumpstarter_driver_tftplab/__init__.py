@@ -1,0 +1,1 @@
+"""Jumpstarter TFTP driver that runs tftplab's server (`tftplab serve`)."""
