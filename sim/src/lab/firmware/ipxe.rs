@@ -702,65 +702,30 @@ impl<K: Sink> IpxeGet<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tftplab::data::MemSink;
+    use crate::lab::firmware::testkit::{
+        ack, addr, committed, data_of, expiries, oack, only, outcome, peer, request_resends, run,
+        sent, sent_to, serve, SERVER, TID,
+    };
+    use tftplab::data::{MemSink, SharedSink};
+    use tftplab::runtime::now;
 
-    const SERVER: &str = "10.0.0.1:69";
-    const TID: &str = "10.0.0.1:50000";
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+    fn get(t0: Instant, name: &str) -> IpxeGet<MemSink> {
+        IpxeGet::new(t0, addr(SERVER), name, MemSink::new(), &Settings::default())
     }
 
+    /// A download of "f" whose RRQ is out.
     fn start(t0: Instant) -> IpxeGet<MemSink> {
-        let mut m = IpxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
+        let mut m = get(t0, "f");
         sent(&mut m, t0);
         m
     }
 
-    fn sent(m: &mut impl Transfer, now: Instant) -> Vec<(Vec<u8>, SocketAddr)> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        std::iter::from_fn(|| {
-            m.poll_transmit(now, &mut buf)
-                .map(|t| (buf[..t.len].to_vec(), t.dest))
-        })
-        .collect()
-    }
-
-    fn only(m: &mut impl Transfer, now: Instant) -> Vec<u8> {
-        let out = sent(m, now);
-        assert_eq!(out.len(), 1, "{out:?}");
-        out[0].0.clone()
-    }
-
-    fn finished(m: &mut impl Transfer) -> Option<Result<Summary, TransferError>> {
-        std::iter::from_fn(|| m.poll_event()).find_map(|e| match e {
-            Event::Finished(r) => Some(r),
-            Event::Negotiated(_) => None,
-        })
-    }
-
+    /// DATA `block` with `len` bytes of this module's own pattern.
     fn data(block: u16, len: usize) -> Vec<u8> {
-        let mut d = vec![0, 3];
-        d.extend_from_slice(&block.to_be_bytes());
-        d.extend((0..len).map(|i| (i as u8).wrapping_mul(3) ^ (block as u8)));
-        d
-    }
-
-    fn oack(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut d = vec![0, 6];
-        for (n, v) in pairs {
-            d.extend_from_slice(n.as_bytes());
-            d.push(0);
-            d.extend_from_slice(v.as_bytes());
-            d.push(0);
-        }
-        d
-    }
-
-    fn ack(block: u16) -> Vec<u8> {
-        let mut a = vec![0, 4];
-        a.extend_from_slice(&block.to_be_bytes());
-        a
+        let payload: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(3) ^ (block as u8))
+            .collect();
+        data_of(block, &payload)
     }
 
     /// After OACK blksize 8 (tiny blocks keep tests short) and ACK 0.
@@ -778,19 +743,10 @@ mod tests {
     #[test]
     fn rrq_asks_blksize_1432_then_tsize_0() {
         let t0 = Instant::now();
-        let mut m = IpxeGet::new(
-            t0,
-            addr(SERVER),
-            "boot.ipxe",
-            MemSink::new(),
-            &Settings::default(),
-        );
+        let mut m = get(t0, "boot.ipxe");
         assert_eq!(
-            sent(&mut m, t0),
-            vec![(
-                b"\x00\x01boot.ipxe\x00octet\x00blksize\x001432\x00tsize\x000\x00".to_vec(),
-                addr(SERVER)
-            )]
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![b"\x00\x01boot.ipxe\x00octet\x00blksize\x001432\x00tsize\x000\x00".to_vec()]
         );
     }
 
@@ -800,7 +756,7 @@ mod tests {
         let mut m = start(t0);
         let o = oack(&[("blksize", "1468"), ("windowsize", "4"), ("tsize", "3000")]);
         m.handle_datagram(t0, addr(TID), &o);
-        assert_eq!(sent(&mut m, t0), vec![(ack(0), addr(TID))]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), ack(0))]);
         let Some(Event::Negotiated(n)) = m.poll_event() else {
             panic!("negotiated")
         };
@@ -817,7 +773,7 @@ mod tests {
         let mut m = start(t0);
         m.handle_datagram(t0, addr(TID), &oack(&[("blksize", "1432x")]));
         assert!(sent(&mut m, t0).is_empty());
-        assert!(finished(&mut m).unwrap().is_err());
+        assert!(outcome(&mut m).unwrap().is_err());
         assert!(m.is_closed());
 
         let mut m = start(t0);
@@ -848,12 +804,12 @@ mod tests {
         // Duplicates: one ACK each, never suppressed.
         m.handle_datagram(t0, addr(TID), &data(5, 8));
         m.handle_datagram(t0, addr(TID), &data(3, 8));
-        let out: Vec<_> = sent(&mut m, t0).into_iter().map(|(p, _)| p).collect();
+        let out: Vec<_> = sent(&mut m, t0).into_iter().map(|(_, p)| p).collect();
         assert_eq!(out, vec![ack(5), ack(5)]);
         assert_eq!(m.counters().duplicate_data, 2);
         m.handle_datagram(t0, addr(TID), &data(6, 1));
         assert_eq!(only(&mut m, t0), ack(6));
-        let summary = finished(&mut m).unwrap().unwrap();
+        let summary = outcome(&mut m).unwrap().unwrap();
         assert_eq!(summary.bytes, 41);
         let sink = m.into_sink();
         let expect: Vec<u8> = (1..=6u16)
@@ -871,10 +827,10 @@ mod tests {
         let mut m = negotiated(t0, None);
         m.handle_datagram(t0, addr(TID), &data(2, 3));
         assert_eq!(only(&mut m, t0), ack(0));
-        assert!(finished(&mut m).is_none());
+        assert!(outcome(&mut m).is_none());
         m.handle_datagram(t0, addr(TID), &data(1, 8));
         assert_eq!(only(&mut m, t0), ack(2));
-        assert_eq!(finished(&mut m).unwrap().unwrap().bytes, 11);
+        assert_eq!(outcome(&mut m).unwrap().unwrap().bytes, 11);
     }
 
     #[test]
@@ -884,10 +840,10 @@ mod tests {
         m.handle_datagram(t0, addr(TID), &data(1, 8));
         m.handle_datagram(t0, addr(TID), &data(2, 8));
         assert_eq!(sent(&mut m, t0).len(), 2);
-        assert!(finished(&mut m).is_none());
+        assert!(outcome(&mut m).is_none());
         m.handle_datagram(t0, addr(TID), &data(3, 0));
         assert_eq!(only(&mut m, t0), ack(3));
-        assert_eq!(finished(&mut m).unwrap().unwrap().bytes, 16);
+        assert_eq!(outcome(&mut m).unwrap().unwrap().bytes, 16);
         assert!(m.is_closed());
         // No dally.
         m.handle_datagram(t0, addr(TID), &data(3, 0));
@@ -901,37 +857,26 @@ mod tests {
         m.handle_datagram(t0, addr(TID), &data(1, 8));
         m.handle_datagram(t0, addr(TID), &data(2, 3));
         assert_eq!(sent(&mut m, t0).len(), 2);
-        assert!(finished(&mut m).is_none(), "the bitmap wants 13 blocks");
-        let mut acks = 0;
-        while let Some(at) = m.poll_timeout() {
-            m.handle_timeout(at);
-            for (p, _) in sent(&mut m, at) {
-                assert_eq!(p, ack(2));
-                acks += 1;
-            }
+        assert!(outcome(&mut m).is_none(), "the bitmap wants 13 blocks");
+        let acks = expiries(&mut m);
+        for (_, _, p) in &acks {
+            assert_eq!(*p, ack(2));
         }
-        assert!(acks >= 5);
-        assert!(finished(&mut m).unwrap().unwrap_err().is_timeout());
+        assert!(acks.len() >= 5);
+        assert!(outcome(&mut m).unwrap().unwrap_err().is_timeout());
         assert!(m.sink_aborted());
     }
 
     #[test]
     fn the_rrq_is_resent_with_binary_backoff_then_the_transfer_fails_silently() {
         let t0 = Instant::now();
-        let mut m = IpxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        let rrq = only(&mut m, t0);
-        let mut at_ticks = Vec::new();
-        while let Some(at) = m.poll_timeout() {
-            m.handle_timeout(at);
-            for (p, dest) in sent(&mut m, at) {
-                assert_eq!((&p, dest), (&rrq, addr(SERVER)));
-                at_ticks.push(to_ticks(at - t0));
-            }
-        }
+        let mut m = get(t0, "f");
+        let resends = request_resends(&mut m, t0);
+        let at_ticks: Vec<u64> = resends.into_iter().map(to_ticks).collect();
         // 0.25, 0.75, 1.75, 3.75, 7.75 s; the 6th expiry (15.75 s) fails.
         assert_eq!(at_ticks, vec![256, 768, 1792, 3840, 7936]);
         assert_eq!(
-            finished(&mut m).unwrap().unwrap_err(),
+            outcome(&mut m).unwrap().unwrap_err(),
             TransferError::TimedOut { retries: 5 }
         );
         assert!(m.is_closed());
@@ -969,7 +914,7 @@ mod tests {
         // A timeout after DATA resends the ACK of the first gap.
         let at = m.poll_timeout().unwrap();
         m.handle_timeout(at);
-        assert_eq!(sent(&mut m, at), vec![(ack(19), addr(TID))]);
+        assert_eq!(sent(&mut m, at), vec![(addr(TID), ack(19))]);
     }
 
     #[test]
@@ -978,7 +923,7 @@ mod tests {
         let mut m = start(t0);
         // An answer from another host latches it.
         m.handle_datagram(t0, addr("10.0.0.7:40000"), &oack(&[("blksize", "8")]));
-        assert_eq!(sent(&mut m, t0), vec![(ack(0), addr("10.0.0.7:40000"))]);
+        assert_eq!(sent(&mut m, t0), vec![(addr("10.0.0.7:40000"), ack(0))]);
         // The real server's DATA, and the right host on another port: dropped.
         m.handle_datagram(t0, addr(TID), &data(1, 8));
         m.handle_datagram(t0, addr("10.0.0.7:40001"), &data(1, 8));
@@ -994,7 +939,7 @@ mod tests {
         assert!(sent(&mut m, t0).is_empty());
         let at = m.poll_timeout().unwrap();
         m.handle_timeout(at);
-        assert_eq!(sent(&mut m, at), vec![(ack(0), addr(TID))]);
+        assert_eq!(sent(&mut m, at), vec![(addr(TID), ack(0))]);
     }
 
     #[test]
@@ -1003,15 +948,12 @@ mod tests {
         let mut m = negotiated(t0, None);
         // Underlength ERROR: ignored.
         m.handle_datagram(t0, addr(TID), b"\x00\x05\x00");
-        assert!(finished(&mut m).is_none());
+        assert!(outcome(&mut m).is_none());
         m.handle_datagram(t0, addr(TID), b"\x00\x05\x00\x02denied\x00");
         assert!(sent(&mut m, t0).is_empty());
         assert_eq!(
-            finished(&mut m).unwrap().unwrap_err(),
-            TransferError::Peer {
-                code: ErrorCode::ACCESS_VIOLATION,
-                message: "denied".into()
-            }
+            outcome(&mut m).unwrap().unwrap_err(),
+            peer(ErrorCode::ACCESS_VIOLATION, "denied")
         );
         assert!(m.is_closed());
     }
@@ -1028,7 +970,7 @@ mod tests {
             let mut m = negotiated(t0, None);
             m.handle_datagram(t0, addr(TID), &case);
             assert!(sent(&mut m, t0).is_empty(), "{case:?}");
-            assert!(finished(&mut m).unwrap().is_err());
+            assert!(outcome(&mut m).unwrap().is_err());
             assert!(m.is_closed());
         }
     }
@@ -1045,7 +987,7 @@ mod tests {
         assert_eq!(only(&mut m, t0), ack(0));
         m.handle_datagram(t0, addr(TID), &data(1, 2));
         assert_eq!(only(&mut m, t0), ack(1));
-        assert_eq!(finished(&mut m).unwrap().unwrap().bytes, 65536 * 8 + 2);
+        assert_eq!(outcome(&mut m).unwrap().unwrap().bytes, 65536 * 8 + 2);
     }
 
     #[test]
@@ -1058,7 +1000,7 @@ mod tests {
         assert_eq!(only(&mut m, t0), ack(0));
         m.handle_datagram(t0, addr(TID), &data(1, 0));
         assert_eq!(only(&mut m, t0), ack(0));
-        assert_eq!(finished(&mut m).unwrap().unwrap().bytes, 0);
+        assert_eq!(outcome(&mut m).unwrap().unwrap().bytes, 0);
     }
 
     #[test]
@@ -1068,9 +1010,9 @@ mod tests {
         m.abort(ErrorCode::OPTION_NEGOTIATION, "ignored");
         assert_eq!(
             sent(&mut m, t0),
-            vec![(b"\x00\x05\x00\x00TFTP Aborted\x00".to_vec(), addr(TID))]
+            vec![(addr(TID), b"\x00\x05\x00\x00TFTP Aborted\x00".to_vec())]
         );
-        assert!(finished(&mut m).unwrap().is_err());
+        assert!(outcome(&mut m).unwrap().is_err());
         assert!(m.is_closed());
     }
 
@@ -1082,16 +1024,8 @@ mod tests {
 
     #[tokio::test]
     async fn download_from_a_tftplab_server() -> Result<(), Box<dyn std::error::Error>> {
-        use tftplab::data::SharedSink;
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, Server, TokioNet};
-
-        let root = tempfile::tempdir()?;
-        let server = Server::builder(root.path())
-            .bind("127.0.0.1:0".parse()?)
-            .serve()
-            .await?;
         let file: Vec<u8> = (0..20_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
-        server.store().put_bytes("undionly.kpxe", &file)?;
+        let (_root, server) = serve(&[("undionly.kpxe", &file)]).await?;
         let addr = server.local_addr();
 
         let sink = SharedSink::new();
@@ -1102,22 +1036,12 @@ mod tests {
             sink.clone(),
             &Settings::default(),
         );
-        let socket = bind_any(&TokioNet, addr).await?;
-        let summary = drive_to_outcome(
-            machine,
-            socket,
-            |_| Control::Continue,
-            |_| Control::Continue,
-        )
-        .await
-        .expect("an outcome")?;
+        let summary = run(machine, addr).await.expect("an outcome")?;
         assert_eq!(
             (summary.negotiated.blksize, summary.negotiated.tsize),
             (1432, Some(file.len() as u64))
         );
-        let got = sink.snapshot();
-        assert!(got.committed);
-        assert_eq!(got.data, file);
+        assert_eq!(committed(&sink), file);
         Ok(())
     }
 }

@@ -16,5 +16,7 @@
 pub mod ipxe;
 pub mod rpi4;
 pub mod tftp_hpa;
+#[cfg(test)]
+mod testkit;
 pub mod uboot;
 pub mod uefi;

@@ -598,54 +598,30 @@ impl Transfer for Rpi4Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::firmware::testkit::{
+        ack, addr, committed, data, events, local, peer, run, run_with, sent, sent_to, serve,
+        SERVER, TID,
+    };
     use tftplab::data::{MemSink, SharedSink};
 
-    const SERVER: &str = "10.0.0.1:69";
-    const TID: &str = "10.0.0.1:5000";
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn sent<T: Transfer>(m: &mut T, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut buf = vec![0; MAX_DATAGRAM];
-        while let Some(t) = m.poll_transmit(now, &mut buf) {
-            out.push((t.dest, buf[..t.len].to_vec()));
-        }
-        out
-    }
-
-    fn events<T: Transfer>(m: &mut T) -> Vec<Event> {
-        std::iter::from_fn(|| m.poll_event()).collect()
-    }
-
-    fn ack(block: u16) -> Vec<u8> {
-        let mut b = vec![0, 4];
-        b.extend_from_slice(&block.to_be_bytes());
-        b
-    }
-
-    fn data(block: u16, len: usize) -> Vec<u8> {
-        let mut b = vec![0, 3];
-        b.extend_from_slice(&block.to_be_bytes());
-        b.extend((0..len).map(|i| (i as u8) ^ (block as u8)));
-        b
-    }
-
     fn oack(tsize: u64, blksize: u16) -> Vec<u8> {
-        format!("\0\x06tsize\0{tsize}\0blksize\0{blksize}\0").into_bytes()
+        let (tsize, blksize) = (tsize.to_string(), blksize.to_string());
+        crate::lab::firmware::testkit::oack(&[("tsize", &tsize), ("blksize", &blksize)])
     }
 
-    fn get(settings: &Rpi4Settings) -> (Rpi4Get<MemSink>, Instant) {
+    /// A download of start4.elf, nothing sent yet.
+    fn fresh(settings: &Rpi4Settings) -> (Rpi4Get<MemSink>, Instant) {
         let t0 = Instant::now();
-        let mut m = Rpi4Get::new(
+        let name = "d9780558/start4.elf";
+        (
+            Rpi4Get::new(t0, addr(SERVER), name, MemSink::new(), settings),
             t0,
-            addr(SERVER),
-            "d9780558/start4.elf",
-            MemSink::new(),
-            settings,
-        );
+        )
+    }
+
+    /// Its RRQ is out.
+    fn get(settings: &Rpi4Settings) -> (Rpi4Get<MemSink>, Instant) {
+        let (mut m, t0) = fresh(settings);
         let _ = sent(&mut m, t0);
         (m, t0)
     }
@@ -661,20 +637,10 @@ mod tests {
     #[test]
     fn rrq_bytes_are_the_captured_ones() {
         // rpi-eeprom#74: RRQ "d9780558/start4.elf" octet tsize 0 blksize 1024.
-        let t0 = Instant::now();
-        let mut m = Rpi4Get::new(
-            t0,
-            addr(SERVER),
-            "d9780558/start4.elf",
-            MemSink::new(),
-            &Rpi4Settings::default(),
-        );
+        let (mut m, t0) = fresh(&Rpi4Settings::default());
         assert_eq!(
-            sent(&mut m, t0),
-            vec![(
-                addr(SERVER),
-                b"\0\x01d9780558/start4.elf\0octet\0tsize\x000\0blksize\x001024\0".to_vec()
-            )]
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![b"\0\x01d9780558/start4.elf\0octet\0tsize\x000\0blksize\x001024\0".to_vec()]
         );
         // Older firmware (firmware#1700): tsize only.
         let old = Rpi4Settings {
@@ -800,10 +766,7 @@ mod tests {
         assert!(matches!(&ev[0], Event::Negotiated(n) if n.tsize == Some(2_965_216)));
         assert_eq!(
             ev[1],
-            Event::Finished(Err(TransferError::Local {
-                code: ErrorCode::UNDEFINED,
-                message: EARLY_TERMINATE.into()
-            }))
+            Event::Finished(Err(local(ErrorCode::UNDEFINED, EARLY_TERMINATE)))
         );
         assert!(p.is_closed());
     }
@@ -884,8 +847,8 @@ mod tests {
     #[test]
     fn strangers_are_dropped_silently() {
         let (mut m, t0) = get_receiving(&Rpi4Settings::default());
-        m.handle_datagram(t0, addr("10.0.0.1:5001"), &data(1, 1024));
-        m.handle_datagram(t0, addr("10.0.0.9:5000"), &data(1, 1024));
+        m.handle_datagram(t0, addr("10.0.0.1:50001"), &data(1, 1024));
+        m.handle_datagram(t0, addr("10.0.0.9:50000"), &data(1, 1024));
         assert!(sent(&mut m, t0).is_empty());
         assert_eq!(m.counters().unknown_tid, 2);
         assert_eq!(m.bytes_transferred(), 0);
@@ -898,10 +861,10 @@ mod tests {
         assert!(sent(&mut m, t0).is_empty());
         assert_eq!(
             events(&mut m),
-            vec![Event::Finished(Err(TransferError::Peer {
-                code: ErrorCode::FILE_NOT_FOUND,
-                message: "File not found".into()
-            }))]
+            vec![Event::Finished(Err(peer(
+                ErrorCode::FILE_NOT_FOUND,
+                "File not found"
+            )))]
         );
     }
 
@@ -955,18 +918,12 @@ mod tests {
     /// against tftplab's server.
     #[tokio::test]
     async fn probe_then_download_over_loopback() -> Result<(), Box<dyn std::error::Error>> {
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, Server, TokioNet};
-        let dir = tempfile::tempdir()?;
-        let server = Server::builder(dir.path())
-            .bind("127.0.0.1:0".parse()?)
-            .serve()
-            .await?;
+        use tftplab::runtime::{now, Control};
         let file: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
-        server.store().put_bytes("start4.elf", &file)?;
+        let (_dir, server) = serve(&[("start4.elf", &file)]).await?;
         let at = server.local_addr();
         let settings = Rpi4Settings::default();
 
-        let probe_socket = bind_any(&TokioNet, at).await?;
         let probe = Rpi4Probe::new(now(), at, "start4.elf", &settings);
         let mut tsize = None;
         let on_event = |e: &Event| {
@@ -975,28 +932,21 @@ mod tests {
             }
             Control::Continue
         };
-        let probed = drive_to_outcome(probe, probe_socket, on_event, |_| Control::Continue).await;
+        let probed = run_with(probe, at, on_event).await;
         assert_eq!(
             probed,
-            Some(Err(TransferError::Local {
-                code: ErrorCode::UNDEFINED,
-                message: EARLY_TERMINATE.into()
-            }))
+            Some(Err(local(ErrorCode::UNDEFINED, EARLY_TERMINATE)))
         );
         assert_eq!(tsize, Some(5000));
 
-        let socket = bind_any(&TokioNet, at).await?;
         let sink = SharedSink::new();
         let get = Rpi4Get::new(now(), at, "start4.elf", sink.clone(), &settings);
-        let got = drive_to_outcome(get, socket, |_| Control::Continue, |_| Control::Continue).await;
-        let summary = got.expect("an outcome")?;
+        let summary = run(get, at).await.expect("an outcome")?;
         assert_eq!(
             (summary.bytes, summary.blocks, summary.negotiated.blksize),
             (5000, 5, 1024)
         );
-        let snapshot = sink.snapshot();
-        assert!(snapshot.committed);
-        assert_eq!(snapshot.data, file);
+        assert_eq!(committed(&sink), file);
         server.stop(Duration::from_secs(1)).await;
         Ok(())
     }
@@ -1007,20 +957,14 @@ mod tests {
     #[tokio::test]
     async fn download_overlapping_the_probe_over_loopback() -> Result<(), Box<dyn std::error::Error>>
     {
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, Server, TokioNet};
-        let dir = tempfile::tempdir()?;
-        let server = Server::builder(dir.path())
-            .bind("127.0.0.1:0".parse()?)
-            .serve()
-            .await?;
+        use tftplab::runtime::{now, Control};
         let file: Vec<u8> = (0..20_000u32).map(|i| (i * 11 % 253) as u8).collect();
-        server.store().put_bytes("start4.elf", &file)?;
+        let (_dir, server) = serve(&[("start4.elf", &file)]).await?;
         let at = server.local_addr();
         let settings = Rpi4Settings::default();
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut tx = Some(tx);
-        let probe_socket = bind_any(&TokioNet, at).await?;
         let probe = Rpi4Probe::new(now(), at, "start4.elf", &settings);
         let on_event = move |e: &Event| {
             if let (Event::Negotiated(_), Some(tx)) = (e, tx.take()) {
@@ -1028,14 +972,11 @@ mod tests {
             }
             Control::Continue
         };
-        let probing = tokio::spawn(drive_to_outcome(probe, probe_socket, on_event, |_| {
-            Control::Continue
-        }));
+        let probing = tokio::spawn(run_with(probe, at, on_event));
         rx.await?;
-        let socket = bind_any(&TokioNet, at).await?;
         let sink = SharedSink::new();
         let get = Rpi4Get::new(now(), at, "start4.elf", sink.clone(), &settings);
-        let got = drive_to_outcome(get, socket, |_| Control::Continue, |_| Control::Continue).await;
+        let got = run(get, at).await;
         assert_eq!(got.expect("an outcome")?.bytes, 20_000);
         assert_eq!(sink.snapshot().data, file);
         let probed = probing.await?;

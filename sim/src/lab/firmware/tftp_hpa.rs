@@ -618,34 +618,10 @@ impl<S: Source> Transfer for TftpHpaPut<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::firmware::testkit::{
+        addr, data, events, peer, run, sent, sent_to, serve, serve_with, SERVER, TID,
+    };
     use tftplab::data::{MemSink, MemSource, SharedSink};
-
-    const SERVER: &str = "10.0.0.1:69";
-    const TID: &str = "10.0.0.1:5000";
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn sent<T: Transfer>(m: &mut T) -> Vec<(SocketAddr, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut buf = vec![0; 70_000];
-        while let Some(t) = m.poll_transmit(Instant::now(), &mut buf) {
-            out.push((t.dest, buf[..t.len].to_vec()));
-        }
-        out
-    }
-
-    fn events<T: Transfer>(m: &mut T) -> Vec<Event> {
-        std::iter::from_fn(|| m.poll_event()).collect()
-    }
-
-    fn data(block: u16, len: usize) -> Vec<u8> {
-        let mut b = vec![0, 3];
-        b.extend_from_slice(&block.to_be_bytes());
-        b.extend((0..len).map(|i| (i as u8) ^ (block as u8)));
-        b
-    }
 
     fn get() -> (TftpHpaGet<MemSink>, Instant) {
         let t0 = Instant::now();
@@ -657,8 +633,8 @@ mod tests {
             &TftpHpaSettings::default(),
         );
         assert_eq!(
-            sent(&mut m),
-            vec![(addr(SERVER), b"\0\x01f\0octet\0".to_vec())]
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![b"\0\x01f\0octet\0".to_vec()]
         );
         (m, t0)
     }
@@ -672,8 +648,8 @@ mod tests {
         };
         let mut m = TftpHpaGet::new(t0, addr(SERVER), "pxelinux.0", MemSink::new(), &netascii);
         assert_eq!(
-            sent(&mut m),
-            vec![(addr(SERVER), b"\0\x01pxelinux.0\0netascii\0".to_vec())]
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![b"\0\x01pxelinux.0\0netascii\0".to_vec()]
         );
         let _ = get();
     }
@@ -686,7 +662,7 @@ mod tests {
         let mut at = Vec::new();
         while let Some(t) = m.poll_timeout() {
             m.handle_timeout(t);
-            for (dest, d) in sent(&mut m) {
+            for (dest, d) in sent(&mut m, t) {
                 assert_eq!((dest, d), (addr(SERVER), b"\0\x01f\0octet\0".to_vec()));
                 at.push((t - t0).as_secs());
             }
@@ -705,7 +681,7 @@ mod tests {
     fn any_datagram_restarts_the_interval_but_not_the_budget() {
         let (mut m, t0) = get();
         m.handle_timeout(t0 + Duration::from_secs(5)); // waited 5
-        let _ = sent(&mut m);
+        let _ = sent(&mut m, t0);
         // A stray datagram 4 s later re-arms the alarm for 5 s from then.
         let stray = t0 + Duration::from_secs(9);
         m.handle_datagram(stray, addr(TID), b"\0\x04\0\x07");
@@ -714,7 +690,7 @@ mod tests {
         // without resetting the budget: three more expiries end it.
         m.handle_datagram(stray, addr(TID), &data(0, 512));
         assert_eq!(
-            sent(&mut m),
+            sent(&mut m, t0),
             vec![(addr(TID), b"\0\x01f\0octet\0".to_vec())]
         );
         let mut t = stray;
@@ -722,7 +698,7 @@ mod tests {
             t += Duration::from_secs(5);
             m.handle_timeout(t);
         }
-        assert_eq!(sent(&mut m).len(), 3);
+        assert_eq!(sent(&mut m, t0).len(), 3);
         assert!(m.is_closed());
     }
 
@@ -730,13 +706,13 @@ mod tests {
     fn blocks_are_acked_in_order_and_the_last_once() {
         let (mut m, t0) = get();
         m.handle_datagram(t0, addr(TID), &data(1, 512));
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 1])]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 1])]);
         assert_eq!(
             events(&mut m),
             vec![Event::Negotiated(Negotiated::default())]
         );
         m.handle_datagram(t0, addr(TID), &data(2, 10));
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 2])]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 2])]);
         let ev = events(&mut m);
         assert!(matches!(&ev[..], [Event::Finished(Ok(s))] if s.bytes == 522 && s.blocks == 2));
         assert!(m.is_closed());
@@ -749,12 +725,12 @@ mod tests {
         for b in 1..=3 {
             m.handle_datagram(t0, addr(TID), &data(b, 512));
         }
-        let _ = sent(&mut m);
+        let _ = sent(&mut m, t0);
         m.handle_datagram(t0, addr(TID), &data(3, 512)); // previous: re-ACK
         m.handle_datagram(t0, addr(TID), &data(3, 512)); // again: again
         m.handle_datagram(t0, addr(TID), &data(2, 512)); // older: nothing
         m.handle_datagram(t0, addr(TID), &data(9, 512)); // future: nothing
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 3]); 2]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 3]); 2]);
         assert_eq!(m.bytes_transferred(), 3 * 512);
     }
 
@@ -764,20 +740,20 @@ mod tests {
         // drew its final ACK to that port.
         let (mut m, t0) = get();
         m.handle_datagram(t0, addr(TID), &data(1, 512));
-        let _ = sent(&mut m);
+        let _ = sent(&mut m, t0);
         // A stranger (even another host, even garbage) moves the port.
         m.handle_datagram(t0, addr("10.9.9.9:6666"), b"\0\x09junk");
         assert_eq!(m.peer(), addr("10.0.0.1:6666"));
         m.handle_timeout(t0 + Duration::from_secs(5));
         assert_eq!(
-            sent(&mut m),
+            sent(&mut m, t0),
             vec![(addr("10.0.0.1:6666"), vec![0, 4, 0, 1])]
         );
         // DATA 2 from another host is taken too; the ACK goes to the
         // server's IP with that datagram's port.
         m.handle_datagram(t0, addr("10.9.9.9:7777"), &data(2, 1));
         assert_eq!(
-            sent(&mut m),
+            sent(&mut m, t0),
             vec![(addr("10.0.0.1:7777"), vec![0, 4, 0, 2])]
         );
         assert!(matches!(&events(&mut m)[..], [.., Event::Finished(Ok(_))]));
@@ -788,15 +764,15 @@ mod tests {
         let (mut m, t0) = get();
         m.handle_datagram(t0, addr("10.0.0.1:4444"), b"\0\x05\0\x01nope\0");
         assert_eq!(
-            sent(&mut m),
+            sent(&mut m, t0),
             vec![(addr("10.0.0.1:4444"), vec![0, 4, 0, 1])]
         );
         assert_eq!(
             events(&mut m),
-            vec![Event::Finished(Err(TransferError::Peer {
-                code: ErrorCode::FILE_NOT_FOUND,
-                message: "nope".into()
-            }))]
+            vec![Event::Finished(Err(peer(
+                ErrorCode::FILE_NOT_FOUND,
+                "nope"
+            )))]
         );
         assert!(m.is_closed());
     }
@@ -805,9 +781,9 @@ mod tests {
     fn oversized_datagram_is_cut_to_516_and_oack_is_ignored() {
         let (mut m, t0) = get();
         m.handle_datagram(t0, addr(TID), b"\0\x06blksize\x001024\0");
-        assert!(sent(&mut m).is_empty());
+        assert!(sent(&mut m, t0).is_empty());
         m.handle_datagram(t0, addr(TID), &data(1, 1024));
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 1])]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 1])]);
         assert_eq!(m.bytes_transferred(), 512);
         assert!(!m.is_closed());
     }
@@ -818,13 +794,13 @@ mod tests {
         for b in 1..=u16::MAX {
             m.handle_datagram(t0, addr(TID), &data(b, 512));
         }
-        let _ = sent(&mut m);
+        let _ = sent(&mut m, t0);
         m.handle_datagram(t0, addr(TID), &data(u16::MAX, 512));
-        assert!(sent(&mut m).is_empty(), "block - 1 is -1 in int");
+        assert!(sent(&mut m, t0).is_empty(), "block - 1 is -1 in int");
         m.handle_datagram(t0, addr(TID), &data(0, 512));
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 0])]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 0])]);
         m.handle_datagram(t0, addr(TID), &data(0, 512));
-        assert_eq!(sent(&mut m), vec![(addr(TID), vec![0, 4, 0, 0])]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), vec![0, 4, 0, 0])]);
     }
 
     #[test]
@@ -839,26 +815,26 @@ mod tests {
             &TftpHpaSettings::default(),
         );
         assert_eq!(
-            sent(&mut m),
-            vec![(addr(SERVER), b"\0\x02up\0octet\0".to_vec())]
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![b"\0\x02up\0octet\0".to_vec()]
         );
         m.handle_datagram(t0, addr(TID), &[0, 4, 0, 0]);
-        let out = sent(&mut m);
+        let out = sent(&mut m, t0);
         assert_eq!(
             (out[0].0, &out[0].1[..4], out[0].1.len()),
             (addr(TID), &[0, 3, 0, 1][..], 516)
         );
         // A repeated ACK 0 is not answered (Sorcerer's Apprentice).
         m.handle_datagram(t0, addr(TID), &[0, 4, 0, 0]);
-        assert!(sent(&mut m).is_empty());
+        assert!(sent(&mut m, t0).is_empty());
         m.handle_datagram(t0, addr(TID), &[0, 4, 0, 1]);
-        let out = sent(&mut m);
+        let out = sent(&mut m, t0);
         assert_eq!((&out[0].1[..4], out[0].1.len()), (&[0, 3, 0, 2][..], 92));
         // The timer resends DATA 2; after 25 s it gives up, unconfirmed.
         for s in [5, 10, 15, 20, 25] {
             m.handle_timeout(t0 + Duration::from_secs(s));
         }
-        assert_eq!(sent(&mut m).len(), 4);
+        assert_eq!(sent(&mut m, t0).len(), 4);
         assert!(matches!(
             &events(&mut m)[..],
             [
@@ -878,9 +854,9 @@ mod tests {
             MemSource::new(vec![1; 10]),
             &TftpHpaSettings::default(),
         );
-        let _ = sent(&mut m);
+        let _ = sent(&mut m, t0);
         m.handle_datagram(t0, addr(TID), b"\0\x05\0\x02denied\0");
-        assert!(sent(&mut m).is_empty());
+        assert!(sent(&mut m, t0).is_empty());
         assert!(m.is_closed());
     }
 
@@ -922,18 +898,6 @@ mod tests {
         Ok((at, handle))
     }
 
-    async fn serve(
-        file: &[u8],
-    ) -> Result<(tempfile::TempDir, tftplab::runtime::Server), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let server = tftplab::runtime::Server::builder(dir.path())
-            .bind("127.0.0.1:0".parse()?)
-            .serve()
-            .await?;
-        server.store().put_bytes("f", file)?;
-        Ok((dir, server))
-    }
-
     fn file() -> Vec<u8> {
         (0..3 * 512 + 100u32)
             .map(|i| (i * 13 % 256) as u8)
@@ -942,25 +906,20 @@ mod tests {
 
     #[tokio::test]
     async fn get_and_put_over_loopback() -> Result<(), Box<dyn std::error::Error>> {
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, TokioNet};
+        use tftplab::runtime::now;
         let file = file();
-        let (_dir, server) = serve(&file).await?;
+        let (_dir, server) = serve(&[("f", &file)]).await?;
         let at = server.local_addr();
         let sink = SharedSink::new();
         let m = TftpHpaGet::new(now(), at, "f", sink.clone(), &TftpHpaSettings::default());
-        let socket = bind_any(&TokioNet, at).await?;
-        let got = drive_to_outcome(m, socket, |_| Control::Continue, |_| Control::Continue).await;
+        let got = run(m, at).await;
         assert_eq!(got.expect("an outcome")?.blocks, 4);
         assert!(sink.snapshot().committed);
         assert_eq!(sink.snapshot().data, file);
         server.stop(Duration::from_secs(1)).await;
 
-        let dir = tempfile::tempdir()?;
-        let server = tftplab::runtime::Server::builder(dir.path())
-            .bind("127.0.0.1:0".parse()?)
-            .write(tftplab::store::WritePolicy::Create)
-            .serve()
-            .await?;
+        let (dir, server) =
+            serve_with(&[], |b| b.write(tftplab::store::WritePolicy::Create)).await?;
         let at = server.local_addr();
         let m = TftpHpaPut::new(
             now(),
@@ -969,8 +928,7 @@ mod tests {
             MemSource::new(file.clone()),
             &TftpHpaSettings::default(),
         );
-        let socket = bind_any(&TokioNet, at).await?;
-        let put = drive_to_outcome(m, socket, |_| Control::Continue, |_| Control::Continue).await;
+        let put = run(m, at).await;
         assert_eq!(put.expect("an outcome")?.bytes, file.len() as u64);
         server.stop(Duration::from_secs(1)).await;
         assert_eq!(std::fs::read(dir.path().join("up"))?, file);
@@ -982,7 +940,7 @@ mod tests {
     /// when the binary is not installed.
     #[tokio::test]
     async fn datagrams_match_the_real_binary() -> Result<(), Box<dyn std::error::Error>> {
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, TokioNet};
+        use tftplab::runtime::now;
         if std::process::Command::new("tftp")
             .arg("-V")
             .output()
@@ -992,7 +950,7 @@ mod tests {
             return Ok(());
         }
         let file = file();
-        let (_dir, server) = serve(&file).await?;
+        let (_dir, server) = serve(&[("f", &file)]).await?;
         let at = server.local_addr();
 
         let (front, recorder) = relay(at)?;
@@ -1025,8 +983,7 @@ mod tests {
         let (front, recorder) = relay(at)?;
         let sink = SharedSink::new();
         let m = TftpHpaGet::new(now(), front, "f", sink.clone(), &TftpHpaSettings::default());
-        let socket = bind_any(&TokioNet, front).await?;
-        let got = drive_to_outcome(m, socket, |_| Control::Continue, |_| Control::Continue).await;
+        let got = run(m, front).await;
         assert!(matches!(got, Some(Ok(_))));
         let ours = tokio::task::spawn_blocking(move || recorder.join())
             .await?

@@ -824,88 +824,22 @@ impl<K: Sink> Transfer for UBootGet<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::lab::firmware::testkit::{
+        ack, addr, committed, data, error, events, finished, local, oack, peer, run_with, sent,
+        sent_to, serve, SERVER, TID,
+    };
     use tftplab::data::MemSink;
-
-    const SERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    /// The server's transfer port (its TID).
-    const TID: u16 = 50_000;
-
-    fn server() -> SocketAddr {
-        SocketAddr::new(SERVER_IP, 69)
-    }
-
-    fn tid() -> SocketAddr {
-        SocketAddr::new(SERVER_IP, TID)
-    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
     fn machine(t0: Instant, settings: &UBootSettings) -> UBootGet<MemSink> {
-        UBootGet::new(t0, server(), "Image", MemSink::new(), settings)
-    }
-
-    /// Everything the machine has to send, in order.
-    fn sent<K: Sink>(m: &mut UBootGet<K>, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut out = Vec::new();
-        while let Some(t) = m.poll_transmit(now, &mut buf) {
-            out.push((t.dest, buf[..t.len].to_vec()));
-        }
-        out
-    }
-
-    /// The payloads only, all to `dest`.
-    fn sent_to<K: Sink>(m: &mut UBootGet<K>, now: Instant, dest: SocketAddr) -> Vec<Vec<u8>> {
-        sent(m, now)
-            .into_iter()
-            .map(|(d, b)| {
-                assert_eq!(d, dest);
-                b
-            })
-            .collect()
-    }
-
-    fn events<K: Sink>(m: &mut UBootGet<K>) -> Vec<Event> {
-        std::iter::from_fn(|| m.poll_event()).collect()
-    }
-
-    fn ack(block: u16) -> Vec<u8> {
-        let mut a = vec![0, 4];
-        a.extend_from_slice(&block.to_be_bytes());
-        a
+        UBootGet::new(t0, addr(SERVER), "Image", MemSink::new(), settings)
     }
 
     fn acks(blocks: &[u16]) -> Vec<Vec<u8>> {
         blocks.iter().map(|&b| ack(b)).collect()
-    }
-
-    fn data(block: u16, len: usize) -> Vec<u8> {
-        let mut d = vec![0, 3];
-        d.extend_from_slice(&block.to_be_bytes());
-        d.extend((0..len).map(|i| (i as u8) ^ (block as u8)));
-        d
-    }
-
-    fn oack(options: &[(&str, &str)]) -> Vec<u8> {
-        let mut o = vec![0, 6];
-        for (k, v) in options {
-            o.extend_from_slice(k.as_bytes());
-            o.push(0);
-            o.extend_from_slice(v.as_bytes());
-            o.push(0);
-        }
-        o
-    }
-
-    fn error(code: u16, message: &str) -> Vec<u8> {
-        let mut e = vec![0, 5];
-        e.extend_from_slice(&code.to_be_bytes());
-        e.extend_from_slice(message.as_bytes());
-        e.push(0);
-        e
     }
 
     /// A machine with windowsize `w` and `blksize` asked, past the OACK.
@@ -922,8 +856,8 @@ mod tests {
             ("timeout", "5"),
             ("windowsize", &w.to_string()),
         ]);
-        m.handle_datagram(t0, tid(), &o);
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        m.handle_datagram(t0, addr(TID), &o);
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[0]));
         events(&mut m);
         m
     }
@@ -931,23 +865,13 @@ mod tests {
     /// Feeds full blocks `blocks` and returns what was sent.
     fn feed(m: &mut UBootGet<MemSink>, now: Instant, blocks: &[u16], len: usize) -> Vec<Vec<u8>> {
         for &b in blocks {
-            m.handle_datagram(now, tid(), &data(b, len));
+            m.handle_datagram(now, addr(TID), &data(b, len));
         }
-        sent_to(m, now, tid())
+        sent_to(m, now, addr(TID))
     }
 
     fn range(from: u16, to: u16) -> Vec<u16> {
         (from..=to).collect()
-    }
-
-    fn finished<K: Sink>(m: &mut UBootGet<K>) -> Result<Summary, TransferError> {
-        let mut finished = events(m).into_iter().filter_map(|e| match e {
-            Event::Finished(r) => Some(r),
-            Event::Negotiated(_) => None,
-        });
-        let r = finished.next().expect("a Finished event");
-        assert!(finished.next().is_none(), "Finished twice");
-        r
     }
 
     /// `tftp_send` L333-369: the default (qemu_arm64) RRQ, to port 69.
@@ -958,7 +882,7 @@ mod tests {
         assert_eq!(
             sent(&mut m, t0),
             vec![(
-                server(),
+                addr(SERVER),
                 b"\0\x01Image\0octet\0timeout\x005\0blksize\x001468\0".to_vec()
             )]
         );
@@ -980,7 +904,7 @@ mod tests {
         };
         let mut m = machine(t0, &settings);
         assert_eq!(
-            sent_to(&mut m, t0, server()),
+            sent_to(&mut m, t0, addr(SERVER)),
             vec![
                 b"\0\x01Image\0octet\0timeout\x001\0tsize\x000\0blksize\x001468\0windowsize\x008\0"
                     .to_vec()
@@ -993,7 +917,7 @@ mod tests {
         };
         let mut m = machine(t0, &low);
         assert_eq!(
-            sent_to(&mut m, t0, server()),
+            sent_to(&mut m, t0, addr(SERVER)),
             vec![b"\0\x01Image\0octet\0timeout\x001\0blksize\x001468\0".to_vec()]
         );
         assert_eq!(m.poll_timeout(), Some(t0 + ms(1001)));
@@ -1018,8 +942,8 @@ mod tests {
             ("blksize", "1024"),
             ("windowsize", "16"),
         ]);
-        m.handle_datagram(t1, tid(), &o);
-        assert_eq!(sent(&mut m, t1), vec![(tid(), ack(0))]);
+        m.handle_datagram(t1, addr(TID), &o);
+        assert_eq!(sent(&mut m, t1), vec![(addr(TID), ack(0))]);
         assert_eq!(m.poll_timeout(), Some(t0 + ms(5001)));
         let mut expect = Negotiated::default();
         expect.blksize = 1024;
@@ -1047,13 +971,13 @@ mod tests {
         let mut m = machine(t0, &settings);
         sent(&mut m, t0);
         let o = oack(&[("blksize", "0x200"), ("tsize", "7")]);
-        m.handle_datagram(t0, tid(), &o);
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        m.handle_datagram(t0, addr(TID), &o);
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[0]));
         let mut expect = Negotiated::default();
         expect.blksize = 512;
         assert_eq!(events(&mut m), vec![Event::Negotiated(expect)]);
-        m.handle_datagram(t0, tid(), &o);
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        m.handle_datagram(t0, addr(TID), &o);
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[0]));
         assert!(events(&mut m).is_empty());
         assert_eq!(feed(&mut m, t0, &[1], 512), acks(&[1]));
         assert_eq!(feed(&mut m, t0, &[2], 0), acks(&[2]));
@@ -1074,14 +998,14 @@ mod tests {
         ] {
             let mut m = machine(t0, &UBootSettings::default());
             sent(&mut m, t0);
-            m.handle_datagram(t0, tid(), &oack(&options));
-            assert_eq!(sent(&mut m, t0), vec![(tid(), wire.clone())]);
+            m.handle_datagram(t0, addr(TID), &oack(&options));
+            assert_eq!(sent(&mut m, t0), vec![(addr(TID), wire.clone())]);
             assert_eq!(
                 finished(&mut m),
-                Err(TransferError::Local {
-                    code: ErrorCode::OPTION_NEGOTIATION,
-                    message: OPTION_NEGOTIATION_FAILED.into()
-                })
+                Err(local(
+                    ErrorCode::OPTION_NEGOTIATION,
+                    OPTION_NEGOTIATION_FAILED
+                ))
             );
             assert!(m.is_closed());
             assert_eq!(m.poll_timeout(), None);
@@ -1089,8 +1013,12 @@ mod tests {
         // A smaller blksize and an unrequested windowsize are taken.
         let mut m = machine(t0, &UBootSettings::default());
         sent(&mut m, t0);
-        m.handle_datagram(t0, tid(), &oack(&[("blksize", "512"), ("windowsize", "2")]));
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        m.handle_datagram(
+            t0,
+            addr(TID),
+            &oack(&[("blksize", "512"), ("windowsize", "2")]),
+        );
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[0]));
         assert_eq!(feed(&mut m, t0, &[1, 2], 512), acks(&[2]));
     }
 
@@ -1184,7 +1112,7 @@ mod tests {
     fn timeout_resends_rrq_without_backoff() {
         let t0 = Instant::now();
         let mut m = machine(t0, &UBootSettings::default());
-        let rrq = sent_to(&mut m, t0, server());
+        let rrq = sent_to(&mut m, t0, addr(SERVER));
         let mut now = t0;
         for _ in 0..10 {
             let at = m.poll_timeout().unwrap();
@@ -1194,7 +1122,7 @@ mod tests {
             assert!(sent(&mut m, at).is_empty());
             now = at;
             m.handle_timeout(now);
-            assert_eq!(sent_to(&mut m, now, server()), rrq);
+            assert_eq!(sent_to(&mut m, now, addr(SERVER)), rrq);
         }
         m.handle_timeout(m.poll_timeout().unwrap());
         assert!(sent(&mut m, now).is_empty());
@@ -1223,12 +1151,12 @@ mod tests {
         m.handle_timeout(t1); // 1
         sent(&mut m, t1);
         // The OACK does not restart the timer; its timeout resends ACK 0.
-        m.handle_datagram(t1 + ms(10), tid(), &oack(&[("blksize", "1468")]));
-        assert_eq!(sent_to(&mut m, t1, tid()), acks(&[0]));
+        m.handle_datagram(t1 + ms(10), addr(TID), &oack(&[("blksize", "1468")]));
+        assert_eq!(sent_to(&mut m, t1, addr(TID)), acks(&[0]));
         let t2 = m.poll_timeout().unwrap();
         assert_eq!(t2, t1 + ms(5001));
         m.handle_timeout(t2); // 2
-        assert_eq!(sent_to(&mut m, t2, tid()), acks(&[0]));
+        assert_eq!(sent_to(&mut m, t2, addr(TID)), acks(&[0]));
         // Progress restarts the timer but not the count.
         let t3 = t2 + ms(100);
         assert_eq!(feed(&mut m, t3, &[1, 2], 1468), acks(&[1, 2]));
@@ -1237,7 +1165,7 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(t3 + ms(5001)));
         let t4 = m.poll_timeout().unwrap();
         m.handle_timeout(t4); // 3
-        assert_eq!(sent_to(&mut m, t4, tid()), acks(&[2]));
+        assert_eq!(sent_to(&mut m, t4, addr(TID)), acks(&[2]));
         assert_eq!(feed(&mut m, t4, &[3], 1468), acks(&[3]));
         m.handle_timeout(m.poll_timeout().unwrap()); // 4 > 3
         assert!(sent(&mut m, t4).is_empty());
@@ -1255,15 +1183,9 @@ mod tests {
         for code in [1u16, 2, 0, 4, 5] {
             let mut m = machine(t0, &UBootSettings::default());
             sent(&mut m, t0);
-            m.handle_datagram(t0, tid(), &error(code, "nope"));
+            m.handle_datagram(t0, addr(TID), &error(code, "nope"));
             assert!(sent(&mut m, t0).is_empty());
-            assert_eq!(
-                finished(&mut m),
-                Err(TransferError::Peer {
-                    code: ErrorCode(code),
-                    message: "nope".into()
-                })
-            );
+            assert_eq!(finished(&mut m), Err(peer(ErrorCode(code), "nope")));
             assert!(m.is_closed());
             assert!(m.sink.aborted);
         }
@@ -1280,25 +1202,22 @@ mod tests {
             ..UBootSettings::default()
         };
         let mut m = machine(t0, &settings);
-        let rrq = sent_to(&mut m, t0, server());
-        m.handle_datagram(t0, tid(), &error(0, "busy"));
+        let rrq = sent_to(&mut m, t0, addr(SERVER));
+        m.handle_datagram(t0, addr(TID), &error(0, "busy"));
         assert!(sent(&mut m, t0).is_empty());
         assert!(events(&mut m).is_empty());
         let at = m.poll_timeout().unwrap();
         assert_eq!(at, t0 + ms(10_001));
         // Ignored while waiting.
-        m.handle_datagram(t0 + ms(5), tid(), &data(1, 10));
+        m.handle_datagram(t0 + ms(5), addr(TID), &data(1, 10));
         assert!(sent(&mut m, t0).is_empty());
         m.handle_timeout(at);
-        assert_eq!(sent_to(&mut m, at, server()), rrq);
+        assert_eq!(sent_to(&mut m, at, addr(SERVER)), rrq);
         assert_eq!(m.poll_timeout(), Some(at + ms(5001)));
-        m.handle_datagram(at, tid(), &error(1, "gone"));
+        m.handle_datagram(at, addr(TID), &error(1, "gone"));
         assert_eq!(
             finished(&mut m),
-            Err(TransferError::Peer {
-                code: ErrorCode::FILE_NOT_FOUND,
-                message: "gone".into()
-            })
+            Err(peer(ErrorCode::FILE_NOT_FOUND, "gone"))
         );
     }
 
@@ -1309,21 +1228,21 @@ mod tests {
     fn other_port_ignored_ip_unchecked() {
         let t0 = Instant::now();
         let mut m = negotiated(t0, 1, 1468);
-        let stranger = SocketAddr::new(SERVER_IP, TID + 1);
+        let stranger = addr("10.0.0.1:50001");
         m.handle_datagram(t0, stranger, &data(1, 1468));
         m.handle_datagram(t0, stranger, &error(0, "x"));
         m.handle_datagram(t0, stranger, &oack(&[("blksize", "512")]));
         assert!(sent(&mut m, t0).is_empty());
         assert!(events(&mut m).is_empty());
         assert_eq!(m.counters().unknown_tid, 3);
-        let other_ip = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), TID);
+        let other_ip = addr("10.9.9.9:50000");
         m.handle_datagram(t0, other_ip, &data(1, 1468));
-        assert_eq!(sent(&mut m, t0), vec![(tid(), ack(1))]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), ack(1))]);
         // No OACK: DATA 1 from any port latches that port (L613-633), and the
         // transfer runs with 512-byte blocks.
         let mut m = machine(t0, &UBootSettings::default());
         sent(&mut m, t0);
-        let port = SocketAddr::new(SERVER_IP, 40_000);
+        let port = addr("10.0.0.1:40000");
         m.handle_datagram(t0, port, &data(1, 512));
         assert_eq!(sent(&mut m, t0), vec![(port, ack(1))]);
         assert_eq!(
@@ -1343,15 +1262,19 @@ mod tests {
         let t0 = Instant::now();
         let mut m = negotiated(t0, 1, 1468);
         assert_eq!(feed(&mut m, t0, &[1, 2], 1468), acks(&[1, 2]));
-        m.handle_datagram(t0, tid(), &oack(&[("blksize", "1468"), ("timeout", "5")]));
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[2]));
+        m.handle_datagram(
+            t0,
+            addr(TID),
+            &oack(&[("blksize", "1468"), ("timeout", "5")]),
+        );
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[2]));
         assert_eq!(feed(&mut m, t0, &[3], 1468), acks(&[]));
         assert_eq!(
             finished(&mut m),
-            Err(TransferError::Local {
-                code: ErrorCode::UNDEFINED,
-                message: "First block is not block 1 (3)".into()
-            })
+            Err(local(
+                ErrorCode::UNDEFINED,
+                "First block is not block 1 (3)"
+            ))
         );
         assert!(m.is_closed());
     }
@@ -1367,21 +1290,21 @@ mod tests {
         };
         let mut m = machine(t0, &settings);
         sent(&mut m, t0);
-        m.handle_datagram(t0, tid(), &oack(&[("blksize", "8")]));
+        m.handle_datagram(t0, addr(TID), &oack(&[("blksize", "8")]));
         sent(&mut m, t0);
         m.handle_timeout(m.poll_timeout().unwrap()); // 1 of 1
         sent(&mut m, t0);
         let mut last = Vec::new();
         for b in 1..=65535u16 {
-            m.handle_datagram(t0, tid(), &data(b, 8));
-            last = sent_to(&mut m, t0, tid());
+            m.handle_datagram(t0, addr(TID), &data(b, 8));
+            last = sent_to(&mut m, t0, addr(TID));
         }
         assert_eq!(last, acks(&[65535]));
         let mut wrong = negotiated_clone_point(&m);
         assert_eq!(feed(&mut m, t0, &[0], 8), acks(&[0]));
         // The wrap reset the budget: one more timeout is allowed.
         m.handle_timeout(m.poll_timeout().unwrap());
-        assert_eq!(sent_to(&mut m, t0, tid()), acks(&[0]));
+        assert_eq!(sent_to(&mut m, t0, addr(TID)), acks(&[0]));
         assert_eq!(feed(&mut m, t0, &[1], 3), acks(&[1]));
         let summary = finished(&mut m).unwrap();
         assert_eq!(summary.bytes, 65536 * 8 + 3);
@@ -1411,18 +1334,13 @@ mod tests {
     #[tokio::test]
     async fn end_to_end_against_tftplab_server() {
         use tftplab::data::SharedSink;
-        use tftplab::runtime::{bind_any, drive_to_outcome, Control, Server, TokioNet};
+        use tftplab::runtime::Control;
 
-        let root = tempfile::tempdir().unwrap();
-        let server = Server::builder(root.path())
-            .bind("127.0.0.1:0".parse().unwrap())
-            .serve()
-            .await
-            .unwrap();
         let odd: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let even: Vec<u8> = (0..1468 * 40u32).map(|i| (i * 13 + 5) as u8).collect();
-        server.store().put_bytes("odd.bin", &odd).unwrap();
-        server.store().put_bytes("even.bin", &even).unwrap();
+        let (_root, server) = serve(&[("odd.bin", &odd), ("even.bin", &even)])
+            .await
+            .unwrap();
         let addr = server.local_addr();
         for windowsize in [1u16, 8] {
             for (name, want) in [("odd.bin", &odd), ("even.bin", &even)] {
@@ -1431,7 +1349,6 @@ mod tests {
                     ..UBootSettings::default()
                 };
                 let sink = SharedSink::new();
-                let socket = bind_any(&TokioNet, addr).await.unwrap();
                 let machine =
                     UBootGet::new(tftplab::runtime::now(), addr, name, sink.clone(), &settings);
                 let mut negotiated = Vec::new();
@@ -1441,7 +1358,7 @@ mod tests {
                     }
                     Control::Continue
                 };
-                let outcome = drive_to_outcome(machine, socket, on_event, |_| Control::Continue)
+                let outcome = run_with(machine, addr, on_event)
                     .await
                     .expect("an outcome")
                     .expect("success");
@@ -1449,9 +1366,10 @@ mod tests {
                 assert_eq!(negotiated[0].blksize, 1468);
                 assert_eq!(negotiated[0].windowsize, windowsize);
                 assert_eq!(outcome.bytes, want.len() as u64);
-                let got = sink.snapshot();
-                assert!(got.committed);
-                assert!(got.data == *want, "{name} with windowsize {windowsize}");
+                assert!(
+                    committed(&sink) == *want,
+                    "{name} with windowsize {windowsize}"
+                );
             }
         }
         server.stop(Duration::from_secs(1)).await;

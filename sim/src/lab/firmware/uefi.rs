@@ -887,73 +887,32 @@ transfer_via_engine!(UefiPxeProbe,);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tftplab::data::MemSink;
+    use crate::lab::firmware::testkit::{
+        ack, addr, committed, data, events, expiries, finished, oack, only, peer, request_resends,
+        run, sent, sent_to, serve, SERVER, TID,
+    };
+    use tftplab::data::{MemSink, SharedSink};
+    use tftplab::runtime::now;
 
-    const SERVER: &str = "10.0.0.1:69";
-    const TID: &str = "10.0.0.1:50000";
+    /// What a default read asks for (and a server grants).
+    const ASKED: &[(&str, &str)] = &[("blksize", "1468"), ("windowsize", "4")];
 
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+    fn get(t0: Instant, name: &str) -> UefiPxeGet<MemSink> {
+        UefiPxeGet::new(t0, addr(SERVER), name, MemSink::new(), &Settings::default())
     }
 
-    fn sent(m: &mut impl Transfer, now: Instant) -> Vec<(Vec<u8>, SocketAddr)> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut out = Vec::new();
-        while let Some(t) = m.poll_transmit(now, &mut buf) {
-            out.push((buf[..t.len].to_vec(), t.dest));
-        }
-        out
-    }
-
-    fn only(m: &mut impl Transfer, now: Instant) -> Vec<u8> {
-        let out = sent(m, now);
-        assert_eq!(out.len(), 1, "{out:?}");
-        out[0].0.clone()
-    }
-
-    fn events(m: &mut impl Transfer) -> Vec<Event> {
-        std::iter::from_fn(|| m.poll_event()).collect()
-    }
-
-    fn finished(m: &mut impl Transfer) -> Result<Summary, TransferError> {
-        events(m)
-            .into_iter()
-            .find_map(|e| match e {
-                Event::Finished(r) => Some(r),
-                Event::Negotiated(_) => None,
-            })
-            .expect("finished")
-    }
-
-    fn data(block: u16, len: usize) -> Vec<u8> {
-        let mut d = vec![0, 3];
-        d.extend_from_slice(&block.to_be_bytes());
-        d.extend((0..len).map(|i| (i as u8) ^ (block as u8)));
-        d
-    }
-
-    fn oack(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut d = vec![0, 6];
-        for (n, v) in pairs {
-            d.extend_from_slice(n.as_bytes());
-            d.push(0);
-            d.extend_from_slice(v.as_bytes());
-            d.push(0);
-        }
-        d
-    }
-
-    fn ack_of(block: u16) -> Vec<u8> {
-        ack(block)
+    /// A default read of "f" whose RRQ is out.
+    fn read(t0: Instant) -> UefiPxeGet<MemSink> {
+        let mut m = get(t0, "f");
+        sent(&mut m, t0);
+        m
     }
 
     /// A read that got its OACK (blksize 1468, windowsize 4) and sent ACK 0.
     fn negotiated_read(t0: Instant) -> UefiPxeGet<MemSink> {
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
-        let o = oack(&[("blksize", "1468"), ("windowsize", "4")]);
-        m.handle_datagram(t0, addr(TID), &o);
-        assert_eq!(only(&mut m, t0), ack_of(0));
+        let mut m = read(t0);
+        m.handle_datagram(t0, addr(TID), &oack(ASKED));
+        assert_eq!(only(&mut m, t0), ack(0));
         events(&mut m);
         m
     }
@@ -961,21 +920,13 @@ mod tests {
     #[test]
     fn read_rrq_asks_blksize_1468_windowsize_4_and_no_tsize() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(
-            t0,
-            addr(SERVER),
-            "boot/grubx64.efi",
-            MemSink::new(),
-            &Settings::default(),
-        );
-        let out = sent(&mut m, t0);
+        let mut m = get(t0, "boot/grubx64.efi");
         assert_eq!(
-            out,
-            vec![(
+            sent_to(&mut m, t0, addr(SERVER)),
+            vec![
                 b"\x00\x01boot/grubx64.efi\x00octet\x00blksize\x001468\x00windowsize\x004\x00"
-                    .to_vec(),
-                addr(SERVER)
-            )]
+                    .to_vec()
+            ]
         );
     }
 
@@ -991,11 +942,11 @@ mod tests {
 
     #[test]
     fn windowsize_1_is_not_asked() {
-        let t0 = Instant::now();
         let settings = Settings {
             windowsize: 1,
             ..Settings::default()
         };
+        let t0 = Instant::now();
         let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &settings);
         assert_eq!(
             only(&mut m, t0),
@@ -1017,8 +968,8 @@ mod tests {
         assert_eq!(
             sent(&mut m, t0),
             vec![(
-                b"\x00\x05\x00\x08User aborted the transfer\x00".to_vec(),
-                addr(TID)
+                addr(TID),
+                b"\x00\x05\x00\x08User aborted the transfer\x00".to_vec()
             )]
         );
         let summary = finished(&mut m).expect("probe ok");
@@ -1061,14 +1012,13 @@ mod tests {
     #[test]
     fn oack_is_answered_with_ack_0_and_settles_the_options() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         m.handle_datagram(
             t0,
             addr(TID),
             &oack(&[("blksize", "1024"), ("windowsize", "2")]),
         );
-        assert_eq!(sent(&mut m, t0), vec![(ack_of(0), addr(TID))]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), ack(0))]);
         let Some(Event::Negotiated(n)) = m.poll_event() else {
             panic!("negotiated")
         };
@@ -1079,7 +1029,7 @@ mod tests {
             addr(TID),
             &oack(&[("blksize", "1024"), ("windowsize", "2")]),
         );
-        assert_eq!(only(&mut m, t0), ack_of(0));
+        assert_eq!(only(&mut m, t0), ack(0));
         assert_eq!(m.poll_event(), None, "Negotiated is reported once");
     }
 
@@ -1094,9 +1044,7 @@ mod tests {
         ];
         for case in cases {
             let t0 = Instant::now();
-            let mut m =
-                UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-            sent(&mut m, t0);
+            let mut m = read(t0);
             m.handle_datagram(t0, addr(TID), &oack(case));
             assert_eq!(
                 only(&mut m, t0),
@@ -1111,8 +1059,7 @@ mod tests {
         }
         // Not NUL-terminated: malformed too.
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         m.handle_datagram(t0, addr(TID), b"\x00\x06blksize\x001024");
         assert_eq!(
             only(&mut m, t0),
@@ -1123,11 +1070,10 @@ mod tests {
     #[test]
     fn unrequested_timeout_in_the_oack_is_accepted_and_replaces_the_timer() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         let o = oack(&[("blksize", "1468"), ("timeout", "10"), ("windowsize", "4")]);
         m.handle_datagram(t0, addr(TID), &o);
-        assert_eq!(only(&mut m, t0), ack_of(0));
+        assert_eq!(only(&mut m, t0), ack(0));
         // Sent at t0 with the 1 s tick at t0 + 1 s: the 10th tick.
         assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     }
@@ -1139,11 +1085,11 @@ mod tests {
         let mut acks = Vec::new();
         for b in 1..=8u16 {
             m.handle_datagram(t0, addr(TID), &data(b, 1468));
-            for (p, _) in sent(&mut m, t0) {
+            for (_, p) in sent(&mut m, t0) {
                 acks.push((b, p));
             }
         }
-        assert_eq!(acks, vec![(4, ack_of(4)), (8, ack_of(8))]);
+        assert_eq!(acks, vec![(4, ack(4)), (8, ack(8))]);
         assert_eq!(m.bytes_transferred(), 8 * 1468);
     }
 
@@ -1155,28 +1101,27 @@ mod tests {
         // Block 2 is lost; 3 and 4 arrive: each draws ACK 1, no suppression.
         for b in [1u16, 3, 4, 2, 3, 4, 5, 6] {
             m.handle_datagram(t0, addr(TID), &data(b, 1468));
-            for (p, _) in sent(&mut m, t0) {
+            for (_, p) in sent(&mut m, t0) {
                 wire.push((b, p));
             }
         }
         // After the gap ACK (AckedBlock = TotalBlock = 1), the next ACK is
         // 4 in-order blocks later: at 5, not at 4.
-        assert_eq!(wire, vec![(3, ack_of(1)), (4, ack_of(1)), (5, ack_of(5))]);
+        assert_eq!(wire, vec![(3, ack(1)), (4, ack(1)), (5, ack(5))]);
         // Duplicates of an old block: ACK (Expected - 1) each time.
         m.handle_datagram(t0, addr(TID), &data(2, 1468));
         m.handle_datagram(t0, addr(TID), &data(2, 1468));
-        let out: Vec<_> = sent(&mut m, t0).into_iter().map(|(p, _)| p).collect();
-        assert_eq!(out, vec![ack_of(6), ack_of(6)]);
+        let out: Vec<_> = sent(&mut m, t0).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(out, vec![ack(6), ack(6)]);
         assert_eq!(m.counters().duplicate_data, 2);
     }
 
     #[test]
     fn without_an_oack_the_read_runs_at_512_lock_step() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         m.handle_datagram(t0, addr(TID), &data(1, 512));
-        assert_eq!(only(&mut m, t0), ack_of(1));
+        assert_eq!(only(&mut m, t0), ack(1));
         let Some(Event::Negotiated(n)) = m.poll_event() else {
             panic!("negotiated")
         };
@@ -1185,7 +1130,7 @@ mod tests {
         m.handle_datagram(t0, addr(TID), &data(2, 513));
         assert!(sent(&mut m, t0).is_empty());
         m.handle_datagram(t0, addr(TID), &data(2, 100));
-        assert_eq!(only(&mut m, t0), ack_of(2));
+        assert_eq!(only(&mut m, t0), ack(2));
         let summary = finished(&mut m).unwrap();
         assert_eq!((summary.bytes, summary.blocks), (612, 2));
     }
@@ -1196,7 +1141,7 @@ mod tests {
         let mut m = negotiated_read(t0);
         m.handle_datagram(t0, addr(TID), &data(1, 1468));
         m.handle_datagram(t0, addr(TID), &data(2, 10));
-        assert_eq!(sent(&mut m, t0), vec![(ack_of(2), addr(TID))]);
+        assert_eq!(sent(&mut m, t0), vec![(addr(TID), ack(2))]);
         let summary = finished(&mut m).unwrap();
         assert_eq!(summary.bytes, 1478);
         assert!(m.is_closed());
@@ -1223,16 +1168,8 @@ mod tests {
     #[test]
     fn timeouts_resend_the_last_packet_every_4_s_then_give_up_silently() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        let rrq = only(&mut m, t0);
-        let mut resends = Vec::new();
-        while let Some(at) = m.poll_timeout() {
-            m.handle_timeout(at);
-            for (p, dest) in sent(&mut m, at) {
-                assert_eq!((&p, dest), (&rrq, addr(SERVER)));
-                resends.push(at - t0);
-            }
-        }
+        let mut m = get(t0, "f");
+        let resends = request_resends(&mut m, t0);
         let secs: Vec<u64> = resends.iter().map(|d| d.as_secs()).collect();
         assert_eq!(secs, vec![4, 8, 12, 16, 20]);
         assert_eq!(
@@ -1245,15 +1182,10 @@ mod tests {
     #[test]
     fn an_ack_sent_between_ticks_times_out_3_to_4_s_later_and_data_does_not_restart_it() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         let t1 = t0 + Duration::from_millis(300);
-        m.handle_datagram(
-            t1,
-            addr(TID),
-            &oack(&[("blksize", "1468"), ("windowsize", "4")]),
-        );
-        assert_eq!(only(&mut m, t1), ack_of(0));
+        m.handle_datagram(t1, addr(TID), &oack(ASKED));
+        assert_eq!(only(&mut m, t1), ack(0));
         // Ticks at t0 + 1, 2, 3, 4 s: the 4th after t1 is t0 + 4 s.
         assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(4)));
         // In-order DATA that sends nothing leaves the timer alone.
@@ -1262,7 +1194,7 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(4)));
         let at = t0 + Duration::from_secs(4);
         m.handle_timeout(at);
-        assert_eq!(sent(&mut m, at), vec![(ack_of(0), addr(TID))]);
+        assert_eq!(sent(&mut m, at), vec![(addr(TID), ack(0))]);
         assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(8)));
     }
 
@@ -1276,16 +1208,11 @@ mod tests {
         for _ in 0..4 {
             now = m.poll_timeout().unwrap();
             m.handle_timeout(now);
-            assert_eq!(only(&mut m, now), ack_of(0));
+            assert_eq!(only(&mut m, now), ack(0));
         }
         m.handle_datagram(now, addr(TID), &data(7, 1468));
-        assert_eq!(only(&mut m, now), ack_of(0));
-        let mut resends = 0;
-        while let Some(at) = m.poll_timeout() {
-            m.handle_timeout(at);
-            resends += sent(&mut m, at).len();
-        }
-        assert_eq!(resends, 5);
+        assert_eq!(only(&mut m, now), ack(0));
+        assert_eq!(expiries(&mut m).len(), 5);
     }
 
     #[test]
@@ -1296,10 +1223,7 @@ mod tests {
         assert!(sent(&mut m, t0).is_empty());
         assert_eq!(
             finished(&mut m).unwrap_err(),
-            TransferError::Peer {
-                code: ErrorCode::FILE_NOT_FOUND,
-                message: "File not found".into()
-            }
+            peer(ErrorCode::FILE_NOT_FOUND, "File not found")
         );
         assert!(m.is_closed());
     }
@@ -1320,16 +1244,15 @@ mod tests {
     #[test]
     fn the_first_reply_latches_the_port_whatever_it_is() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default());
-        sent(&mut m, t0);
+        let mut m = read(t0);
         // An ACK from port 1234 is ignored but latches it.
-        m.handle_datagram(t0, addr("10.0.0.1:1234"), &ack_of(0));
+        m.handle_datagram(t0, addr("10.0.0.1:1234"), &ack(0));
         m.handle_datagram(t0, addr(TID), &oack(&[("blksize", "1468")]));
         assert!(sent(&mut m, t0).is_empty());
         // The RRQ retransmission still goes to port 69.
         let at = m.poll_timeout().unwrap();
         m.handle_timeout(at);
-        assert_eq!(sent(&mut m, at)[0].1, addr(SERVER));
+        assert_eq!(sent(&mut m, at)[0].0, addr(SERVER));
     }
 
     #[test]
@@ -1337,25 +1260,16 @@ mod tests {
         let t0 = Instant::now();
         let mut m = negotiated_read(t0);
         m.handle_datagram(t0, addr(TID), &data(1, 1468));
-        m.handle_datagram(
-            t0,
-            addr(TID),
-            &oack(&[("blksize", "1468"), ("windowsize", "4")]),
-        );
+        m.handle_datagram(t0, addr(TID), &oack(ASKED));
         assert!(sent(&mut m, t0).is_empty());
     }
 
     #[test]
     fn a_file_larger_than_the_buffer_fails_on_its_last_block_with_error_3() {
         let t0 = Instant::now();
-        let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &Settings::default())
-            .with_buffer_size(1468);
+        let mut m = get(t0, "f").with_buffer_size(1468);
         sent(&mut m, t0);
-        m.handle_datagram(
-            t0,
-            addr(TID),
-            &oack(&[("blksize", "1468"), ("windowsize", "4")]),
-        );
+        m.handle_datagram(t0, addr(TID), &oack(ASKED));
         sent(&mut m, t0);
         m.handle_datagram(t0, addr(TID), &data(1, 1468));
         m.handle_datagram(t0, addr(TID), &data(2, 1468));
@@ -1382,18 +1296,18 @@ mod tests {
         let mut m = UefiPxeGet::new(t0, addr(SERVER), "f", MemSink::new(), &settings);
         sent(&mut m, t0);
         m.handle_datagram(t0, addr(TID), &oack(&[("blksize", "8")]));
-        assert_eq!(only(&mut m, t0), ack_of(0));
+        assert_eq!(only(&mut m, t0), ack(0));
         for b in 1..=65535u16 {
             m.handle_datagram(t0, addr(TID), &data(b, 8));
-            assert_eq!(only(&mut m, t0), ack_of(b));
+            assert_eq!(only(&mut m, t0), ack(b));
         }
         // A server wrapping to 1 gets ACK 65535.
         m.handle_datagram(t0, addr(TID), &data(1, 8));
-        assert_eq!(only(&mut m, t0), ack_of(65535));
+        assert_eq!(only(&mut m, t0), ack(65535));
         m.handle_datagram(t0, addr(TID), &data(0, 8));
-        assert_eq!(only(&mut m, t0), ack_of(0));
+        assert_eq!(only(&mut m, t0), ack(0));
         m.handle_datagram(t0, addr(TID), &data(1, 2));
-        assert_eq!(only(&mut m, t0), ack_of(1));
+        assert_eq!(only(&mut m, t0), ack(1));
         assert_eq!(finished(&mut m).unwrap().bytes, 65536 * 8 + 2);
     }
 
@@ -1401,41 +1315,25 @@ mod tests {
     /// a PXE boot does it: two sockets, the read sized by the probe.
     #[tokio::test]
     async fn probe_then_read_from_a_tftplab_server() -> Result<(), Box<dyn std::error::Error>> {
-        use tftplab::data::SharedSink;
-        use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, Server, TokioNet};
-
-        let root = tempfile::tempdir()?;
-        let server = Server::builder(root.path())
-            .bind("127.0.0.1:0".parse()?)
-            .serve()
-            .await?;
         let file: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        server.store().put_bytes("grubx64.efi", &file)?;
+        let (_root, server) = serve(&[("grubx64.efi", &file)]).await?;
         let addr = server.local_addr();
         let settings = Settings::default();
 
         let probe = UefiPxeProbe::new(now(), addr, "grubx64.efi", &settings);
-        let socket = bind_any(&TokioNet, addr).await?;
-        let got = drive_to_outcome(probe, socket, |_| Control::Continue, |_| Control::Continue)
-            .await
-            .expect("an outcome")?;
+        let got = run(probe, addr).await.expect("an outcome")?;
         assert_eq!(got.negotiated.tsize, Some(file.len() as u64));
 
         let sink = SharedSink::new();
         let read = UefiPxeGet::new(now(), addr, "grubx64.efi", sink.clone(), &settings)
             .with_buffer_size(file.len() as u64);
-        let socket = bind_any(&TokioNet, addr).await?;
-        let summary = drive_to_outcome(read, socket, |_| Control::Continue, |_| Control::Continue)
-            .await
-            .expect("an outcome")?;
+        let summary = run(read, addr).await.expect("an outcome")?;
         assert_eq!(
             (summary.negotiated.blksize, summary.negotiated.windowsize),
             (1468, 4)
         );
         assert_eq!(summary.bytes, file.len() as u64);
-        let got = sink.snapshot();
-        assert!(got.committed);
-        assert_eq!(got.data, file);
+        assert_eq!(committed(&sink), file);
         Ok(())
     }
 }
