@@ -140,10 +140,11 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
-const PROFILES: [Profile; 5] = [
+const PROFILES: [Profile; 6] = [
     Profile::Rpi4Bootloader,
     Profile::UBoot,
     Profile::UefiPxe,
+    Profile::Ipxe,
     Profile::Legacy,
     Profile::Custom,
 ];

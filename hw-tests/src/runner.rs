@@ -186,6 +186,11 @@ pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
             Profile::UefiPxe => get("blksize")
                 .map(|_| ())
                 .ok_or_else(|| "blksize".to_string()),
+            // tftp_send_rrq: blksize (1432 unless configured), tsize 0.
+            Profile::Ipxe => get("blksize")
+                .map(|_| ())
+                .ok_or_else(|| "blksize".to_string())
+                .and_then(|()| get("tsize").map(|_| ()).ok_or_else(|| "tsize".to_string())),
             Profile::Custom => want("blksize", o.blksize)
                 .and_then(|()| want("windowsize", o.windowsize))
                 .and_then(|()| want("timeout", o.timeout.map(u16::from))),

@@ -238,6 +238,7 @@ fn blksize(t: &Transfer) -> u64 {
         Profile::Rpi4Bootloader => 1024,
         Profile::Legacy => 512,
         Profile::UBoot | Profile::UefiPxe => u64::from(t.options.blksize.unwrap_or(1468)),
+        Profile::Ipxe => u64::from(t.options.blksize.unwrap_or(1432)),
         Profile::Custom => u64::from(t.options.blksize.unwrap_or(512)),
     }
 }

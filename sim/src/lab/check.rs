@@ -66,6 +66,7 @@ fn blksize_of(spec: &ClientSpec) -> u64 {
     match spec.profile {
         Profile::Rpi4Bootloader => 1024,
         Profile::UBoot | Profile::UefiPxe => u64::from(o.blksize.unwrap_or(1468)),
+        Profile::Ipxe => u64::from(o.blksize.unwrap_or(1432)),
         Profile::Legacy => 512,
         Profile::Custom => u64::from(o.blksize.unwrap_or(512)),
     }

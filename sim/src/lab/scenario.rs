@@ -123,6 +123,9 @@ pub enum Profile {
     UBoot,
     /// A `tsize 0` probe aborted with ERROR 8, then the real RRQ.
     UefiPxe,
+    /// iPXE: `blksize 1432 tsize 0`, an adaptive timer, blocks kept out of
+    /// order.
+    Ipxe,
     /// No options at all (tftp-hpa's client).
     Legacy,
     /// Exactly the options given.
@@ -130,13 +133,14 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub const NAMES: &'static str = "rpi4-bootloader, u-boot, uefi-pxe, legacy, custom";
+    pub const NAMES: &'static str = "rpi4-bootloader, u-boot, uefi-pxe, ipxe, legacy, custom";
 
     fn parse(s: &str) -> Option<Profile> {
         Some(match s {
             "rpi4-bootloader" => Profile::Rpi4Bootloader,
             "u-boot" => Profile::UBoot,
             "uefi-pxe" => Profile::UefiPxe,
+            "ipxe" => Profile::Ipxe,
             "legacy" => Profile::Legacy,
             "custom" => Profile::Custom,
             _ => return None,
@@ -148,6 +152,7 @@ impl Profile {
             Profile::Rpi4Bootloader => "rpi4-bootloader",
             Profile::UBoot => "u-boot",
             Profile::UefiPxe => "uefi-pxe",
+            Profile::Ipxe => "ipxe",
             Profile::Legacy => "legacy",
             Profile::Custom => "custom",
         }
@@ -607,6 +612,7 @@ fn client_specs(
         let line = line_of(text, a.span().start);
         actions.push(action(a.get_ref(), files, line).map_err(|m| (a.span().start, m))?);
     }
+    // iPXE adapts its own timer (retry.c) and uses neither.
     let (retry_default, retries_default) = match profile {
         Profile::Rpi4Bootloader => (Duration::from_secs(2), 15),
         Profile::UBoot => (Duration::from_secs(5), 10),

@@ -15,8 +15,8 @@
 
 pub mod ipxe;
 pub mod rpi4;
-pub mod tftp_hpa;
 #[cfg(test)]
 mod testkit;
+pub mod tftp_hpa;
 pub mod uboot;
 pub mod uefi;

@@ -122,7 +122,7 @@ fn errors_name_the_file_and_line() {
     let unknown_profile = "\n[[clients]]\nname = \"c\"\nprofile = \"uboot\"\n";
     assert_eq!(
         error(unknown_profile),
-        "scenarios/t.toml:4: unknown profile \"uboot\" (expected one of rpi4-bootloader, u-boot, uefi-pxe, legacy, custom)"
+        "scenarios/t.toml:4: unknown profile \"uboot\" (expected one of rpi4-bootloader, u-boot, uefi-pxe, ipxe, legacy, custom)"
     );
     let bad_toml = "name = \"x\"\n[[clients]\nname = 1\n";
     assert!(
