@@ -15,7 +15,7 @@
 //!     the next deadline out. No sockets, clocks or files.
 //! - `store`: the server's root directory: path confinement, write policy,
 //!   atomic uploads, and the management API.
-//! - `runtime`: the tokio [`Server`] and [`Client`] that drive the machines
+//! - `runtime`: the tokio `Server` and `Client` that drive the machines
 //!   over any datagram socket (tokio's UDP, a simulated network, a raw link).
 //! - `cli` (default): the `tftplab` binary.
 //!

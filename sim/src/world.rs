@@ -87,7 +87,7 @@ impl Network for TurmoilNet {
 }
 
 /// Every timer that can wake a simulated host, as its owner publishes it,
-/// so [`drive`] can skip the time in between: most of a lossy scenario's
+/// so `drive` can skip the time in between: most of a lossy scenario's
 /// simulated time is hosts waiting on retransmission timers, and turmoil
 /// would otherwise step through it one tick at a time.
 ///

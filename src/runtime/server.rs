@@ -99,7 +99,7 @@ pub struct ServerStats {
     pub duplicate_requests: AtomicU64,
 }
 
-/// A snapshot of [`ServerStats`].
+/// The server's counters at one moment ([`Server::stats`](super::ServerHandle::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub started: u64,

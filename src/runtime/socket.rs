@@ -115,7 +115,7 @@ pub trait Network: Clone + Send + Sync + 'static {
 
 /// The host's UDP stack, through tokio.
 ///
-/// Sockets get send and receive buffers of [`SOCKET_BUFFER`] bytes (the
+/// Sockets get send and receive buffers of 4 MiB (the
 /// kernel clamps the request to `net.core.rmem_max` / `wmem_max`): a window
 /// of 16 blocks of 8 KiB already overflows Linux's default 208 KiB receive
 /// buffer on loopback, and every overflow costs a retransmission timeout.

@@ -2,7 +2,7 @@
 //! `fuzz/`, kept in the library so that `sim/tests/fuzz_regressions.rs`
 //! replays every saved crash input and seed with a plain `cargo test` (no
 //! nightly, no cargo-fuzz). `server_session` and `client_session` decode a
-//! machine and a sequence of steps and run them through the [`Harness`].
+//! machine and a sequence of steps and run them through the the harness (`super`).
 //!
 //! Each `pub fn <target>(data: &[u8])` decodes its input, drives the code
 //! under test and panics when an invariant breaks. Structured inputs (option
@@ -983,7 +983,7 @@ const MAX_STEPS: usize = 1024;
 /// DATA payload bytes a harness sends a receiver, so memory stays small.
 const PAYLOAD_BUDGET: usize = 1 << 20;
 
-/// The fuzz front-end of the [`Harness`]: decodes steps and plays the peer.
+/// The fuzz front-end of the the harness (`super`): decodes steps and plays the peer.
 struct Session {
     h: Harness,
     /// Where the well-formed traffic comes from (fixed: a client's peer may
@@ -1274,7 +1274,7 @@ fn wire_of(file: &[u8], mode: Mode) -> Wire {
 
 /// A server machine built from an arbitrary request (through the listener's
 /// `parse_request`), then fed datagrams from the client and from strangers,
-/// and clock ticks. See [`Harness`] for the invariants.
+/// and clock ticks. See the harness (`super`) for the invariants.
 pub fn server_session(data: &[u8]) {
     run_server_session(data);
 }
@@ -1395,7 +1395,7 @@ fn run_server_session_with(data: &[u8], wrap: Wrap) -> Option<Result<Summary, Tr
 
 /// A client machine (download or upload) with arbitrary settings, fed
 /// answers from the server's transfer port, from a second server port, from
-/// other hosts, and clock ticks. See [`Harness`] for the invariants.
+/// other hosts, and clock ticks. See the harness (`super`) for the invariants.
 pub fn client_session(data: &[u8]) {
     run_client_session(data);
 }

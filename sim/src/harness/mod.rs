@@ -10,9 +10,9 @@
 //! - `props` (tests only): proptest strategies and the adversarial
 //!   property tests, plus regressions for defects they found.
 //!
-//! A front-end builds the machine, describes it in a [`Spec`] and hands both
-//! to [`Harness::new`]; then it calls [`Harness::step`] (or the helpers
-//! built on it) and finally [`Harness::run_to_close`]. After every step the
+//! A front-end builds the machine, describes it in a `Spec` and hands both
+//! to `Harness::new`; then it calls `Harness::step` (or the helpers
+//! built on it) and finally `Harness::run_to_close`. After every step the
 //! harness drains `poll_transmit` (into a poisoned buffer of
 //! [`MAX_DATAGRAM`] bytes) and `poll_event`, and checks:
 //!
@@ -37,7 +37,7 @@
 //! 4. termination, no busy loop: an open machine always has a deadline, a
 //!    due timeout either closes the machine or resends and moves the
 //!    deadline past `now`, an early one changes nothing, and with only
-//!    timeouts the machine closes within [`timeout_budget`] of them;
+//!    timeouts the machine closes within `timeout_budget` of them;
 //! 5. exactly one `Finished` over the machine's life, for a reason the step
 //!    explains (a peer's ERROR, a timeout, an abort, the last ACK or DATA);
 //!    `Negotiated` at most once, before `Finished` and before any data
