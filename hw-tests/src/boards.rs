@@ -43,6 +43,54 @@ pub struct Board {
     pub mtu: usize,
     pub power: Power,
     pub console: Option<Console>,
+    /// How `store-check` makes the board fetch `test.bin` on its console:
+    /// `[boards.store_check]`, with defaults for U-Boot boards; `None` for
+    /// other firmware that does not name a fetch command.
+    pub store_check: Option<StoreCheck>,
+}
+
+/// Commands `store-check` types on the board's console. In `setup` and
+/// `fetch`, `{file}`, `{server_ip}` and `{board_ip}` are filled in; in
+/// `success`, `{size}`, `{crc32}` and `{sha256}` stand for the uploaded
+/// file's size (decimal) and checksums (lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// Steps from power-on to a prompt with the network up.
+    pub setup: Vec<ConsoleStep>,
+    /// The board's shell prompt: the fetch is typed at the first one after
+    /// `setup`, and its return means the fetch command ended.
+    pub prompt: String,
+    /// The command that fetches `{file}` from the server.
+    pub fetch: String,
+    /// Texts the console must show after the fetch (the board's own count
+    /// and checksum of what it loaded).
+    pub success: Vec<String>,
+}
+
+impl StoreCheck {
+    /// U-Boot's: stop autoboot, DHCP without autoload, point `serverip`
+    /// at the runner, `tftpboot` to `${loadaddr}` (U-Boot's default load
+    /// address when unset), then `crc32` what landed.
+    pub const UBOOT_PROMPT: &'static str = "\n=> ";
+    pub const UBOOT_FETCH: &'static str =
+        "tftpboot ${loadaddr} {file} && crc32 ${fileaddr} ${filesize}";
+
+    fn uboot_setup() -> Vec<ConsoleStep> {
+        vec![
+            ConsoleStep {
+                expect: "Hit any key to stop autoboot".into(),
+                send: "\n".into(),
+            },
+            ConsoleStep {
+                expect: Self::UBOOT_PROMPT.into(),
+                send: "setenv autoload no; dhcp; setenv serverip {server_ip}\n".into(),
+            },
+        ]
+    }
+
+    fn uboot_success() -> Vec<String> {
+        vec!["Bytes transferred = {size} (".into(), "==> {crc32}".into()]
+    }
 }
 
 /// Shell commands (run with `sh -c`) that switch the board.
@@ -110,6 +158,16 @@ struct RawBoard {
     mtu: Option<usize>,
     power: RawPower,
     console: Option<RawConsole>,
+    store_check: Option<RawStoreCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStoreCheck {
+    setup: Option<Vec<ConsoleStep>>,
+    prompt: Option<String>,
+    fetch: Option<String>,
+    success: Option<OneOrMany>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +298,64 @@ pub fn parse_selector(selector: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[boards.store_check]` with U-Boot's defaults filled in; other firmware
+/// has none and must name `prompt` and `fetch` to be checked.
+fn store_check(profile: Profile, raw: Option<RawStoreCheck>) -> Result<Option<StoreCheck>, String> {
+    let uboot = profile == Profile::UBoot;
+    let Some(raw) = raw else {
+        return Ok(uboot.then(|| StoreCheck {
+            setup: StoreCheck::uboot_setup(),
+            prompt: StoreCheck::UBOOT_PROMPT.into(),
+            fetch: StoreCheck::UBOOT_FETCH.into(),
+            success: StoreCheck::uboot_success(),
+        }));
+    };
+    let required = |what: &str| {
+        format!(
+            "`{what}` is required: a {} board has no default (U-Boot boards do)",
+            profile.name()
+        )
+    };
+    let prompt = match raw.prompt {
+        Some(p) => p,
+        None if uboot => StoreCheck::UBOOT_PROMPT.into(),
+        None => return Err(required("prompt")),
+    };
+    let fetch = match raw.fetch {
+        Some(f) => f,
+        None if uboot => StoreCheck::UBOOT_FETCH.into(),
+        None => return Err(required("fetch")),
+    };
+    if prompt.is_empty() || fetch.trim().is_empty() {
+        return Err("`prompt` and `fetch` must not be empty".into());
+    }
+    let setup = match raw.setup {
+        Some(s) => s,
+        None if uboot => StoreCheck::uboot_setup(),
+        None => Vec::new(),
+    };
+    let success = match raw.success {
+        Some(s) => s.into_vec(),
+        None if uboot => StoreCheck::uboot_success(),
+        None => Vec::new(),
+    };
+    Ok(Some(StoreCheck {
+        setup,
+        prompt,
+        fetch,
+        success,
+    }))
+}
+
 impl Board {
     fn from_raw(b: RawBoard) -> Result<Board, String> {
         let profile = PROFILES
@@ -294,6 +410,8 @@ impl Board {
                 script: c.script,
             }),
         };
+        let store_check =
+            store_check(profile, b.store_check).map_err(|e| format!("store_check: {e}"))?;
         Ok(Board {
             name: b.name,
             labels: b.labels,
@@ -310,6 +428,7 @@ impl Board {
             mtu,
             power,
             console,
+            store_check,
         })
     }
 
@@ -375,6 +494,32 @@ mod tests {
     }
 
     #[test]
+    fn store_check_defaults_for_u_boot_only() {
+        let inv = Inventory::parse(EXAMPLE).expect("example parses");
+        let rpi4 = inv.select("name=rpi4-a").expect("rpi4-a")[0];
+        assert_eq!(rpi4.store_check, None, "the EEPROM bootloader has no fetch");
+        let uboot = inv.select("name=rpi4-uboot").expect("rpi4-uboot")[0];
+        let sc = uboot.store_check.as_ref().expect("u-boot default");
+        assert_eq!(sc.fetch, StoreCheck::UBOOT_FETCH);
+        assert_eq!(sc.prompt, "\n=> ");
+        assert_eq!(sc.setup.len(), 2);
+        assert!(sc.success.iter().any(|s| s == "==> {crc32}"));
+        // One key overrides only itself.
+        let text = EXAMPLE.replace(
+            "[boards.console]\ndevice = \"tcp:",
+            "[boards.store_check]\nfetch = \"tftpboot 0x80000000 {file}\"\n\n[boards.console]\ndevice = \"tcp:",
+        );
+        assert_ne!(text, EXAMPLE);
+        let inv = Inventory::parse(&text).expect("override parses");
+        let sc = inv.select("name=rpi4-uboot").expect("rpi4-uboot")[0]
+            .store_check
+            .clone()
+            .expect("store_check");
+        assert_eq!(sc.fetch, "tftpboot 0x80000000 {file}");
+        assert_eq!(sc.setup, StoreCheck::uboot_setup());
+    }
+
+    #[test]
     fn bad_inventories_say_what_is_wrong() {
         let cases = [
             ("", "no [[boards]]"),
@@ -397,6 +542,15 @@ mod tests {
             assert!(err.contains(want), "{err:?} lacks {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+        let rpi4 = "[[boards]]\nname=\"a\"\ninterface=\"eth0\"\nboard_ip=\"10.0.0.2\"\nserver_ip=\"10.0.0.1\"\nprofile=\"rpi4-bootloader\"\npower={on=\"true\"}\n";
+        let err = Inventory::parse(&format!("{rpi4}[boards.store_check]\nprompt = \"$ \"\n"))
+            .expect_err("no fetch");
+        assert!(
+            err.contains(
+                "store_check: `fetch` is required: a rpi4-bootloader board has no default"
+            ),
+            "{err}"
+        );
         assert!(parse_selector("board").is_err());
         assert!(parse_selector("=x").is_err());
     }

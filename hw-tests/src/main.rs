@@ -73,13 +73,20 @@ enum Command {
     },
     /// The Jumpstarter TFTP example on each selected board: start the
     /// server on the board's link, upload test.bin to the store, check it
-    /// is listed with its SHA-256, delete it, check it is gone.
+    /// is listed with its SHA-256, power-cycle the board and make it fetch
+    /// test.bin over its console (boards file `[boards.store_check]`;
+    /// U-Boot's tftpboot and crc32 by default), check the server sent it
+    /// whole to the board's address and the console shows the board's
+    /// byte count and checksum, delete it, check it is gone.
     StoreCheck {
         #[command(flatten)]
         select: Select,
         /// Size of the generated test.bin in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         size: u64,
+        /// Where console logs and pcaps go.
+        #[arg(long, value_name = "DIR", default_value = "target/hw-runs")]
+        out: PathBuf,
     },
 }
 
@@ -237,16 +244,26 @@ fn real_main(command: Command) -> Result<bool, String> {
             }
             Ok(runs.iter().all(|r| r.passed()))
         }
-        Command::StoreCheck { select, size } => {
+        Command::StoreCheck { select, size, out } => {
             let (inventory, names) = selected(&select)?;
+            // Every board must be drivable before any is touched.
+            for name in &names {
+                tftplab_hw::jumpstarter::fetch_plan(board(&inventory, name)?)?;
+            }
             let rt = runtime()?;
             let mut ok = true;
             for name in names {
                 let b = board(&inventory, &name)?;
+                eprintln!(
+                    "{}: serving {} on {}, power-cycling, fetching over the console",
+                    b.name,
+                    tftplab_hw::jumpstarter::NAME,
+                    b.server_ip
+                );
                 let data = tftplab_sim::lab::scenario::generate(size, 1);
-                match rt.block_on(tftplab_hw::jumpstarter::store_check(b, &data, |_| async {
-                    Ok(())
-                })) {
+                match rt.block_on(tftplab_hw::jumpstarter::store_check_on_board(
+                    b, &data, &out,
+                )) {
                     Ok(report) => println!("{}: {report}", b.name),
                     Err(e) => {
                         println!("{}: FAIL: {e}", b.name);

@@ -291,7 +291,8 @@ pub async fn power(
     }
 }
 
-async fn power_cycle(board: &Board, scenario: &Path, run_dir: &Path) -> Result<(), String> {
+/// Power-cycles `board`: its `cycle` command, or `off`, 2 s, `on`.
+pub async fn power_cycle(board: &Board, scenario: &Path, run_dir: &Path) -> Result<(), String> {
     let p = &board.power;
     if let Some(cycle) = &p.cycle {
         return power(board, "cycle", cycle, scenario, run_dir).await;

@@ -428,7 +428,9 @@ power = {{ on = "true" }}
         .block_on(tftplab_hw::jumpstarter::store_check(
             &board,
             &data,
-            |addr| {
+            None,
+            |served| {
+                let addr = served.addr;
                 // While listed, the board fetches it with tsize and blksize
                 // 1024 as an rpi4 asks (busybox), and gets the same bytes.
                 let out = lab.board_run(
@@ -449,7 +451,7 @@ power = {{ on = "true" }}
                 );
                 let got = std::fs::read(&fetched).unwrap_or_default();
                 let result = if out.status.success() && sha256(&got) == want {
-                    Ok(())
+                    Ok("busybox fetched it".to_string())
                 } else {
                     Err(format!(
                         "board fetch: {:?} {}",
@@ -462,10 +464,14 @@ power = {{ on = "true" }}
         ))
         .expect("store check");
     assert!(
-        report.contains("uploaded, listed, served") && report.contains("gone"),
+        report.contains("uploaded, listed, served")
+            && report.contains("busybox fetched it, deleted, gone"),
         "{report}"
     );
-    // The command line runs the same example.
+    // The command line makes the board fetch test.bin over its console;
+    // a board with neither a console nor a fetch command cannot, and says
+    // so in one line before anything is touched (the QEMU U-Boot board
+    // in tests/uboot_store_check.rs does it for real).
     let out = hw(&[
         "store-check",
         "--boards",
@@ -475,16 +481,15 @@ power = {{ on = "true" }}
         "--size",
         "4096",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "tftplab-hw: board rpi4-standin: store-check cannot make a rpi4-bootloader board fetch test.bin \
+         (it fetches only its own boot files); give it [boards.store_check] with a `prompt` and a `fetch` \
+         command, or check a U-Boot board"
     );
-    assert!(
-        stdout.contains("rpi4-standin: test.bin (4096 bytes"),
-        "{stdout}"
-    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

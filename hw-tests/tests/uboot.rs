@@ -14,86 +14,16 @@
 
 mod common;
 
-use common::{netns_enabled, quote, sh, toml_str};
+use common::qemu::{require_qemu, QemuLab, BOARD_IP, SERVER_IP};
+use common::{netns_enabled, toml_str};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tftplab_hw::runner::{run_one, RunOptions};
 use tftplab_sim::lab::profile::Got;
 use tftplab_sim::lab::scenario::Scenario;
 
-const UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
-
-/// A namespace holding a tap device for QEMU's NIC. Dropping it stops
-/// QEMU (through the board's `off` command's pid file) and removes the
-/// namespace and the tap with it.
-struct QemuLab {
-    ns: String,
-    dir: tempfile::TempDir,
-}
-
-impl QemuLab {
-    fn new() -> QemuLab {
-        let ns = format!("thwq{}", std::process::id() % 100_000);
-        // A namespace left by a killed run whose pid we now have.
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh("ip", &["netns", "add", &ns]);
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ],
-        );
-        sh(
-            "ip",
-            &["-n", &ns, "tuntap", "add", "dev", "tap0", "mode", "tap"],
-        );
-        sh("ip", &["-n", &ns, "link", "set", "tap0", "up"]);
-        sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        QemuLab {
-            ns,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.dir.path().join("qemu.pid")
-    }
-}
-
-impl Drop for QemuLab {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.pid_file()) {
-            let _ = Command::new("kill")
-                .args(["--", &format!("-{}", pid.trim())])
-                .status();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
 /// Two boards, the same emulated U-Boot with `tftpwindowsize` 1 and 8.
 fn inventory(lab: &QemuLab) -> PathBuf {
-    let sock = lab.dir.path().join("console.sock");
-    let pid = quote(&lab.pid_file().to_string_lossy());
-    let qemu = format!(
-        "qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -bios {UBOOT} -display none -monitor none \
-         -serial unix:{sock},server=on,wait=on \
-         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,romfile=",
-        sock = sock.to_string_lossy()
-    );
-    let off = format!("[ -s {pid} ] && kill -- -$(cat {pid}) 2>/dev/null; rm -f {pid}; true");
-    // QEMU waits for the runner to connect to its serial socket before it
-    // starts the guest, so no console output is lost.
-    let on = format!(
-        "{off}; rm -f {sock}; setsid ip netns exec {ns} {qemu} </dev/null >/dev/null 2>&1 & echo $! > {pid}",
-        sock = quote(&sock.to_string_lossy()),
-        ns = lab.ns
-    );
     let mut text = String::new();
     for window in [1, 8] {
         let options = if window > 1 {
@@ -107,8 +37,8 @@ name = "qemu-uboot-w{window}"
 labels = {{ board = "qemu-uboot", window = "{window}" }}
 interface = "tap0"
 netns = "{ns}"
-board_ip = "10.78.0.2"
-server_ip = "10.78.0.1"
+board_ip = "{BOARD_IP}"
+server_ip = "{SERVER_IP}"
 profile = "u-boot"
 {options}
 [boards.power]
@@ -131,9 +61,9 @@ script = [
 
 "#,
             ns = lab.ns,
-            on = toml_str(&on),
-            off = toml_str(&off),
-            device = toml_str(&format!("unix:{}", sock.to_string_lossy())),
+            on = toml_str(&lab.power_on()),
+            off = toml_str(&lab.power_off()),
+            device = toml_str(&lab.console_device()),
         ));
     }
     let path = lab.dir.path().join("boards.toml");
@@ -161,14 +91,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
     if !netns_enabled("uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults") {
         return;
     }
-    if !Path::new(UBOOT).exists()
-        || Command::new("qemu-system-aarch64")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        panic!("TFTPLAB_REQUIRE_NETNS=1 but qemu-system-aarch64 or {UBOOT} is missing (run .ci/install-peers.sh)");
-    }
+    require_qemu();
     let lab = QemuLab::new();
     let boards = inventory(&lab);
     // Kept under target/ so CI keeps the pcaps, traces and JUnit files.

@@ -18,6 +18,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod qemu;
+
 /// True when the netns tests must run; prints why they are skipped if not.
 pub fn netns_enabled(test: &str) -> bool {
     if std::env::var_os("TFTPLAB_REQUIRE_NETNS").is_some_and(|v| v == "1") {
