@@ -151,7 +151,7 @@ struct Inner {
 pub struct RawLink(Arc<Inner>);
 
 /// Owns the receive thread; dropping it (or [`LinkHandle::close`]) stops
-/// the thread within [`READ_TIMEOUT`]. Sockets still open then receive
+/// the thread within its read timeout (`READ_TIMEOUT`). Sockets still open then receive
 /// nothing more.
 pub struct LinkHandle {
     link: RawLink,
