@@ -163,11 +163,12 @@ async fn get<N: Network>(
 
 /// iPXE runs its own machine ([`super::firmware::ipxe`]). The other
 /// firmware machines in [`super::firmware`] are not wired in yet: with them
-/// the shipped scenarios find what the server must still learn (U-Boot's
-/// gap ACKs under bursty loss) or what the scenarios assumed of the
-/// firmware (the rpi4's 30 s per file, tftp-hpa never dallying, EDK2's probe
-/// of an empty file), so those profiles still run tftplab's client with the
-/// firmware's options and timers.
+/// the shipped scenarios find what the server must still learn (U-Boot
+/// NACKing blocks a rewind resent) and what the lab must settle (bursts
+/// counted per datagram starve U-Boot's lone ACK; the rpi4's 30 s per file
+/// at a 1 ms tick; EDK2's probe of an empty file, whose OACK has no tsize),
+/// so those profiles still run tftplab's client with the firmware's options
+/// and timers.
 async fn ipxe<N: Network>(net: &N, server: SocketAddr, spec: &ClientSpec, name: &str) -> Got {
     let socket = match bind_any(net, server).await {
         Ok(s) => s,
