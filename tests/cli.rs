@@ -292,6 +292,22 @@ fn store_commands_manage_the_root() {
     assert_eq!(err.lines().count(), 1);
 }
 
+#[test]
+fn store_takes_its_root_after_the_action_too_and_says_when_it_is_missing() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("config.txt"), b"enable_uart=1\n").unwrap();
+    let (code, out, _) = run(bin().args(["store", "ls", "--root"]).arg(root.path()));
+    assert_eq!((code, out.as_str()), (0, "          14  config.txt\n"));
+    let (code, _, err) = run(bin().args(["store", "ls"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(
+            "error: store needs the server's root: --root DIR (before or after the action)\n"
+        ),
+        "{err}"
+    );
+}
+
 /// Replaces the fields that change from run to run (a peer's port, a
 /// duration) with fixed text, so the rest of a JSON event line can be
 /// compared byte for byte.

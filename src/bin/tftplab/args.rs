@@ -43,9 +43,9 @@ pub struct ServeArgs {
     /// Directory to serve.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
-    /// Address and port to listen on; use [::]:69 for IPv6 (and IPv4 where
-    /// the OS maps it).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:69")]
+    /// Address and port to listen on; a bare PORT means every IPv4 address
+    /// (0.0.0.0:PORT); use [::]:69 for IPv6 (and IPv4 where the OS maps it).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:69", value_parser = parse_bind)]
     pub bind: std::net::SocketAddr,
     /// What write requests may do: off (refuse, ERROR 2), create (new files
     /// only, ERROR 6 for existing ones), overwrite.
@@ -194,9 +194,10 @@ pub struct PutArgs {
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The server's root directory.
-    #[arg(long, value_name = "DIR")]
-    pub root: PathBuf,
+    /// The server's root directory (before or after the action:
+    /// `store --root DIR ls` and `store ls --root DIR` both work).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
     #[command(subcommand)]
     pub action: StoreAction,
 }
@@ -207,14 +208,22 @@ pub enum StoreAction {
     Ls,
     /// Copy a local file in (skipped when the SHA-256 already matches).
     Put {
+        /// The local file to copy in.
         local: PathBuf,
-        /// Name in the store (default: the local file's name).
+        /// Name in the store (default: the local file's name); nested names
+        /// like `9ffefdef/start4.elf` create their directories.
         name: Option<String>,
     },
     /// Delete a file.
-    Rm { name: String },
+    Rm {
+        /// Name in the store, as `ls` prints it.
+        name: String,
+    },
     /// Print a file's SHA-256.
-    Sum { name: String },
+    Sum {
+        /// Name in the store, as `ls` prints it.
+        name: String,
+    },
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -226,6 +235,18 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("`{s}` is outside 0.001..=3600 seconds"))
     }
+}
+
+/// ADDR:PORT, [V6]:PORT, or a bare PORT (every IPv4 address).
+fn parse_bind(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "`{s}` is not an address to listen on: use ADDR:PORT (0.0.0.0:69, [::]:69) or a port"
+        )
+    })
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -257,5 +278,33 @@ mod tests {
         assert_eq!(parse_seconds("0.5"), Ok(0.5));
         assert!(parse_seconds("nan").is_err());
         assert!(parse_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn bind_takes_an_address_or_a_bare_port() {
+        assert_eq!(parse_bind("6969"), Ok("0.0.0.0:6969".parse().unwrap()));
+        assert_eq!(
+            parse_bind("127.0.0.1:69"),
+            Ok("127.0.0.1:69".parse().unwrap())
+        );
+        assert_eq!(parse_bind("[::1]:6969"), Ok("[::1]:6969".parse().unwrap()));
+        for bad in ["", "70000", "localhost:69", "::1"] {
+            let err = parse_bind(bad).unwrap_err();
+            assert!(err.contains("use ADDR:PORT"), "{err}");
+        }
+    }
+
+    #[test]
+    fn store_root_goes_before_or_after_the_action() {
+        for args in [
+            &["tftplab", "store", "--root", "/srv", "ls"][..],
+            &["tftplab", "store", "ls", "--root", "/srv"][..],
+        ] {
+            let Command::Store(s) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not a store command");
+            };
+            assert_eq!(s.root, Some(PathBuf::from("/srv")));
+            assert!(matches!(s.action, StoreAction::Ls));
+        }
     }
 }

@@ -70,6 +70,12 @@ fn fail(message: Failure) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// A store command with its root settled.
+struct StoreCommand {
+    root: std::path::PathBuf,
+    action: StoreAction,
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(a) => run_serve(a).await,
@@ -346,6 +352,22 @@ async fn run_put(a: PutArgs) -> Result<(), Failure> {
 }
 
 fn run_store(a: StoreArgs) -> Result<(), Failure> {
+    let Some(root) = a.root else {
+        use clap::CommandFactory;
+        let cli = args::Cli::command();
+        let store = cli.find_subcommand("store").cloned();
+        store
+            .map_or(cli, |c| c.bin_name("tftplab store"))
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "store needs the server's root: --root DIR (before or after the action)",
+            )
+            .exit();
+    };
+    let a = StoreCommand {
+        root,
+        action: a.action,
+    };
     let store = Store::new(StoreConfig::new(&a.root))
         .map_err(|e| format!("cannot open store {}: {e}", a.root.display()))?;
     let mut out = std::io::stdout().lock();
