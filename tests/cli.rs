@@ -167,6 +167,32 @@ fn serve_get_put_and_graceful_stop() {
 /// a temporary file over the node (which once replaced /dev/null with a
 /// regular file holding the download).
 #[test]
+fn get_names_the_local_path_when_that_is_the_problem_and_saves_into_a_directory() {
+    // A missing directory is refused before anything is fetched: no server
+    // is needed to see it, and the remote name is not blamed.
+    let (code, _, err) =
+        run(bin().args(["get", "127.0.0.1:9", "config.txt", "/nonexistent/dir/x"]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "tftplab: cannot save to `/nonexistent/dir/x`: `/nonexistent/dir` is not a directory; \
+         create it or choose another LOCAL\n"
+    );
+    // LOCAL a directory: the file lands inside it, as with `cp`.
+    let root = tempfile::tempdir().unwrap();
+    let content = data(5000);
+    std::fs::create_dir(root.path().join("boot")).unwrap();
+    std::fs::write(root.path().join("boot/config.txt"), &content).unwrap();
+    let served = Served::start(root.path(), &[]);
+    let into = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(bin()
+        .args(["get", "--quiet", &served.addr, "boot/config.txt"])
+        .arg(into.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(into.path().join("config.txt")).unwrap() == content);
+}
+
+#[test]
 fn get_into_a_fifo_or_dev_null_streams_and_leaves_the_node() {
     let root = tempfile::tempdir().unwrap();
     let content = data(300_000);

@@ -300,6 +300,30 @@ fn last_component(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// Where `get` writes `remote`: LOCAL, or inside LOCAL when it is a
+/// directory (as `cp` does), or the remote name's last component here. The
+/// directory it goes in must exist before a byte is fetched.
+fn local_target(remote: &str, local: Option<&Path>) -> Result<std::path::PathBuf, Failure> {
+    let name = last_component(remote);
+    let target = match local {
+        Some(dir) if dir.is_dir() => dir.join(name),
+        Some(path) => path.to_path_buf(),
+        None => name.into(),
+    };
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!(
+            "cannot save to `{}`: `{}` is not a directory; create it or choose another LOCAL",
+            target.display(),
+            parent.display()
+        ));
+    }
+    Ok(target)
+}
+
 async fn run_get(a: GetArgs) -> Result<(), Failure> {
     let server = resolve(&a.server)?;
     let client = Client::new(TokioNet, client_config(&a.transfer)).sync_files(a.sync);
@@ -313,16 +337,17 @@ async fn run_get(a: GetArgs) -> Result<(), Failure> {
             .write_all(&data)
             .map_err(|e| format!("writing to stdout: {e}"));
     }
-    let local = a
-        .local
-        .clone()
-        .unwrap_or_else(|| last_component(&a.remote).into());
+    let local = local_target(&a.remote, a.local.as_deref())?;
     let bar = Bar::new(quiet);
     let result = client
         .get_file(server, &a.remote, &local, |p| bar.update(p))
         .await;
     bar.finish();
-    let summary = result.map_err(|e| explain(e, server, &a.remote))?;
+    let summary = result.map_err(|e| match e {
+        // The server said nothing about this: it is about the local side.
+        ClientError::Io(e) => format!("cannot save to `{}`: {e}", local.display()),
+        e => explain(e, server, &a.remote),
+    })?;
     report("received", &a.remote, &summary, quiet);
     Ok(())
 }
