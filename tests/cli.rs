@@ -59,8 +59,13 @@ impl Served {
         panic!("server on {} did not come up", self.addr);
     }
 
-    fn stop(mut self) -> Output {
+    fn stop(self) -> Output {
         terminate(&self.child);
+        self.stop_output()
+    }
+
+    /// Waits for the server to exit on its own and returns what it printed.
+    fn stop_output(mut self) -> Output {
         let child = std::mem::replace(&mut self.child, bin().arg("--version").spawn().unwrap());
         child.wait_with_output().unwrap()
     }
@@ -166,6 +171,50 @@ fn serve_get_put_and_graceful_stop() {
 /// `get` into a pipe or device writes the bytes there: it must not rename
 /// a temporary file over the node (which once replaced /dev/null with a
 /// regular file holding the download).
+/// SIGINT: the server says what it waits for and how to stop at once; a
+/// second SIGINT stops at once (exit 130) instead of waiting out the grace
+/// period for a client that went silent.
+#[test]
+fn a_second_interrupt_stops_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("big.bin"), data(1_000_000)).unwrap();
+    let served = Served::start(root.path(), &["--grace", "60", "--retries", "100"]);
+    // A client that asks and never acknowledges keeps one transfer running
+    // (100 retries of at least 0.2 s: long after the second interrupt).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .send_to(b"\x00\x01big.bin\x00octet\x00", &served.addr)
+        .unwrap();
+    let mut buf = [0u8; 600];
+    silent.recv_from(&mut buf).unwrap();
+    let interrupt = || {
+        let status = Command::new("kill")
+            .args(["-INT", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    interrupt();
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt();
+    let started = Instant::now();
+    let out = served.stop_output();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited out the grace period"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("tftplab: stopping: letting 1 running transfer(s) finish for up to 60 s; Ctrl-C again stops at once"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tftplab: stopped at once; running transfers were cut off"),
+        "{log}"
+    );
+}
+
 #[test]
 fn get_names_the_local_path_when_that_is_the_problem_and_saves_into_a_directory() {
     // A missing directory is refused before anything is fetched: no server

@@ -142,7 +142,25 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         tokio::spawn(events::print(rx))
     });
     wait_for_shutdown_signal().await;
-    let report = server.stop(Duration::from_secs_f64(a.grace)).await;
+    let active = server.stats().active;
+    if active > 0 {
+        eprintln!(
+            "tftplab: stopping: letting {active} running transfer(s) finish for up to {} s; \
+             Ctrl-C again stops at once",
+            a.grace
+        );
+    } else {
+        eprintln!("tftplab: stopping");
+    }
+    let stopping = server.stop(Duration::from_secs_f64(a.grace));
+    tokio::pin!(stopping);
+    let report = tokio::select! {
+        report = &mut stopping => report,
+        _ = wait_for_shutdown_signal() => {
+            eprintln!("tftplab: stopped at once; running transfers were cut off");
+            std::process::exit(130);
+        }
+    };
     if report.aborted > 0 {
         eprintln!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
     }
