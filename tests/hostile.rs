@@ -417,7 +417,11 @@ fn a_forged_error_between_two_transfers_starts_no_exchange() {
     let raw = match raw_socket() {
         Ok(raw) => raw,
         Err(e) if !root_only_tests_required() => {
-            eprintln!("\n!!! skipped: a_forged_error_between_two_transfers_starts_no_exchange needs a raw socket (root): {e}\n");
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (not run): a_forged_error_between_two_transfers_starts_no_exchange needs a raw socket (root): {e}"
+            );
             return;
         }
         Err(e) => panic!("TFTPLAB_REQUIRE_NETNS=1 but no raw socket: {e}"),

@@ -3,9 +3,10 @@
 //! loopback. An integration test includes it with `mod peers;`.
 //!
 //! `.ci/install-peers.sh` installs every peer. When one is missing a test
-//! prints `skipped: <why>` and passes, unless `TFTPLAB_REQUIRE_PEERS=1`,
-//! which turns the skip into a failure (for CI, after running the installer,
-//! so that a broken install cannot pass silently). The servers need root (chroot, `--user`, network
+//! prints `SKIPPED (not run): <why>` (past the test harness's capture) and
+//! passes, unless `TFTPLAB_REQUIRE_PEERS=1`, which turns the skip into a
+//! failure (for CI, after running the installer, so that a broken install
+//! cannot pass silently). The servers need root (chroot, `--user`, network
 //! namespaces), so without root they count as missing.
 //!
 //! Only loopback is used: servers bind 127.0.0.1 on a free high port, except
@@ -164,14 +165,17 @@ pub fn require_peers() -> bool {
 }
 
 /// Reports a missing peer: panics when peers are required, else prints
-/// `skipped: <why>` to stderr. The caller returns afterwards; see
+/// `SKIPPED (not run): <why>` to stderr. The caller returns afterwards; see
 /// [`skip_or_fail!`].
 pub fn report_missing(why: &str) {
     assert!(
         !require_peers(),
         "TFTPLAB_REQUIRE_PEERS=1 but a peer is missing: {why} (run .ci/install-peers.sh)"
     );
-    eprintln!("skipped: {why}");
+    // Past the test harness's capture, so a skip is seen even when the
+    // test "passes".
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (not run): {why}");
 }
 
 /// For loops over peers: true (after [`report_missing`]) when `check`

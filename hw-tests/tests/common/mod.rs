@@ -20,12 +20,22 @@ use std::time::{Duration, Instant};
 
 pub mod qemu;
 
-/// True when the netns tests must run; prints why they are skipped if not.
+/// True when the netns tests must run; says loudly why they are skipped if
+/// not. The notice is written to stderr directly, past the test harness's
+/// capture, so a skipped test does not pass silently.
 pub fn netns_enabled(test: &str) -> bool {
     if std::env::var_os("TFTPLAB_REQUIRE_NETNS").is_some_and(|v| v == "1") {
         return true;
     }
-    eprintln!("skipped: {test} needs root and network namespaces; set TFTPLAB_REQUIRE_NETNS=1");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let how = if root {
+        "set TFTPLAB_REQUIRE_NETNS=1 to run it"
+    } else {
+        "it needs root and network namespaces: run as root with TFTPLAB_REQUIRE_NETNS=1"
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (not run): {test}: {how}");
     false
 }
 
