@@ -70,12 +70,6 @@ fn fail(message: Failure) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// A store command with its root settled.
-struct StoreCommand {
-    root: std::path::PathBuf,
-    action: StoreAction,
-}
-
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(a) => run_serve(a).await,
@@ -407,12 +401,8 @@ fn run_store(a: StoreArgs) -> Result<(), Failure> {
             )
             .exit();
     };
-    let a = StoreCommand {
-        root,
-        action: a.action,
-    };
-    let store = Store::new(StoreConfig::new(&a.root))
-        .map_err(|e| format!("cannot open store {}: {e}", a.root.display()))?;
+    let store = Store::new(StoreConfig::new(&root))
+        .map_err(|e| format!("cannot open store {}: {e}", root.display()))?;
     let mut out = std::io::stdout().lock();
     let print = |out: &mut dyn Write, line: String| {
         writeln!(out, "{line}").map_err(|e| format!("writing to stdout: {e}"))
@@ -421,7 +411,7 @@ fn run_store(a: StoreArgs) -> Result<(), Failure> {
         StoreAction::Ls => {
             let entries = store
                 .list()
-                .map_err(|e| format!("cannot list {}: {e}", a.root.display()))?;
+                .map_err(|e| format!("cannot list {}: {e}", root.display()))?;
             for e in entries {
                 print(&mut out, format!("{:>12}  {}", e.size, e.name))?;
             }
