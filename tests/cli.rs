@@ -166,6 +166,9 @@ fn serve_get_put_and_graceful_stop() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("transfer complete"), "{log}");
     assert!(log.contains("bytes=1048577"), "{log}");
+    // One start-up line, not the CLI's and the library's both.
+    let starts = log.lines().filter(|l| l.contains("serving")).count();
+    assert_eq!(starts, 1, "{log}");
 }
 
 /// `get` into a pipe or device writes the bytes there: it must not rename

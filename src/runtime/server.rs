@@ -179,7 +179,9 @@ pub async fn serve<N: Network>(
     });
     let (stop, stop_rx) = watch::channel(None);
     let listener = tokio::spawn(listen(net, socket, shared.clone(), stop_rx));
-    tracing::info!(%local_addr, root = %shared.store.root().display(), "serving");
+    // Debug: a program that wants this line says it its own way (the CLI
+    // prints one), so `tftplab serve` does not print it twice.
+    tracing::debug!(%local_addr, root = %shared.store.root().display(), "serving");
     Ok(ServerHandle {
         local_addr,
         shared,
