@@ -260,15 +260,23 @@ fn explain(e: ClientError, server: SocketAddr, name: &str) -> Failure {
 
 struct Bar(Option<ProgressBar>);
 
+/// The progress line while the size is unknown (no `tsize` from the
+/// server): what has come and how fast, with no bar or ETA to get wrong.
+const WITHOUT_TOTAL: &str = "{spinner} {bytes} {binary_bytes_per_sec}";
+/// Once the size is known: a bar, and an ETA that means something.
+const WITH_TOTAL: &str = "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}";
+
+fn style(template: &str) -> Option<ProgressStyle> {
+    ProgressStyle::with_template(template).ok()
+}
+
 impl Bar {
     fn new(quiet: bool) -> Bar {
         if quiet || !std::io::stderr().is_terminal() {
             return Bar(None);
         }
         let bar = ProgressBar::new_spinner();
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}",
-        ) {
+        if let Some(style) = style(WITHOUT_TOTAL) {
             bar.set_style(style);
         }
         Bar(Some(bar))
@@ -276,8 +284,11 @@ impl Bar {
 
     fn update(&self, p: Progress) {
         if let Some(bar) = &self.0 {
-            if let Some(total) = p.total {
+            if let Some(total) = p.total.filter(|&t| bar.length() != Some(t)) {
                 bar.set_length(total);
+                if let Some(style) = style(WITH_TOTAL) {
+                    bar.set_style(style);
+                }
             }
             bar.set_position(p.bytes);
         }
@@ -478,5 +489,14 @@ mod tests {
         assert_eq!(last_component("pxelinux.cfg\\default"), "default");
         assert_eq!(last_component("plain"), "plain");
         assert_eq!(last_component("dir/"), "dir");
+    }
+
+    #[test]
+    fn progress_templates_parse_and_only_a_known_size_gets_a_bar() {
+        assert!(style(WITHOUT_TOTAL).is_some() && style(WITH_TOTAL).is_some());
+        for part in ["{total_bytes}", "{wide_bar}", "{eta}"] {
+            assert!(!WITHOUT_TOTAL.contains(part), "{part}");
+            assert!(WITH_TOTAL.contains(part), "{part}");
+        }
     }
 }
