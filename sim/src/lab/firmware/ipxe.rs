@@ -38,6 +38,7 @@
 //! being ACKed with ACK 0 and completed as here. `MTFTP` (`mtftp://`,
 //! multicast, the PXE API's fallback) is not modelled.
 
+use super::{ack_packet, error_packet, OP_ACK, OP_DATA, OP_ERROR, OP_OACK, OP_RRQ};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,12 +46,6 @@ use tftplab::data::Sink;
 use tftplab::options::Negotiated;
 use tftplab::proto::{Counters, Event, Summary, Transfer, TransferError, Transmit};
 use tftplab::wire::{ErrorCode, MAX_BLKSIZE, MAX_DATAGRAM};
-
-const OP_RRQ: u16 = 1;
-const OP_DATA: u16 = 3;
-const OP_ACK: u16 = 4;
-const OP_ERROR: u16 = 5;
-const OP_OACK: u16 = 6;
 
 /// `TICKS_PER_SEC` (include/ipxe/timer.h L15): `currticks()` counts
 /// 1/1024 s.
@@ -358,9 +353,7 @@ impl<K: Sink> IpxeGet<K> {
             }
             Some(peer) if self.send_ack => {
                 let block = self.bitmap.first_gap as u16;
-                let mut ack = OP_ACK.to_be_bytes().to_vec();
-                ack.extend_from_slice(&block.to_be_bytes());
-                self.out.push_back((ack, peer));
+                self.out.push_back((ack_packet(block), peer));
                 self.counters.acks_sent += 1;
                 Some(OP_ACK)
             }
@@ -675,10 +668,7 @@ impl<K: Sink> Transfer for IpxeGet<K> {
             return;
         }
         if let Some(peer) = self.peer {
-            let mut e = OP_ERROR.to_be_bytes().to_vec();
-            e.extend_from_slice(&0u16.to_be_bytes());
-            e.extend_from_slice(ABORT_MESSAGE.as_bytes());
-            e.push(0);
+            let e = error_packet(ErrorCode::UNDEFINED, ABORT_MESSAGE);
             self.out.push_back((e, peer));
         }
         let now = self.last_seen;

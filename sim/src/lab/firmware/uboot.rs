@@ -75,6 +75,7 @@
 //!
 //! [`Sink`]: tftplab::data::Sink
 
+use super::{ack_packet, error_packet, OP_DATA, OP_ERROR, OP_OACK, OP_RRQ};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -82,12 +83,6 @@ use tftplab::data::Sink;
 use tftplab::options::Negotiated;
 use tftplab::proto::{Counters, Event, Summary, Transfer, TransferError, Transmit};
 use tftplab::wire::{ErrorCode, MAX_DATAGRAM};
-
-const OP_RRQ: u16 = 1;
-const OP_DATA: u16 = 3;
-const OP_ACK: u16 = 4;
-const OP_ERROR: u16 = 5;
-const OP_OACK: u16 = 6;
 
 /// `TIMEOUT`, net/tftp.c L28: the default `tftptimeout`, in milliseconds.
 pub const TIMEOUT_MS: u64 = 5000;
@@ -356,9 +351,7 @@ impl<K: Sink> UBootGet<K> {
             }
             State::Oack | State::Data => {
                 let block = self.cur_block;
-                let mut ack = Vec::with_capacity(4);
-                ack.extend_from_slice(&OP_ACK.to_be_bytes());
-                ack.extend_from_slice(&block.to_be_bytes());
+                let ack = ack_packet(block);
                 self.counters.acks_sent += 1;
                 if self.last_ack == Some(block) {
                     self.counters.acks_retransmitted += 1;
@@ -402,12 +395,10 @@ impl<K: Sink> UBootGet<K> {
     /// Sends ERROR 8 "Option Negotiation Failed" (`STATE_INVALID_OPTION`,
     /// `tftp_send` L418-429), which sets `NETLOOP_FAIL` (L441-442).
     fn send_option_error(&mut self) {
-        let mut e = Vec::with_capacity(4 + OPTION_NEGOTIATION_FAILED.len() + 1);
-        e.extend_from_slice(&OP_ERROR.to_be_bytes());
-        e.extend_from_slice(&ErrorCode::OPTION_NEGOTIATION.0.to_be_bytes());
-        e.extend_from_slice(OPTION_NEGOTIATION_FAILED.as_bytes());
-        e.push(0);
-        self.push(e);
+        self.push(error_packet(
+            ErrorCode::OPTION_NEGOTIATION,
+            OPTION_NEGOTIATION_FAILED,
+        ));
     }
 
     /// `net_start_again`, net/net.c L737-789, for any failure: with
@@ -807,12 +798,7 @@ impl<K: Sink> Transfer for UBootGet<K> {
             return;
         }
         if matches!(self.state, State::Oack | State::Data) {
-            let mut e = Vec::with_capacity(5 + message.len());
-            e.extend_from_slice(&OP_ERROR.to_be_bytes());
-            e.extend_from_slice(&code.0.to_be_bytes());
-            e.extend_from_slice(message.as_bytes());
-            e.push(0);
-            self.push(e);
+            self.push(error_packet(code, message));
         }
         self.finish(Err(TransferError::Local {
             code,

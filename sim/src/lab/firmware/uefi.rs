@@ -46,6 +46,7 @@
 //! the DHCP6/IP6/PxeBc option parsers, not Mtftp4 (not verified patch by
 //! patch).
 
+use super::{ack_packet, error_packet, OP_DATA, OP_ERROR, OP_OACK, OP_RRQ};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,12 +54,6 @@ use tftplab::data::Sink;
 use tftplab::options::Negotiated;
 use tftplab::proto::{Counters, Event, Summary, Transfer, TransferError, Transmit};
 use tftplab::wire::{ErrorCode, MAX_DATAGRAM};
-
-const OP_RRQ: u16 = 1;
-const OP_DATA: u16 = 3;
-const OP_ACK: u16 = 4;
-const OP_ERROR: u16 = 5;
-const OP_OACK: u16 = 6;
 
 /// ERROR the probe answers its OACK with: `EFI_MTFTP4_ERRORCODE_REQUEST_DENIED`
 /// (8) and this text (`Mtftp4RrqInput`, Mtftp4Rrq.c L740-744).
@@ -260,22 +255,9 @@ fn is_request(packet: &[u8]) -> bool {
     packet.len() >= 2 && u16::from_be_bytes([packet[0], packet[1]]) == OP_RRQ
 }
 
-fn ack(block: u16) -> Vec<u8> {
-    let mut p = OP_ACK.to_be_bytes().to_vec();
-    p.extend_from_slice(&block.to_be_bytes());
-    p
-}
-
-/// `Mtftp4SendError` (Mtftp4Support.c L352-377): opcode, code, the message
-/// and its NUL (`EFI_MTFTP4_ERROR_HEADER` is packed, 5 bytes with one
-/// message byte).
-fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
-    let mut p = OP_ERROR.to_be_bytes().to_vec();
-    p.extend_from_slice(&code.0.to_be_bytes());
-    p.extend_from_slice(message.as_bytes());
-    p.push(0);
-    p
-}
+// `Mtftp4SendError` (Mtftp4Support.c L352-377) sends opcode, code, the
+// message and its NUL (`EFI_MTFTP4_ERROR_HEADER` is packed, 5 bytes with
+// one message byte): [`error_packet`]'s bytes.
 
 /// The engine both PXE calls run: one `MTFTP4_PROTOCOL` instance from
 /// `Mtftp4Start` to `Mtftp4CleanOperation`.
@@ -446,7 +428,7 @@ impl<K: Sink> Mtftp4<K> {
     /// window count, `AckedBlock = TotalBlock` (L111-114).
     fn send_ack(&mut self, now: Instant, block: u16) {
         self.counters.acks_sent += 1;
-        self.send_packet(now, ack(block));
+        self.send_packet(now, ack_packet(block));
         self.acked_block = self.total_block;
     }
 
