@@ -480,7 +480,7 @@ impl RawLink {
                 return;
             };
             let (injector, script) = &mut *g;
-            match decide_scripted(injector, script, &rendered) {
+            match decide_scripted(injector, script, &rendered, self.0.started.elapsed()) {
                 // Damage a copy for real and let the checks drop it.
                 Fate::Dropped(cause @ (Cause::Corrupted | Cause::Truncated)) => {
                     match damaged_survivor(injector, raw, udp.payload.len(), cause) {
@@ -619,7 +619,7 @@ impl RawLink {
                 .lock()
                 .map_err(|_| io::Error::other("injector poisoned"))?;
             let (injector, script) = &mut *g;
-            let fate = decide_scripted(injector, script, &rendered);
+            let fate = decide_scripted(injector, script, &rendered, self.0.started.elapsed());
             // Damaged frames really go out; the board's stack drops them.
             match fate {
                 Fate::Dropped(Cause::Corrupted) => {

@@ -167,7 +167,12 @@ impl Net {
         } else {
             &mut self.to_server
         };
-        let fate = decide_scripted(&mut link.injector, &mut link.script, &shown);
+        let fate = decide_scripted(
+            &mut link.injector,
+            &mut link.script,
+            &shown,
+            now.duration_since(self.t0),
+        );
         let suffix = match &fate {
             Fate::Dropped(_) => " [dropped]",
             Fate::Deliver { delays, .. } if delays.len() > 1 => " [duplicated]",

@@ -62,11 +62,7 @@ fn link_faults() -> impl Strategy<Value = LinkFaults> {
         .prop_map(
             |(loss, burst, duplicate, copies, reorder, corrupt, truncate, latency)| LinkFaults {
                 loss,
-                burst: burst.map(|(enter, exit)| Burst {
-                    enter,
-                    exit,
-                    loss: 1.0,
-                }),
+                burst: burst.map(|(enter, exit)| Burst::per_datagram(enter, exit)),
                 duplicate,
                 copies,
                 reorder: reorder.map(|(fraction, delay)| Reorder { fraction, delay }),
@@ -220,7 +216,10 @@ fn case() -> impl Strategy<Value = Case> {
 /// Probability that a datagram in this direction does not arrive (or, for
 /// reordering, arrives out of order), in the long run.
 fn trouble(f: &LinkFaults) -> f64 {
-    let burst = f.burst.map_or(0.0, |b| b.enter / (b.enter + b.exit));
+    // The generator draws per-datagram bursts only.
+    let burst = f
+        .burst
+        .map_or(0.0, |b| b.enter / (b.enter + b.exit.unwrap_or(1.0)));
     let reorder = f.reorder.map_or(0.0, |r| r.fraction);
     (burst + f.loss + f.corrupt + f.truncate + reorder + f.duplicate).min(1.0)
 }
@@ -528,11 +527,7 @@ fn upload_whose_final_acks_all_vanish_lands_whole() {
         client_to_server: clean(),
         server_to_client: LinkFaults {
             loss: 0.026375265766881716,
-            burst: Some(Burst {
-                enter: 0.040786343593901715,
-                exit: 0.5,
-                loss: 1.0,
-            }),
+            burst: Some(Burst::per_datagram(0.040786343593901715, 0.5)),
             duplicate: 0.094546644188285,
             reorder: Some(Reorder {
                 fraction: 0.17100806855129969,
@@ -649,11 +644,7 @@ fn late_duplicate_of_an_aborted_probe_starts_an_orphan_transfer() {
     let case = Case {
         client_to_server: LinkFaults {
             loss: 0.038959392499777444,
-            burst: Some(Burst {
-                enter: 0.020040024815093004,
-                exit: 0.5,
-                loss: 1.0,
-            }),
+            burst: Some(Burst::per_datagram(0.020040024815093004, 0.5)),
             duplicate: 0.05225400432334896,
             copies: Some(2),
             reorder: Some(Reorder {
@@ -731,11 +722,7 @@ fn held_back_final_ack_that_leaves_into_a_partition_is_traced_as_lost() {
         },
         server_to_client: LinkFaults {
             loss: 0.0649690363505566,
-            burst: Some(Burst {
-                enter: 0.006498776971925584,
-                exit: 0.5,
-                loss: 1.0,
-            }),
+            burst: Some(Burst::per_datagram(0.006498776971925584, 0.5)),
             duplicate: 0.03070768725926682,
             copies: None,
             reorder: Some(Reorder {
@@ -861,11 +848,7 @@ fn burst_after_partition_on_a_rarely_sending_client_completes() {
     let case = Case {
         client_to_server: LinkFaults {
             loss: 0.058593854418298244,
-            burst: Some(Burst {
-                enter: 0.04694245781049068,
-                exit: 0.5,
-                loss: 1.0,
-            }),
+            burst: Some(Burst::per_datagram(0.04694245781049068, 0.5)),
             duplicate: 0.09152393387798045,
             corrupt: 0.022778224373639633,
             truncate: 0.0029544150468761,

@@ -117,16 +117,50 @@ impl Script {
     }
 }
 
-/// Gilbert-Elliott bursty loss: a two-state chain entered with probability
-/// `enter` per datagram and left with `exit`; in the bad state each datagram
-/// is lost with probability `loss`.
+/// Bursty loss: a bad state entered with probability `enter` per datagram,
+/// in which each datagram is lost with probability `loss`. It ends one of
+/// two ways, and a burst names exactly one:
+/// - `exit`: left with that probability per datagram, the Gilbert-Elliott
+///   chain netem's `loss gemodel` implements. A burst then lasts a count of
+///   the sender's datagrams, however far apart they are: a client that sends
+///   one ACK per 5 s retry stays in it for half a minute.
+/// - `lasts = ["MIN", "MAX"]`: it lasts a time drawn from that range, like
+///   interference or a congested queue. A sparse sender meets it once; a
+///   window sent back to back can lose all of it.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Burst {
     pub enter: f64,
-    pub exit: f64,
+    #[serde(default)]
+    pub exit: Option<f64>,
+    #[serde(default)]
+    pub lasts: Option<DelayRange>,
     #[serde(default = "one")]
     pub loss: f64,
+}
+
+impl Burst {
+    /// Gilbert-Elliott: entered and left with these probabilities per
+    /// datagram; every datagram in a burst is lost.
+    pub fn per_datagram(enter: f64, exit: f64) -> Self {
+        Burst {
+            enter,
+            exit: Some(exit),
+            lasts: None,
+            loss: 1.0,
+        }
+    }
+
+    /// Entered with this probability per datagram, lasting a time drawn
+    /// from `lasts`; every datagram in a burst is lost.
+    pub fn lasting(enter: f64, lasts: DelayRange) -> Self {
+        Burst {
+            enter,
+            exit: None,
+            lasts: Some(lasts),
+            loss: 1.0,
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -266,8 +300,16 @@ impl LinkFaults {
         p("truncate", self.truncate)?;
         if let Some(b) = self.burst {
             p("burst.enter", b.enter)?;
-            p("burst.exit", b.exit)?;
             p("burst.loss", b.loss)?;
+            match (b.exit, b.lasts) {
+                (Some(exit), None) => p("burst.exit", exit)?,
+                (None, Some(lasts)) => range("burst.lasts", lasts)?,
+                _ => {
+                    return Err("a burst ends by `exit` (a probability per datagram) or by \
+                                `lasts` ([\"MIN\", \"MAX\"]), exactly one of them"
+                        .into())
+                }
+            }
         }
         if let Some(r) = self.reorder {
             p("reorder.fraction", r.fraction)?;
@@ -329,6 +371,8 @@ pub struct Injector {
     faults: LinkFaults,
     rng: ChaCha8Rng,
     in_burst: bool,
+    /// When a burst with `lasts` ends, as time since the run began.
+    burst_until: Duration,
 }
 
 impl Injector {
@@ -337,6 +381,7 @@ impl Injector {
             faults,
             rng: ChaCha8Rng::seed_from_u64(seed),
             in_burst: false,
+            burst_until: Duration::ZERO,
         }
     }
 
@@ -349,15 +394,23 @@ impl Injector {
         r.min + Duration::from_micros(self.rng.random_range(0..=span))
     }
 
-    /// Decides the next datagram's fate. The draws happen in a fixed order,
-    /// so the same seed gives the same fates.
-    pub fn decide(&mut self) -> Fate {
+    /// Decides the fate of a datagram sent at `now` (time since the run
+    /// began; only a burst that `lasts` a time reads it). The draws happen
+    /// in a fixed order, so the same seed and times give the same fates.
+    pub fn decide(&mut self, now: Duration) -> Fate {
         let f = self.faults;
         if let Some(b) = f.burst {
-            self.in_burst = if self.in_burst {
-                !self.chance(b.exit)
-            } else {
-                self.chance(b.enter)
+            self.in_burst = match (self.in_burst, b.lasts) {
+                (true, Some(_)) => now < self.burst_until,
+                (true, None) => !self.chance(b.exit.unwrap_or(1.0)),
+                // Entering starts a burst with this datagram.
+                (false, lasts) => {
+                    let enter = self.chance(b.enter);
+                    if let (true, Some(lasts)) = (enter, lasts) {
+                        self.burst_until = now + self.delay_in(lasts);
+                    }
+                    enter
+                }
             };
             if self.in_burst && self.chance(b.loss) {
                 return Fate::Dropped(Cause::Burst);
@@ -418,8 +471,13 @@ pub fn link_seed(seed: u64, direction: Direction) -> u64 {
 /// The injector is consulted for every datagram either way, so adding a
 /// script rule does not shift the random fates of the others. Shared by
 /// the simulator's sockets and the hardware runner's frames.
-pub fn decide_scripted(injector: &mut Injector, script: &mut Script, rendered: &str) -> Fate {
-    let random = injector.decide();
+pub fn decide_scripted(
+    injector: &mut Injector,
+    script: &mut Script,
+    rendered: &str,
+    now: Duration,
+) -> Fate {
+    let random = injector.decide(now);
     match script.fate(rendered) {
         Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
         // The copy travels like the original: same latency draw.
@@ -446,7 +504,7 @@ mod tests {
 
     fn fates(faults: LinkFaults, seed: u64, n: usize) -> Vec<Fate> {
         let mut inj = Injector::new(faults, seed);
-        (0..n).map(|_| inj.decide()).collect()
+        (0..n).map(|_| inj.decide(Duration::ZERO)).collect()
     }
 
     #[test]
@@ -481,11 +539,7 @@ mod tests {
     #[test]
     fn bursts_cluster_losses() {
         let f = LinkFaults {
-            burst: Some(Burst {
-                enter: 0.01,
-                exit: 0.25,
-                loss: 1.0,
-            }),
+            burst: Some(Burst::per_datagram(0.01, 0.25)),
             ..LinkFaults::default()
         };
         let a = fates(f, 1, 50_000);
@@ -497,6 +551,59 @@ mod tests {
             total > 1000 && runs * 2 < total,
             "total {total} runs {runs}"
         );
+    }
+
+    #[test]
+    fn a_burst_that_lasts_a_time_ends_for_a_sparse_sender_and_not_for_a_dense_one() {
+        let f = LinkFaults {
+            burst: Some(Burst::lasting(
+                0.05,
+                DelayRange::fixed(Duration::from_millis(10)),
+            )),
+            ..LinkFaults::default()
+        };
+        // One datagram every 5 s (a lock-step client's retries): every burst
+        // is over by the next one, so no two losses are ever consecutive.
+        let mut inj = Injector::new(f, 4);
+        let sparse: Vec<bool> = (0..4000u64)
+            .map(|i| matches!(inj.decide(Duration::from_secs(5 * i)), Fate::Dropped(_)))
+            .collect();
+        let lost = sparse.iter().filter(|&&l| l).count();
+        assert!((120..280).contains(&lost), "{lost}"); // 0.05 * 4000 = 200
+        assert!(!sparse.windows(2).any(|w| w[0] && w[1]));
+        // One datagram every 100 us: each burst takes the next 10 ms, 100.
+        let mut inj = Injector::new(f, 4);
+        let dense: Vec<bool> = (0..20_000u64)
+            .map(|i| matches!(inj.decide(Duration::from_micros(100 * i)), Fate::Dropped(_)))
+            .collect();
+        let starts: Vec<usize> = (1..dense.len())
+            .filter(|&i| dense[i] && !dense[i - 1])
+            .collect();
+        assert!(starts.len() > 50, "{}", starts.len());
+        for &i in &starts[..starts.len() - 1] {
+            let run = dense[i..].iter().take_while(|&&l| l).count();
+            assert_eq!(run, 100, "burst at datagram {i}");
+        }
+    }
+
+    #[test]
+    fn a_burst_names_exactly_one_way_to_end() {
+        let burst = |exit, lasts| LinkFaults {
+            burst: Some(Burst {
+                enter: 0.01,
+                exit,
+                lasts,
+                loss: 1.0,
+            }),
+            ..LinkFaults::default()
+        };
+        let lasts = Some(DelayRange::fixed(Duration::from_millis(3)));
+        assert!(burst(Some(0.3), None).check().is_ok());
+        assert!(burst(None, lasts).check().is_ok());
+        for bad in [burst(None, None), burst(Some(0.3), lasts)] {
+            let e = bad.check().unwrap_err();
+            assert!(e.contains("exactly one"), "{e}");
+        }
     }
 
     #[test]

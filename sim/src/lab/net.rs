@@ -135,7 +135,7 @@ impl<S: DatagramSocket> FaultySocket<S> {
             return deliver_now();
         };
         let (injector, script) = &mut *guard;
-        decide_scripted(injector, script, rendered)
+        decide_scripted(injector, script, rendered, self.clock.elapsed())
     }
 
     fn record(
