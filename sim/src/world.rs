@@ -4,7 +4,7 @@
 
 use crate::lab::check::{judge, RunRecord, Verdict};
 use crate::lab::faults::{Direction, Injector, Script};
-use crate::lab::net::{FaultyNet, LabClock};
+use crate::lab::net::{FaultyNet, LabClock, SendLater};
 use crate::lab::profile::{run_client, ActionResult};
 use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind};
 use crate::lab::setup::{mix, server_setup, stage};
@@ -64,6 +64,22 @@ impl DatagramSocket for TurmoilSocket {
     }
 }
 
+/// turmoil holds a delayed copy on its link: it arrives at its exact time
+/// (on the tick grid), however far below a millisecond.
+impl SendLater for TurmoilSocket {
+    fn send_later(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+        delay: Duration,
+    ) -> Option<io::Result<usize>> {
+        if let Some(slot) = &self.wake {
+            slot.wakes.sending(self.inner.local_addr().ok());
+        }
+        Some(self.inner.send_to_after(buf, target, delay))
+    }
+}
+
 impl Network for TurmoilNet {
     type Socket = TurmoilSocket;
 
@@ -92,14 +108,14 @@ impl Network for TurmoilNet {
 /// would otherwise step through it one tick at a time.
 ///
 /// Nothing happens on a host unless a datagram arrives or a timer fires.
-/// When no datagram is in flight (turmoil's network is idle), the next
-/// thing that can happen is the earliest timer. Each one is published
-/// here: the runtime's driver publishes each transfer machine's deadline
-/// and lifetime on its socket ([`DatagramSocket::next_wake`]), the lab's
-/// fault layer its held-back copies on the same socket, and this module the
-/// client profiles' sleeps and the time client hosts stay up. An entry
-/// belongs to one socket (or one client's sleeps) and is forgotten when
-/// that is dropped. The run jumps to the earliest published wake.
+/// turmoil says when the next datagram on a link falls due (latency and
+/// held-back copies wait there, [`SendLater`]); the next timer is the
+/// earliest published here: the runtime's driver publishes each transfer
+/// machine's deadline and lifetime on its socket
+/// ([`DatagramSocket::next_wake`]), and this module the client profiles'
+/// sleeps and the time client hosts stay up. An entry belongs to one
+/// socket (or one client's sleeps) and is forgotten when that is dropped.
+/// The run jumps to whichever comes first (see `idle_jump`).
 ///
 /// That is the truth, not a model, so nothing is rerun: a host sending
 /// inside a jump means some timer was not published, a simulator bug, and
@@ -231,6 +247,38 @@ struct SimClock {
     names: Mutex<BTreeMap<IpAddr, String>>,
     /// Clients cut off from the server by a partition event.
     cut: Mutex<BTreeSet<String>>,
+    /// The run's tick: a datagram sent within a step is on the link from
+    /// the step's end.
+    tick: Duration,
+    /// Copies on their way, by the client end of their link: when each is
+    /// due, and what to call if a partition drops it first.
+    carried: Mutex<Vec<Carried>>,
+}
+
+type Carried = (String, Duration, Box<dyn FnOnce() + Send>);
+
+impl SimClock {
+    /// A partition cut `client` off: turmoil drops what is on that link,
+    /// so every copy not yet due there is lost.
+    fn cut_off(&self, client: &str, now: Duration) {
+        let Ok(mut carried) = self.carried.lock() else {
+            return;
+        };
+        let mut lost = Vec::new();
+        carried.retain(|(_, due, _)| *due > now);
+        let mut i = 0;
+        while i < carried.len() {
+            if carried[i].0 == client {
+                lost.push(carried.swap_remove(i).2);
+            } else {
+                i += 1;
+            }
+        }
+        drop(carried);
+        for f in lost {
+            f();
+        }
+    }
 }
 
 impl LabClock for SimClock {
@@ -252,6 +300,16 @@ impl LabClock for SimClock {
     fn link_cut(&self, from: &str, to: &str) -> bool {
         let client = if from == "server" { to } else { from };
         self.cut.lock().is_ok_and(|c| c.contains(client))
+    }
+
+    fn carrying(&self, from: &str, to: &str, delay: Duration, lost: Box<dyn FnOnce() + Send>) {
+        let client = if from == "server" { to } else { from };
+        let now = self.elapsed();
+        if let Ok(mut carried) = self.carried.lock() {
+            // What has arrived is no longer on a link.
+            carried.retain(|(_, due, _)| *due > now);
+            carried.push((client.to_string(), now + self.tick + delay, lost));
+        }
     }
 }
 
@@ -326,6 +384,8 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let clock: Arc<SimClock> = Arc::new(SimClock {
         names: Mutex::new(BTreeMap::new()),
         cut: Mutex::new(BTreeSet::new()),
+        tick: opts.tick,
+        carried: Mutex::new(Vec::new()),
     });
     let settle = settle_time(scenario);
     let limit = scenario.expect.within + settle;
@@ -594,7 +654,10 @@ fn drive(
             clients_done_at = Some(sim.elapsed());
         }
         if let Some(t) = clients_done_at {
-            if server_active(slot) == 0 || sim.elapsed() >= t + settle {
+            // Done when the server has nothing running and nothing is on
+            // its way that could start something (a late duplicate).
+            let quiet = server_active(slot) == 0 && sim.next_delivery().is_none();
+            if quiet || sim.elapsed() >= t + settle {
                 return None;
             }
         }
@@ -641,10 +704,16 @@ fn drive(
     }
 }
 
-/// How far the run can jump from now: to the earliest published wake (or
-/// `until`), in whole ticks so the run stays on its tick grid; `None` if
-/// something is in flight, something may have woken at the end of the last
-/// step, or the jump would be under two ticks.
+/// How far the run can jump from now: to the earliest published wake, the
+/// earliest datagram due on a link, or `until`, in whole ticks so the run
+/// stays on its tick grid; `None` if something is deliverable now,
+/// something may have woken at the end of the last step, or the jump would
+/// be under two ticks.
+///
+/// A step ticks the network before the hosts: a datagram due within a step
+/// is handed over at the step's start. So a jump ends a whole tick before
+/// the datagram is due, and the ordinary step after it delivers it when
+/// stepping tick by tick would have.
 fn idle_jump(
     sim: &turmoil::Sim<'_>,
     wakes: &Wakes,
@@ -652,7 +721,16 @@ fn idle_jump(
     until: Duration,
 ) -> Option<Duration> {
     let now = sim.elapsed();
-    if now < tick || !sim.is_network_idle() {
+    let tick_ns = tick.as_nanos().max(1);
+    // Whole ticks from now until a datagram is due, less the one it is
+    // delivered in.
+    let deliver_in = match sim.next_delivery() {
+        None => None,
+        Some(due) if due.is_zero() => return None,
+        Some(due) => Some(due.as_nanos().div_ceil(tick_ns) - 1),
+    };
+    // Hosts start in the first millisecond (tokio's timer resolution).
+    if now < tick.max(Duration::from_millis(1)) {
         return None;
     }
     // A timer that fired as the last step ended wakes its task at the
@@ -664,7 +742,7 @@ fn idle_jump(
     if next <= now {
         return None;
     }
-    let ticks = (next - now).as_nanos() / tick.as_nanos().max(1);
+    let ticks = ((next - now).as_nanos() / tick_ns).min(deliver_in.unwrap_or(u128::MAX));
     (ticks >= 2).then(|| tick * ticks as u32)
 }
 
@@ -680,6 +758,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, kind: &TimedEventKind, all: &[String], cloc
         TimedEventKind::Partition(list) => {
             for c in names(list) {
                 sim.partition("server", c.as_str());
+                clock.cut_off(&c, sim.elapsed());
                 if let Ok(mut cut) = clock.cut.lock() {
                     cut.insert(c);
                 }

@@ -38,12 +38,19 @@ pub enum Direction {
     ServerToClient,
 }
 
-/// What a script rule does to the datagram it matches.
+/// What a script rule does to the datagram it matches: `fate = "drop"`,
+/// `"duplicate"`, `{ delay = "5ms" }` or `{ duplicate_after = "30ms" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScriptFate {
     Drop,
+    /// Delivered twice, the copy right behind it.
     Duplicate,
+    /// Held back this long beyond its latency, so datagrams sent after it
+    /// can arrive first ("DATA #k after #k+1").
+    Delay(#[serde(deserialize_with = "super::scenario::duration::deserialize")] Duration),
+    /// Delivered, and a copy of it this much later (a late duplicate).
+    DuplicateAfter(#[serde(deserialize_with = "super::scenario::duration::deserialize")] Duration),
 }
 
 /// "The `nth` datagram in `direction` whose one-line rendering starts with
@@ -478,24 +485,28 @@ pub fn decide_scripted(
     now: Duration,
 ) -> Fate {
     let random = injector.decide(now);
-    match script.fate(rendered) {
-        Some(ScriptFate::Drop) => Fate::Dropped(Cause::Scripted),
-        // The copy travels like the original: same latency draw.
-        Some(ScriptFate::Duplicate) => match random {
-            Fate::Deliver {
-                mut delays,
-                held_back,
-            } => {
-                delays.push(delays[0]);
-                Fate::Deliver { delays, held_back }
+    let Some(fate) = script.fate(rendered) else {
+        return random;
+    };
+    // The script's word stands even where the random draw lost the
+    // datagram; what it adds travels like the original (same latency draw).
+    let (mut delays, held_back) = match random {
+        Fate::Deliver { delays, held_back } => (delays, held_back),
+        Fate::Dropped(_) => (vec![Duration::ZERO], false),
+    };
+    match fate {
+        ScriptFate::Drop => return Fate::Dropped(Cause::Scripted),
+        ScriptFate::Duplicate => delays.push(delays[0]),
+        ScriptFate::Delay(d) => {
+            for delay in &mut delays {
+                *delay += d;
             }
-            Fate::Dropped(_) => Fate::Deliver {
-                delays: vec![Duration::ZERO, Duration::ZERO],
-                held_back: false,
-            },
-        },
-        None => random,
+        }
+        ScriptFate::DuplicateAfter(d) => delays.push(delays[0] + d),
     }
+    let held_back =
+        held_back || matches!(fate, ScriptFate::Delay(_) | ScriptFate::DuplicateAfter(_));
+    Fate::Deliver { delays, held_back }
 }
 
 #[cfg(test)]
@@ -662,6 +673,45 @@ mod tests {
         assert_eq!(s2c.fate("OACK blksize=1024"), None);
         let mut c2s = Script::new(&plan, Direction::ClientToServer);
         assert_eq!(c2s.fate("RRQ \"f\" octet"), Some(ScriptFate::Duplicate));
+    }
+
+    #[test]
+    fn script_delays_a_datagram_or_sends_a_late_copy_on_top_of_its_latency() {
+        let plan: FaultPlan = toml::from_str(
+            r#"
+            client_to_server = { latency = ["2ms", "2ms"] }
+            script = [
+              { direction = "client_to_server", packet = "ACK #3", fate = { delay = "5ms" } },
+              { direction = "client_to_server", packet = "RRQ", fate = { duplicate_after = "30ms" } },
+            ]
+            "#,
+        )
+        .expect("plan");
+        let mut inj = Injector::new(plan.client_to_server, 1);
+        let mut script = Script::new(&plan, Direction::ClientToServer);
+        let ms = Duration::from_millis;
+        let mut fate = |p: &str| decide_scripted(&mut inj, &mut script, p, Duration::ZERO);
+        assert_eq!(
+            fate("RRQ \"f\" octet"),
+            Fate::Deliver {
+                delays: vec![ms(2), ms(32)],
+                held_back: true
+            }
+        );
+        assert_eq!(
+            fate("ACK #2"),
+            Fate::Deliver {
+                delays: vec![ms(2)],
+                held_back: false
+            }
+        );
+        assert_eq!(
+            fate("ACK #3"),
+            Fate::Deliver {
+                delays: vec![ms(7)],
+                held_back: true
+            }
+        );
     }
 
     #[test]

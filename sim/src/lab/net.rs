@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tftplab::runtime::{now, DatagramSocket, Network};
+use tftplab::runtime::{now, DatagramSocket, HostSocket, Network};
 
 /// Names hosts in the trace, tells the time since the run started, and
 /// whether a link is cut.
@@ -26,11 +26,40 @@ pub trait LabClock: Send + Sync + 'static {
     fn link_cut(&self, _from: &str, _to: &str) -> bool {
         false
     }
+
+    /// A copy was handed to the network ([`SendLater`]) to arrive `delay`
+    /// after the network's usual time. A network drops what is on a link
+    /// when the link is cut: if that happens before the copy arrives, the
+    /// clock calls `lost`, so the trace says so.
+    fn carrying(&self, _from: &str, _to: &str, _delay: Duration, _lost: Box<dyn FnOnce() + Send>) {}
 }
+
+/// A socket whose network can hold a datagram for a while before it
+/// delivers it. The simulator's sockets can: turmoil holds the copy on the
+/// link and delivers it at its time on the tick grid, below the
+/// millisecond of the hosts' timers, so a 200 us hop takes 200 us. A
+/// socket that cannot returns `None`, and the fault layer holds the copy
+/// on a timer of the sending host instead (millisecond resolution).
+pub trait SendLater: DatagramSocket {
+    fn send_later(
+        &self,
+        _buf: &[u8],
+        _target: SocketAddr,
+        _delay: Duration,
+    ) -> Option<io::Result<usize>> {
+        None
+    }
+}
+
+/// A real host's socket: its copies wait on a timer.
+impl SendLater for HostSocket {}
 
 /// Wraps `N` so every send goes through the injector.
 #[derive(Clone)]
-pub struct FaultyNet<N: Network> {
+pub struct FaultyNet<N: Network>
+where
+    N::Socket: SendLater,
+{
     inner: N,
     /// This host's name in the trace.
     host: Arc<str>,
@@ -39,7 +68,10 @@ pub struct FaultyNet<N: Network> {
     clock: Arc<dyn LabClock>,
 }
 
-impl<N: Network> FaultyNet<N> {
+impl<N: Network> FaultyNet<N>
+where
+    N::Socket: SendLater,
+{
     pub fn new(
         inner: N,
         host: &str,
@@ -58,7 +90,7 @@ impl<N: Network> FaultyNet<N> {
     }
 }
 
-pub struct FaultySocket<S: DatagramSocket> {
+pub struct FaultySocket<S: SendLater> {
     inner: Arc<S>,
     host: Arc<str>,
     local: SocketAddr,
@@ -92,7 +124,10 @@ impl Wakes {
     }
 }
 
-impl<N: Network> Network for FaultyNet<N> {
+impl<N: Network> Network for FaultyNet<N>
+where
+    N::Socket: SendLater,
+{
     type Socket = FaultySocket<N::Socket>;
 
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Socket>> + Send {
@@ -126,7 +161,7 @@ impl<N: Network> Network for FaultyNet<N> {
     }
 }
 
-impl<S: DatagramSocket> FaultySocket<S> {
+impl<S: SendLater> FaultySocket<S> {
     /// The script's word first, then the random faults. The injector is
     /// consulted for every datagram either way, so adding a script rule
     /// does not shift the random fates of the others.
@@ -181,7 +216,7 @@ impl Copies {
     }
 }
 
-impl<S: DatagramSocket> Drop for FaultySocket<S> {
+impl<S: SendLater> Drop for FaultySocket<S> {
     fn drop(&mut self) {
         // Copies still held back keep their wakes.
         if let Ok(mut w) = self.wakes.lock() {
@@ -191,7 +226,7 @@ impl<S: DatagramSocket> Drop for FaultySocket<S> {
     }
 }
 
-impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
+impl<S: SendLater> DatagramSocket for FaultySocket<S> {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
     }
@@ -223,10 +258,21 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
             lost: AtomicUsize::new(0),
         });
         let mut now_copies = 0;
+        let mut failed = None;
         for d in &delays {
             if d.is_zero() {
                 copies.leaving(self.clock.link_cut(&self.host, &to));
                 now_copies += 1;
+            } else if let Some(sent) = self.inner.send_later(buf, target, *d) {
+                // The network holds it: lost if the link is cut now, or
+                // is cut while it is on its way.
+                copies.leaving(self.clock.link_cut(&self.host, &to));
+                let copies = copies.clone();
+                self.clock
+                    .carrying(&self.host, &to, *d, Box::new(move || copies.leaving(true)));
+                if let Err(e) = sent {
+                    failed.get_or_insert(e);
+                }
             } else {
                 let (inner, data, d) = (self.inner.clone(), buf.to_vec(), *d);
                 let leaves = now() + d;
@@ -257,6 +303,9 @@ impl<S: DatagramSocket> DatagramSocket for FaultySocket<S> {
         let inner = self.inner.clone();
         let data = buf.to_vec();
         async move {
+            if let Some(e) = failed {
+                return Err(e);
+            }
             for _ in 0..now_copies {
                 inner.send_to(&data, target).await?;
             }

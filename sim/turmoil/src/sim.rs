@@ -370,12 +370,14 @@ impl<'a> Sim<'a> {
         });
     }
 
-    /// Whether no message is on any link: none sent and waiting for
-    /// delivery (whether its latency has passed or not), none held.
+    /// How long until the earliest message on any link becomes deliverable,
+    /// counted from the network's clock (which runs one step ahead of the
+    /// hosts': a step ticks the network first). `None` when the network is
+    /// idle; zero when a message is deliverable now or held by a partition.
     ///
     /// (tftplab-sim patch, see PATCHED.md.)
-    pub fn is_network_idle(&self) -> bool {
-        self.world.borrow().topology.is_idle()
+    pub fn next_delivery(&self) -> Option<Duration> {
+        self.world.borrow().topology.next_delivery()
     }
 
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.
@@ -430,7 +432,7 @@ impl<'a> Sim<'a> {
     /// sends during a long step only reaches hosts stepped after it (or the
     /// next step): use long steps only where no host will send before the
     /// step ends, such as to skip time in which every host waits on a timer
-    /// and nothing is in flight (see [`is_network_idle`](#method.is_network_idle)).
+    /// and no message on a link falls due (see [`next_delivery`](#method.next_delivery)).
     ///
     /// (tftplab-sim patch, see PATCHED.md.)
     pub fn step_by(&mut self, tick: Duration) -> Result<bool> {

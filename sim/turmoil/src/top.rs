@@ -14,6 +14,10 @@ use tokio::time::Instant;
 
 /// Describes the network topology.
 pub(crate) struct Topology {
+    /// Extra delay for the message being enqueued now, set only around one
+    /// `UdpSocket::send_to_after`. (tftplab-sim patch, see PATCHED.md.)
+    pub(crate) send_delay: Duration,
+
     config: config::Link,
 
     /// Specific configuration overrides between specific hosts.
@@ -133,6 +137,10 @@ impl<'a> Iterator for LinkIter<'a> {
 
 /// A two-way link between two hosts on the network.
 struct Link {
+    /// Extra delay for the message being enqueued now (see
+    /// `Topology::send_delay`). (tftplab-sim patch, see PATCHED.md.)
+    send_delay: Duration,
+
     /// The state of the link from node 'a' to node 'b'.
     /// Of the two nodes attached to a link, 'a' is the
     /// one whose ip address sorts smallest.
@@ -175,6 +183,7 @@ enum State {
 impl Topology {
     pub(crate) fn new(config: config::Link) -> Topology {
         Topology {
+            send_delay: Duration::ZERO,
             config,
             links: IndexMap::new(),
             rt: Rt::no_software(),
@@ -239,7 +248,10 @@ impl Topology {
         message: Protocol,
     ) -> Result<()> {
         if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+            link.send_delay = self.send_delay;
+            let result = link.enqueue_message(&self.config, rand, src, dst, message);
+            link.send_delay = Duration::ZERO;
+            result
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -290,11 +302,25 @@ impl Topology {
         }
     }
 
-    /// No message on any link. (tftplab-sim patch, see PATCHED.md.)
-    pub(crate) fn is_idle(&self) -> bool {
-        self.links
-            .values()
-            .all(|l| l.sent.is_empty() && l.deliverable.values().all(VecDeque::is_empty))
+    /// How long until the earliest message on a link becomes deliverable:
+    /// `None` when no message is on any link, zero when one is deliverable
+    /// now or held. (tftplab-sim patch, see PATCHED.md.)
+    pub(crate) fn next_delivery(&self) -> Option<Duration> {
+        let now = self.rt.now();
+        let mut next: Option<Duration> = None;
+        for l in self.links.values() {
+            if l.deliverable.values().any(|q| !q.is_empty()) {
+                return Some(Duration::ZERO);
+            }
+            for sent in &l.sent {
+                let at = match sent.status {
+                    DeliveryStatus::DeliverAfter(at) => at.saturating_duration_since(now),
+                    DeliveryStatus::Hold => Duration::ZERO,
+                };
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
     }
 
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
@@ -339,6 +365,7 @@ impl Link {
             sent: VecDeque::new(),
             deliverable: IndexMap::new(),
             now,
+            send_delay: Duration::ZERO,
         }
     }
 
@@ -390,7 +417,7 @@ impl Link {
         let status = match state {
             State::Healthy => {
                 let delay = self.delay(global_config.latency(), rand);
-                DeliveryStatus::DeliverAfter(self.now + delay)
+                DeliveryStatus::DeliverAfter(self.now + delay + self.send_delay)
             }
             // Only A->B is blocked, so B can send, so we can send if src is B
             State::Hold => {

@@ -216,6 +216,28 @@ impl UdpSocket {
         })
     }
 
+    /// Sends data to the given address like `send_to`, to be delivered
+    /// `delay` later than the link's latency alone would deliver it. The
+    /// network holds the datagram meanwhile, so it arrives at its exact
+    /// time on the tick grid rather than on a timer of the sending host.
+    ///
+    /// (tftplab-sim patch, see PATCHED.md.)
+    pub fn send_to_after<A: ToSocketAddrs>(
+        &self,
+        buf: &[u8],
+        target: A,
+        delay: std::time::Duration,
+    ) -> Result<usize> {
+        World::current(|world| {
+            let dst = target.to_socket_addr(&world.dns)?;
+            world.topology.send_delay = delay;
+            let sent = self.send(world, dst, Datagram(Bytes::copy_from_slice(buf)));
+            world.topology.send_delay = std::time::Duration::ZERO;
+            sent?;
+            Ok(buf.len())
+        })
+    }
+
     /// Tries to send data on the socket to the given address, but if the send is
     /// blocked this will return right away.
     ///
