@@ -221,6 +221,56 @@ fn a_final_ack_that_never_comes_is_told_apart_from_a_transfer_that_died() {
     ));
 }
 
+/// An upload's DATA #2 is lost, and the sender is one that restarts its
+/// timer on every datagram it receives and ignores a repeated ACK
+/// (tftp-hpa's `tftp_sendfile`, rexmt 5 s). The server's re-ACKs must
+/// leave it a silence longer than its timer: past the configured timeout
+/// each re-ACK doubles the wait (1, 2, 4, 8, 16 s), so a 5 s timer fires
+/// in the 8 s gap, where a fixed 1 s cap kept restarting it until the
+/// server gave up after 5 s.
+#[test]
+fn an_uploads_re_acks_back_off_past_the_timeout_so_a_patient_sender_can_resend() {
+    let now = t0();
+    let client = addr(CLIENT);
+    let config = ServerConfig::default(); // timeout 1 s, 5 retries
+    let sink = crate::data::SharedSink::new();
+    let mut m = ServerWrite::new(now, client, &request(&[]), sink.clone(), &config).unwrap();
+    assert_eq!(sent(&mut m, now), vec![(client, ack(0))]);
+    m.handle_datagram(now, client, &data(1, &[1u8; 512]));
+    assert_eq!(sent(&mut m, now), vec![(client, ack(1))]);
+    // DATA #2 is lost. Follow the server's re-ACKs while the client is
+    // silent, and the gaps between them.
+    let mut t = now;
+    let mut re_acks = Vec::new();
+    while let Some(d) = m.poll_timeout() {
+        m.handle_timeout(d);
+        let out = sent(&mut m, d);
+        if out.iter().any(|(_, b)| *b == ack(1)) {
+            re_acks.push(d - t);
+            t = d;
+        }
+        if m.is_closed() {
+            break;
+        }
+    }
+    let full: Vec<Duration> = re_acks
+        .iter()
+        .copied()
+        .filter(|&g| g >= config.timeout)
+        .collect();
+    assert_eq!(
+        full,
+        [1, 2, 4, 8, 16].map(Duration::from_secs).to_vec(),
+        "gaps {re_acks:?}"
+    );
+    // With the client silent for good, the server gives up after its 5
+    // retries, as before, only later.
+    assert!(matches!(
+        finished(&mut m),
+        Some(Err(TransferError::TimedOut { retries: 5 }))
+    ));
+}
+
 #[test]
 fn duplicate_data_is_reacked_and_written_once() {
     let now = t0();

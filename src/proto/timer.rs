@@ -105,7 +105,25 @@ impl Timer {
             .saturating_mul(self.patience);
         base.max(self.floor)
             .saturating_mul(factor)
-            .min(self.ceiling)
+            .min(self.receiver_ceiling())
+    }
+
+    /// A receiver's resends back off past the ceiling: each one that waited
+    /// the full ceiling doubles the next wait, up to 16 times the ceiling.
+    /// A lost DATA is the sender's to resend; the receiver's resend only
+    /// recovers a lost ACK, and the first one does that. A sender that
+    /// restarts its timer on every datagram it receives (tftp-hpa's
+    /// `alarm(rexmtval)` before each `recvfrom`, and tftpd-hpa's wait)
+    /// ignores a repeated ACK and never fires while re-ACKs keep coming
+    /// faster than its timeout (5 s): a lost DATA then stalled the transfer
+    /// until the receiver gave up. Doubling opens a silence longer than
+    /// any sender's timer, as tftpd-hpa's own receiver does.
+    fn receiver_ceiling(&self) -> Duration {
+        if self.patience > 1 {
+            self.ceiling.saturating_mul(1 << self.retries.min(4))
+        } else {
+            self.ceiling
+        }
     }
 
     /// How long until the peer's answers reflect what was just sent: the
