@@ -193,7 +193,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             let expected_reasons = [
                 "datagrams sent; the bound is",
                 "expected intact, got a timeout",
-                "server transfer(s) ended in a timeout",
+                "server transfer(s) timed out midway",
                 "Retry count exceeded",
                 "did not appear within",
                 "never finished this action",
