@@ -47,7 +47,7 @@ timeout = "10s"
 
 [boards.console]
 device = {device}
-timeout = "90s"
+timeout = "60s"
 success = [
   "NBP filesize is {{size:ipxe.efi}} Bytes",
   "NBP file downloaded successfully.",
@@ -185,12 +185,16 @@ fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
     // in-order blocks: it drops an early one and ACKs its last in-order
     // block at once, which repeats the ACK that opened the window; the
     // server takes that for a duplicate and waits for its timeout (1 s)
-    // before sending the window again. Two runs of seed 1 moved the file
-    // in 5.6 and 15 s instead of 0.1 s, with 1585 and 1598 DATA for 580
-    // blocks and 1040 and 1049 ACKs (146 clean): 2631 and 2653 datagrams,
-    // where the bound is 1350. The simulator passes it (its uefi-pxe client asks no
-    // windowsize). The file still arrives whole and OVMF starts it, so the
-    // run must fail on the packet bound and nothing else.
+    // before sending the window again. Nine runs of seed 1: in five the
+    // server's timer came down after a few such timeouts and the read took
+    // 5.6-32 s instead of 0.1 s (2412-2653 datagrams, where the bound is
+    // 1350); in the other four every window kept costing 1 s, 2 blocks a
+    // second, and the read was at block 131-183 of 580 when the time ran
+    // out.
+    // The simulator passes it (its uefi-pxe client asks no windowsize).
+    // So the run must fail, in one of those two ways only: the file
+    // arrives (and OVMF starts it) at more than the packet bound, or the
+    // read is still crawling when the run's time is up.
     let mut jitter = s.clone();
     jitter.name = "ovmf-pxe-boot-jitter".into();
     let latency = DelayRange {
@@ -207,12 +211,24 @@ fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
         !run.passed(),
         "jitter passed: update this test, the scenario and README section 6"
     );
+    let (reasons, outcome): (&[&str], &[&str]) = if run.record.results.is_empty() {
+        let crawling: &[&str] = &[
+            "did not finish its actions",
+            "never finished this action",
+            "did not appear within",
+            "still alive on the server at the end",
+            "datagrams sent; the bound is",
+        ];
+        (crawling, &[])
+    } else {
+        (&["datagrams sent; the bound is"], &["intact"])
+    };
     for f in run.failures() {
         assert!(
-            f.contains("datagrams sent; the bound is"),
+            reasons.iter().any(|r| f.contains(r)),
             "jitter: unexpected failure {f}"
         );
     }
-    assert_eq!(outcomes(&run.record.results), ["intact"]);
-    assert_eq!(outcomes(&run.record.results), outcomes(&sim.record.results));
+    assert_eq!(outcomes(&run.record.results), outcome);
+    assert_eq!(outcomes(&sim.record.results), ["intact"]);
 }
