@@ -4,7 +4,10 @@
 # dnsmasq; plus iproute2 (network namespaces for dnsmasq, whose TFTP port is
 # fixed at 69) and nftables; and for the hardware runner's stand-in boards
 # (hw-tests/): ethtool (veth offloads off), qemu-system-arm (provides
-# qemu-system-aarch64) and u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin).
+# qemu-system-aarch64) and u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin);
+# qemu-system-x86 (with SeaBIOS), ovmf (/usr/share/OVMF/OVMF_CODE.fd, UEFI
+# PXE), ipxe-qemu (QEMU's NIC boot ROMs, /usr/lib/ipxe/qemu/) and ipxe
+# (/usr/lib/ipxe/ipxe.efi, the EFI application OVMF netboots).
 #
 # Idempotent: when everything is present it touches neither apt nor the
 # network and finishes in well under a second. Needs root (apt, dpkg).
@@ -28,7 +31,8 @@ atftpd_bin="$atftpd_dir/usr/sbin/atftpd"
 # libwrap0 and libpcre2-8-0 are what the unpacked atftpd links against (its
 # package's own Depends, which dpkg -x does not install).
 packages=(tftp-hpa tftpd-hpa atftp curl busybox dnsmasq-base iproute2 nftables
-    libwrap0 libpcre2-8-0 ethtool qemu-system-arm u-boot-qemu)
+    libwrap0 libpcre2-8-0 ethtool qemu-system-arm u-boot-qemu
+    qemu-system-x86 ovmf ipxe-qemu ipxe)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-peers: must run as root (apt-get, dpkg)" >&2
@@ -142,3 +146,7 @@ echo "nft: $(nft --version)"
 echo "ethtool: $(ethtool --version)"
 echo "qemu: $(qemu-system-aarch64 --version | head -n1)"
 echo "u-boot: $(dpkg-query -W -f='${Version}' u-boot-qemu) /usr/lib/u-boot/qemu_arm64/u-boot.bin"
+echo "qemu x86: $(qemu-system-x86_64 --version | head -n1)"
+echo "ovmf: $(pkgver ovmf) /usr/share/OVMF/OVMF_CODE.fd"
+echo "ipxe-qemu: $(pkgver ipxe-qemu) /usr/lib/ipxe/qemu/pxe-virtio.rom"
+echo "ipxe: $(pkgver ipxe) /usr/lib/ipxe/ipxe.efi"

@@ -137,8 +137,9 @@ struct Inner {
     outbound: Mutex<(Injector, Script)>,
     counters: Counters,
     partitioned: AtomicBool,
-    /// Every datagram the board sent to port 69, as received.
-    requests: Mutex<Vec<Vec<u8>>>,
+    /// Every datagram the board sent to port 69, as received, with its
+    /// sender.
+    requests: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
     stop: AtomicBool,
     ident: AtomicU16,
     next_port: AtomicU16,
@@ -309,6 +310,16 @@ impl RawLink {
     /// Every datagram received for port 69 (the board's requests), in
     /// order, whatever the fault plan then did with it.
     pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests_with_source()
+            .into_iter()
+            .map(|(_, datagram)| datagram)
+            .collect()
+    }
+
+    /// [`requests`](Self::requests) with the address and port each came
+    /// from: the server's record of a transfer names only that peer, so
+    /// this says which request (and options) started it.
+    pub fn requests_with_source(&self) -> Vec<(SocketAddr, Vec<u8>)> {
         self.0
             .requests
             .lock()
@@ -434,7 +445,7 @@ impl RawLink {
         let from = SocketAddr::new(IpAddr::V4(udp.src_ip), udp.src_port);
         if udp.dst_port == 69 && udp.checksum != Checksum::Bad {
             if let Ok(mut r) = self.0.requests.lock() {
-                r.push(udp.payload.to_vec());
+                r.push((from, udp.payload.to_vec()));
             }
         }
         let rendered = render_packet(udp.payload);

@@ -17,6 +17,15 @@
 //! are not checked; partition and heal events cut the link in both
 //! directions at their time after power-on.
 //!
+//! A `uefi-pxe` board's `get` is two transfers, as in the simulator:
+//! EDK2's PXE base code first asks the file's size (RRQ with `tsize 0`,
+//! ended by the board with ERROR 8 once the OACK arrives), then reads the
+//! file with a second RRQ from a new port. The runner tells the probe by
+//! its request ([`size_probes`]): it is part of the action, and the read
+//! after it is the action's outcome. A probe whose ERROR 8 was lost ends
+//! in the server's timeout, which `[expect] server_timeouts` must allow,
+//! as in the simulator.
+//!
 //! "Intact" on hardware means the server sent every block and the board
 //! acknowledged the last one. That the bytes landed right in the board's
 //! memory is the board's to show: a console `success` marker with
@@ -27,7 +36,7 @@ use crate::console::ConsoleTap;
 use crate::link::{LinkStats, RawLink};
 use crate::pcap::PcapWriter;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -209,6 +218,35 @@ pub fn check_requests(spec: &ClientSpec, requests: &[Vec<u8>]) -> Vec<String> {
     problems
 }
 
+/// A `uefi-pxe` board's size probes: (sender, file name) of every RRQ that
+/// asked `tsize`. EDK2 asks `tsize` only in the probe
+/// (`PxeBcMtftp4GetFileSize`), never in the read that follows it
+/// (`PxeBcMtftp4ReadFile`), so the server's transfer with that peer and
+/// name is the probe. Empty for other profiles, whose every transfer
+/// counts.
+pub fn size_probes(
+    spec: &ClientSpec,
+    requests: &[(SocketAddr, Vec<u8>)],
+) -> BTreeSet<(SocketAddr, String)> {
+    use tftplab::wire::Packet;
+    if spec.profile != Profile::UefiPxe {
+        return BTreeSet::new();
+    }
+    requests
+        .iter()
+        .filter_map(|(from, datagram)| match Packet::parse(datagram) {
+            Ok(Packet::Rrq(r))
+                if r.options
+                    .iter()
+                    .any(|o| o.name.eq_ignore_ascii_case(b"tsize")) =>
+            {
+                Some((*from, norm(r.filename).to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The scenario's server on the board's link: the lab's setup, with
 /// blocks no larger than one frame (no IP fragmentation on the raw link;
 /// the server negotiates blksize down).
@@ -378,13 +416,36 @@ fn count_finished(seen: &[Seen], matches: impl Fn(&TransferError) -> bool) -> u6
         .count() as u64
 }
 
-/// Pairs each action with the server's record of it, in order.
+/// Pairs each action with the server's record of it, in order. Transfers
+/// in `probes` ([`size_probes`]) are part of their action, never its
+/// outcome.
 fn match_actions(
     spec: &ClientSpec,
     events: &[Seen],
     root: &Path,
+    probes: &BTreeSet<(SocketAddr, String)>,
 ) -> (Vec<ActionResult>, Vec<bool>) {
-    let mut used = vec![false; events.len()];
+    let is_probe = |e: &ServerEvent| match e {
+        ServerEvent::Finished {
+            peer,
+            filename,
+            direction: Direction::Read,
+            ..
+        } => probes.contains(&(*peer, norm(filename).to_string())),
+        _ => false,
+    };
+    let named = |e: &ServerEvent| match e {
+        ServerEvent::Finished { filename, .. } => spec.actions.iter().any(
+            |a| matches!(&a.kind, ActionKind::Get { name, .. } if norm(name) == norm(filename)),
+        ),
+        _ => false,
+    };
+    // A probe of a file an action asks for is that action's; one of a
+    // file nobody asked for is listed with the other extra transfers.
+    let mut used: Vec<bool> = events
+        .iter()
+        .map(|(_, e)| is_probe(e) && named(e))
+        .collect();
     let mut results = Vec::new();
     let mut cursor = 0;
     for (index, action) in spec.actions.iter().enumerate() {
@@ -397,6 +458,7 @@ fn match_actions(
             .iter()
             .enumerate()
             .skip(cursor)
+            .filter(|(_, (_, e))| !is_probe(e))
             .find_map(|(j, (at, e))| {
                 let got = outcome(e, norm(name), reading, probe, root)?;
                 Some((j, *at, got))
@@ -631,7 +693,8 @@ async fn run_inner(
                     console_verdict = Some(Ok(()));
                 }
             }
-            let (matched, _) = match_actions(spec, &seen, root.path());
+            let probes = size_probes(spec, &link.requests_with_source());
+            let (matched, _) = match_actions(spec, &seen, root.path(), &probes);
             let all_actions = matched.len() == transfers(spec);
             let console_done = watch
                 .as_ref()
@@ -680,7 +743,10 @@ async fn run_inner(
         console_text = Some(tap.close());
     }
     run.link = link.stats();
-    run.problems.extend(check_requests(spec, &link.requests()));
+    let requests = link.requests_with_source();
+    let probes = size_probes(spec, &requests);
+    let requests: Vec<Vec<u8>> = requests.into_iter().map(|(_, d)| d).collect();
+    run.problems.extend(check_requests(spec, &requests));
     link_handle.close();
     match (&watch, console_verdict) {
         (_, Some(Err(e))) => run.problems.push(e),
@@ -699,7 +765,7 @@ async fn run_inner(
         _ => {}
     }
 
-    let (results, used) = match_actions(spec, &seen, root.path());
+    let (results, used) = match_actions(spec, &seen, root.path(), &probes);
     run.extra_transfers = seen
         .iter()
         .zip(&used)
@@ -755,4 +821,156 @@ async fn run_inner(
     std::fs::write(&run.trace_file, render_text(&events))
         .map_err(|e| format!("{}: {e}", run.trace_file.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use tftplab::proto::{Counters, Summary};
+    use tftplab::wire::ErrorCode;
+
+    fn board(port: u16) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 78, 0, 2), port))
+    }
+
+    fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        let mut d = vec![0, 1];
+        for part in [name, "octet"]
+            .into_iter()
+            .chain(options.iter().flat_map(|(n, v)| [*n, *v]))
+        {
+            d.extend_from_slice(part.as_bytes());
+            d.push(0);
+        }
+        d
+    }
+
+    fn finished(port: u16, name: &str, result: Result<Summary, TransferError>) -> Seen {
+        let e = ServerEvent::Finished {
+            id: u64::from(port),
+            peer: board(port),
+            filename: name.into(),
+            direction: Direction::Read,
+            result,
+            counters: Counters::default(),
+        };
+        (Duration::from_millis(u64::from(port)), e)
+    }
+
+    fn ok() -> Result<Summary, TransferError> {
+        Ok(Summary {
+            bytes: 5,
+            blocks: 1,
+            retransmissions: 0,
+            duration: Duration::ZERO,
+            negotiated: Default::default(),
+        })
+    }
+
+    fn abort8() -> Result<Summary, TransferError> {
+        Err(TransferError::Peer {
+            code: ErrorCode(8),
+            message: "User aborted the transfer".into(),
+        })
+    }
+
+    fn client(profile: &str) -> (Scenario, tempfile::TempDir) {
+        let text = format!(
+            "[[files]]\nname = \"a.efi\"\ncontent = \"hello\"\n\n[[clients]]\nname = \"b\"\nprofile = \"{profile}\"\nactions = [{{ get = \"a.efi\" }}, {{ get = \"b.cfg\", expect = 1 }}]\n"
+        );
+        let s = Scenario::parse(&text, Path::new("t.toml")).expect("scenario");
+        let root = tempfile::tempdir().expect("root");
+        stage(&s, root.path()).expect("stage");
+        (s, root)
+    }
+
+    /// EDK2's requests: a probe asks tsize from one port, the read from the
+    /// next does not; the missing file's probe is refused.
+    fn edk2_requests() -> Vec<(SocketAddr, Vec<u8>)> {
+        let probe = [("tsize", "0"), ("blksize", "1468"), ("windowsize", "4")];
+        let read = [("blksize", "1468"), ("windowsize", "4")];
+        vec![
+            (board(1042), rrq("a.efi", &probe)),
+            (board(1043), rrq("a.efi", &read)),
+            (board(1044), rrq("b.cfg", &probe)),
+        ]
+    }
+
+    fn refused_b() -> Seen {
+        let e = ServerEvent::Refused {
+            peer: board(1044),
+            filename: Some("b.cfg".into()),
+            code: ErrorCode(1),
+            message: "File not found".into(),
+        };
+        (Duration::from_secs(2), e)
+    }
+
+    fn kinds(results: &[ActionResult]) -> Vec<String> {
+        results
+            .iter()
+            .map(|r| match &r.got {
+                Got::Done { bytes } => format!("done {}", String::from_utf8_lossy(bytes)),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_uefi_pxe_get_is_its_size_probe_then_the_read() {
+        let (s, root) = client("uefi-pxe");
+        let spec = &s.clients[0];
+        let probes = size_probes(spec, &edk2_requests());
+        assert_eq!(
+            probes,
+            BTreeSet::from([(board(1042), "a.efi".into()), (board(1044), "b.cfg".into())])
+        );
+        // The board's ERROR 8 reached the server: the probe ends first.
+        let events = [
+            finished(1042, "a.efi", abort8()),
+            finished(1043, "a.efi", ok()),
+            refused_b(),
+        ];
+        let (results, used) = match_actions(spec, &events, root.path(), &probes);
+        assert_eq!(
+            kinds(&results),
+            ["done hello", "ServerError(1, \"File not found\")"]
+        );
+        assert_eq!(used, [true, true, true], "the probe is part of the action");
+        // The ERROR 8 was lost: the server's probe times out, before or
+        // after the read; the read is still the action's outcome.
+        let timeout = || Err(TransferError::TimedOut { retries: 5 });
+        for events in [
+            [
+                finished(1042, "a.efi", timeout()),
+                finished(1043, "a.efi", ok()),
+                refused_b(),
+            ],
+            [
+                finished(1043, "a.efi", ok()),
+                finished(1042, "a.efi", timeout()),
+                refused_b(),
+            ],
+        ] {
+            let (results, used) = match_actions(spec, &events, root.path(), &probes);
+            assert_eq!(kinds(&results)[0], "done hello");
+            assert_eq!(used, [true, true, true]);
+        }
+    }
+
+    #[test]
+    fn other_profiles_have_no_size_probes() {
+        // The rpi4 asks tsize in its real reads: every transfer counts, so a
+        // board that aborts its read fails the action.
+        let (s, root) = client("rpi4-bootloader");
+        let spec = &s.clients[0];
+        assert!(size_probes(spec, &edk2_requests()).is_empty());
+        let events = [
+            finished(1042, "a.efi", abort8()),
+            finished(1043, "a.efi", ok()),
+        ];
+        let (results, _) = match_actions(spec, &events, root.path(), &BTreeSet::new());
+        assert_eq!(kinds(&results), ["Local(8, \"User aborted the transfer\")"]);
+    }
 }

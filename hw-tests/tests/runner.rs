@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::standin::kind;
 use common::{netns_enabled, quote, sha256, toml_str, Lab};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +14,6 @@ use std::time::Duration;
 use tftplab_hw::boards::Inventory;
 use tftplab_hw::pcap::read_frames;
 use tftplab_hw::runner::{run_one, RunOptions};
-use tftplab_sim::lab::profile::Got;
 use tftplab_sim::lab::scenario::{ActionKind, Scenario};
 
 fn repo() -> PathBuf {
@@ -119,17 +119,6 @@ fn hw(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run tftplab-hw")
-}
-
-/// Outcome kinds, comparable across the simulator and the board.
-fn kind(g: &Got) -> String {
-    match g {
-        Got::Done { .. } => "intact".into(),
-        Got::Probed => "probed".into(),
-        Got::ServerError(c, _) => format!("ERROR {c}"),
-        Got::TimedOut => "timed out".into(),
-        Got::Local(c, _) => format!("client abort {c}"),
-    }
 }
 
 #[test]

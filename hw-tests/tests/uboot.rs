@@ -15,11 +15,9 @@
 mod common;
 
 use common::qemu::{require_qemu, QemuLab, BOARD_IP, SERVER_IP};
+use common::standin::{clean_run, faulty_run, load, outcomes, output};
 use common::{netns_enabled, toml_str};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use tftplab_hw::runner::{run_one, RunOptions};
-use tftplab_sim::lab::profile::Got;
 use tftplab_sim::lab::scenario::Scenario;
 
 /// Two boards, the same emulated U-Boot with `tftpwindowsize` 1 and 8.
@@ -71,21 +69,6 @@ script = [
     path
 }
 
-fn scenario_name(path: &str) -> &str {
-    Path::new(path)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("")
-}
-
-fn repo(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel)
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[test]
 fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
     if !netns_enabled("uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults") {
@@ -103,65 +86,21 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
         (1, "scenarios/uboot-kernel-lockstep.toml"),
         (8, "scenarios/uboot-kernel-window8.toml"),
     ] {
-        let name = format!("qemu-uboot-w{window}-{}", scenario_name(scenario));
-        let prefix = format!("qemu-uboot-w{window} / {}: ", scenario_name(scenario));
+        let s = load(scenario);
+        let board = format!("qemu-uboot-w{window}");
+        let select = format!("board=qemu-uboot,window={window}");
 
         // Clean, through the command line, with JUnit.
         let tag = format!("w{window}-clean");
-        let run_dir = out.join(&tag);
-        let junit = out.join(format!("{tag}.xml"));
-        let args = [
-            "run".to_string(),
-            "--boards".into(),
-            boards.to_string_lossy().into_owned(),
-            "--select".into(),
-            format!("board=qemu-uboot,window={window}"),
-            "--no-faults".into(),
-            "--out".into(),
-            run_dir.to_string_lossy().into_owned(),
-            "--junit".into(),
-            junit.to_string_lossy().into_owned(),
-            repo(scenario),
-        ];
-        let result = Command::new(env!("CARGO_BIN_EXE_tftplab-hw"))
-            .args(args)
-            .output()
-            .expect("run tftplab-hw");
-        let stdout = String::from_utf8_lossy(&result.stdout);
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        println!("== {tag}\n{stdout}{stderr}");
-        let failures: Vec<&str> = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix(prefix.as_str()))
-            .filter(|l| !l.starts_with("trace ") && !l.starts_with("console "))
-            .collect();
-        assert!(result.status.success(), "{tag}:\n{stdout}{stderr}");
-        assert!(failures.is_empty(), "{tag}: {failures:?}");
-        assert!(stdout.contains("1 runs, 1 passed, 0 failed"), "{stdout}");
-        let xml = std::fs::read_to_string(&junit).expect("junit");
-        assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
-        check_outputs(&tag, &run_dir, &name, window, false);
+        clean_run(&boards, &select, &board, scenario, &out, &tag);
+        check_outputs(&tag, &out.join(&tag), &board, &s, window, false);
 
         // With the scenario's faults, through the library, next to the
         // simulator running the same file with the same seed.
         let tag = format!("w{window}-faults");
         let run_dir = out.join(&tag);
-        let s = Scenario::load(Path::new(&repo(scenario))).expect("scenario");
-        let board = inventory
-            .select(&format!("board=qemu-uboot,window={window}"))
-            .expect("select")[0]
-            .clone();
-        let opts = RunOptions {
-            seed: 1,
-            out_dir: run_dir.clone(),
-            faults: true,
-        };
-        let run = rt.block_on(run_one(&board, &s, &opts));
-        let table =
-            tftplab_hw::report::summary_table(std::slice::from_ref(&run), run.record.elapsed);
-        println!("== {tag}\n{table}{:?}", run.failures());
-        let sim = tftplab_sim::run(&s, 1, tftplab_sim::SimOptions::default());
-        assert!(sim.passed(), "{:?}", sim.verdict.failures);
+        let b = inventory.select(&select).expect("select")[0].clone();
+        let (run, sim) = faulty_run(&rt, &b, &s, 1, &run_dir);
         if window == 1 {
             assert!(run.passed(), "{tag}: {:?}", run.failures());
             assert_eq!(
@@ -173,7 +112,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
                 outcomes(&run.record.results),
                 ["ERROR 1", "intact", "intact"].map(String::from).to_vec()
             );
-            check_outputs(&tag, &run_dir, &name, window, true);
+            check_outputs(&tag, &run_dir, &board, &s, window, true);
         } else {
             // A finding, pinned: the simulator passes this scenario, real
             // U-Boot 2023.01 in QEMU does not. U-Boot answers a block out
@@ -193,7 +132,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             let expected_reasons = [
                 "datagrams sent; the bound is",
                 "expected intact, got a timeout",
-                "server transfer(s) ended in a timeout",
+                "server transfer(s) timed out midway",
                 "Retry count exceeded",
                 "did not appear within",
                 "never finished this action",
@@ -207,7 +146,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
             }
             assert_eq!(outcomes(&run.record.results)[0], "ERROR 1", "{tag}");
             // Whatever U-Boot loaded, it loaded right.
-            let console = std::fs::read_to_string(run_dir.join(format!("{name}.console.log")))
+            let console = std::fs::read_to_string(output(&run_dir, &board, &s, "console.log"))
                 .expect("console");
             let good: Vec<String> = s
                 .files
@@ -228,38 +167,25 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
         }
     }
 }
-/// Outcome kinds per action, comparable across the simulator and the board.
-fn outcomes(results: &[tftplab_sim::lab::profile::ActionResult]) -> Vec<String> {
-    results
-        .iter()
-        .map(|r| match &r.got {
-            Got::Done { .. } => "intact".to_string(),
-            Got::Probed => "probed".into(),
-            Got::ServerError(c, _) => format!("ERROR {c}"),
-            Got::TimedOut => "timed out".into(),
-            Got::Local(c, _) => format!("client abort {c}"),
-        })
-        .collect()
-}
 
 /// What every run leaves behind: a trace with the window size U-Boot
 /// asked for (and drops only under faults), and U-Boot's own crc32 of the
 /// kernel on the console.
-fn check_outputs(tag: &str, run_dir: &Path, name: &str, window: u16, faults: bool) {
-    let trace = std::fs::read_to_string(run_dir.join(format!("{name}.trace"))).expect("trace");
+fn check_outputs(tag: &str, run_dir: &Path, board: &str, s: &Scenario, window: u16, faults: bool) {
+    let trace = std::fs::read_to_string(output(run_dir, board, s, "trace")).expect("trace");
     assert_eq!(trace.contains("windowsize=8"), window == 8, "{tag}");
     assert_eq!(
         trace.contains("[dropped"),
         faults,
         "{tag}: drops only with faults"
     );
-    let pcap = std::fs::read(run_dir.join(format!("{name}.pcap"))).expect("pcap");
+    let pcap = std::fs::read(output(run_dir, board, s, "pcap")).expect("pcap");
     assert!(
         tftplab_hw::pcap::read_frames(&pcap).is_some_and(|f| f.len() > 1000),
         "{tag}: pcap"
     );
     let console =
-        std::fs::read_to_string(run_dir.join(format!("{name}.console.log"))).expect("console");
+        std::fs::read_to_string(output(run_dir, board, s, "console.log")).expect("console");
     let image = tftplab_sim::lab::scenario::generate(1_310_720, 21);
     let crc = format!("==> {:08x}", tftplab_hw::runner::crc32(&image));
     assert!(console.contains(&crc), "{tag}: no {crc} in\n{console}");

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod qemu;
+pub mod standin;
 
 /// True when the netns tests must run; says loudly why they are skipped if
 /// not. The notice is written to stderr directly, past the test harness's
