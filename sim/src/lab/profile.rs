@@ -1,14 +1,20 @@
-//! Client profiles: real clients' habits, reproduced with the real client
-//! machines over any [`Network`]. In the simulator a profile stands in for
-//! the board; on hardware the board itself does this part.
+//! Client profiles: the boards' firmware, run over any [`Network`]. Each
+//! firmware profile drives that firmware's own client machine
+//! ([`super::firmware`]); `custom` drives tftplab's client with exactly the
+//! options given. In the simulator a profile stands in for the board; on
+//! hardware the board itself does this part.
 
 use super::firmware::ipxe::{IpxeGet, Settings as IpxeSettings};
+use super::firmware::rpi4::{Rpi4Get, Rpi4Probe, Rpi4Settings};
+use super::firmware::tftp_hpa::{TftpHpaGet, TftpHpaPut, TftpHpaSettings};
+use super::firmware::uboot::{UBootGet, UBootSettings};
+use super::firmware::uefi::{Settings as UefiSettings, UefiPxeGet, UefiPxeProbe};
 use super::scenario::{Action, ActionKind, ClientSpec, FileContent, Profile};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tftplab::data::{MemSource, SharedSink};
 use tftplab::options::OptionRequest;
-use tftplab::proto::{ClientConfig, ClientGet, ClientPut, Event, Transfer, TransferError};
+use tftplab::proto::{ClientConfig, ClientGet, ClientPut, Event, Summary, Transfer, TransferError};
 use tftplab::runtime::{bind_any, drive_to_outcome, now, Control, DatagramSocket, Network};
 use tftplab::wire::{ErrorCode, Mode};
 
@@ -39,7 +45,9 @@ pub struct ActionResult {
     pub ended_at: Duration,
 }
 
-/// What a profile asks for on a real download.
+/// What tftplab's own client asks for in a profile's place: a `custom`
+/// client's downloads, and uploads from firmware this lab has no upload
+/// machine for (U-Boot's `tftpput`, which no shipped scenario uses).
 fn get_options(spec: &ClientSpec) -> OptionRequest {
     let o = spec.options;
     match spec.profile {
@@ -130,9 +138,8 @@ pub async fn run_client<N: Network>(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
     Never,
-    /// UEFI: answer the OACK with ERROR 8.
-    AfterOack,
-    /// rpi4: ERROR 0 "Early terminate" once block 1 is in.
+    /// ERROR 0 "Early terminate" once block 1 is in (a `custom` client
+    /// asked to probe like an rpi4).
     AfterBlock1,
 }
 
@@ -143,55 +150,166 @@ async fn get<N: Network>(
     name: &str,
     probe: bool,
 ) -> Got {
-    if spec.profile == Profile::Ipxe {
-        return ipxe(net, server, spec, name).await;
-    }
-    let options = get_options(spec);
-    if spec.profile == Profile::UefiPxe {
-        let probe_options = OptionRequest {
-            tsize: Some(0),
-            ..options
-        };
-        match download(net, server, spec, name, probe_options, Cut::AfterOack).await {
-            Got::Probed => {}
-            other => return other,
+    let sink = SharedSink::new();
+    match spec.profile {
+        Profile::UBoot => {
+            let settings = uboot_settings(spec);
+            let got = firmware(net, server, |now| {
+                UBootGet::new(now, server, name, sink.clone(), &settings)
+            });
+            finish(got.await, &sink)
+        }
+        Profile::Ipxe => {
+            let settings = ipxe_settings(spec);
+            let got = firmware(net, server, |now| {
+                IpxeGet::new(now, server, name, sink.clone(), &settings)
+            });
+            finish(got.await, &sink)
+        }
+        Profile::Legacy => {
+            let settings = tftp_hpa_settings(spec);
+            let got = firmware(net, server, |now| {
+                TftpHpaGet::new(now, server, name, sink.clone(), &settings)
+            });
+            finish(got.await, &sink)
+        }
+        Profile::Rpi4Bootloader => {
+            let settings = rpi4_settings(spec);
+            if probe {
+                let got = firmware(net, server, |now| {
+                    Rpi4Probe::new(now, server, name, &settings)
+                });
+                return match got.await {
+                    Err(TransferError::Local { code, message })
+                        if code == ErrorCode::UNDEFINED && message == "Early terminate" =>
+                    {
+                        Got::Probed
+                    }
+                    other => outcome(other.map(drop), Vec::new()),
+                };
+            }
+            let got = firmware(net, server, |now| {
+                Rpi4Get::new(now, server, name, sink.clone(), &settings)
+            });
+            finish(got.await, &sink)
+        }
+        Profile::UefiPxe => {
+            // PxeBcTftpGetFileSize, then PxeBcTftpReadFile into a buffer of
+            // that size, each from its own port.
+            let settings = uefi_settings(spec);
+            let probed = firmware(net, server, |now| {
+                UefiPxeProbe::new(now, server, name, &settings)
+            });
+            let size = match probed.await {
+                Ok(summary) => summary.negotiated.tsize,
+                Err(e) => return outcome(Err(e), Vec::new()),
+            };
+            let got = firmware(net, server, |now| {
+                let read = UefiPxeGet::new(now, server, name, sink.clone(), &settings);
+                match size {
+                    Some(size) => read.with_buffer_size(size),
+                    None => read,
+                }
+            });
+            finish(got.await, &sink)
+        }
+        Profile::Custom => {
+            let cut = if probe { Cut::AfterBlock1 } else { Cut::Never };
+            download(net, server, spec, name, cut).await
         }
     }
-    let cut = if probe { Cut::AfterBlock1 } else { Cut::Never };
-    download(net, server, spec, name, options, cut).await
 }
 
-/// iPXE runs its own machine ([`super::firmware::ipxe`]). The other
-/// firmware machines in [`super::firmware`] are not wired in yet: with them
-/// the shipped scenarios find what the server must still learn (U-Boot
-/// NACKing blocks a rewind resent) and what the lab must settle (bursts
-/// counted per datagram starve U-Boot's lone ACK; the rpi4's 30 s per file
-/// at a 1 ms tick; EDK2's probe of an empty file, whose OACK has no tsize),
-/// so those profiles still run tftplab's client with the firmware's options
-/// and timers.
-async fn ipxe<N: Network>(net: &N, server: SocketAddr, spec: &ClientSpec, name: &str) -> Got {
+/// Runs one firmware machine from a fresh port to its outcome.
+async fn firmware<N: Network, M: Transfer + Send + 'static>(
+    net: &N,
+    server: SocketAddr,
+    make: impl FnOnce(std::time::Instant) -> M,
+) -> Result<Summary, TransferError> {
     let socket = match bind_any(net, server).await {
         Ok(s) => s,
-        Err(e) => return Got::Local(0, format!("bind: {e}")),
+        Err(e) => {
+            return Err(TransferError::Local {
+                code: ErrorCode::UNDEFINED,
+                message: format!("bind: {e}"),
+            })
+        }
     };
-    let settings = IpxeSettings {
-        blksize: spec
-            .options
-            .blksize
-            .unwrap_or(IpxeSettings::default().blksize),
-        ..IpxeSettings::default()
-    };
-    let sink = SharedSink::new();
-    let machine = IpxeGet::new(now(), server, name, sink.clone(), &settings);
+    let machine = make(now());
     let result = drive_to_outcome(
         machine,
         socket,
         |_| Control::Continue,
         |_| Control::Continue,
-    )
-    .await
-    .unwrap_or(Err(TransferError::TimedOut { retries: 0 }));
+    );
+    result
+        .await
+        .unwrap_or(Err(TransferError::TimedOut { retries: 0 }))
+}
+
+fn finish(result: Result<Summary, TransferError>, sink: &SharedSink) -> Got {
     outcome(result.map(drop), sink.take())
+}
+
+/// U-Boot's environment from the scenario: `tftptimeout` is the client's
+/// `retry_every`, `tftptimeoutcountmax` its `retries`, `tftpblocksize` and
+/// `tftpwindowsize` its options.
+fn uboot_settings(spec: &ClientSpec) -> UBootSettings {
+    let o = spec.options;
+    UBootSettings {
+        timeout_ms: u64::try_from(spec.retry_every.as_millis()).unwrap_or(u64::MAX),
+        timeout_count_max: spec.retries,
+        blksize: o.blksize.unwrap_or(UBootSettings::default().blksize),
+        windowsize: o.windowsize.unwrap_or(1),
+        tsize: o.tsize,
+        ..UBootSettings::default()
+    }
+}
+
+/// EDK2's PXE defaults, with the scenario's timer and options.
+fn uefi_settings(spec: &ClientSpec) -> UefiSettings {
+    let o = spec.options;
+    let defaults = UefiSettings::default();
+    UefiSettings {
+        blksize: o.blksize.or(defaults.blksize),
+        windowsize: o.windowsize.unwrap_or(defaults.windowsize),
+        timeout_secs: u8::try_from(spec.retry_every.as_secs().max(1)).unwrap_or(u8::MAX),
+        try_count: spec.retries + 1,
+        ..defaults
+    }
+}
+
+fn ipxe_settings(spec: &ClientSpec) -> IpxeSettings {
+    let defaults = IpxeSettings::default();
+    IpxeSettings {
+        blksize: spec.options.blksize.unwrap_or(defaults.blksize),
+        ..defaults
+    }
+}
+
+/// The bootloader resends every `retry_every` and gives a file
+/// `retry_every * retries` in all (its `TFTP_FILE_TIMEOUT`).
+fn rpi4_settings(spec: &ClientSpec) -> Rpi4Settings {
+    Rpi4Settings {
+        resend_every: spec.retry_every,
+        file_timeout: spec.retry_every * spec.retries.max(1),
+        blksize: Some(spec.options.blksize.unwrap_or(1024)),
+        ..Rpi4Settings::default()
+    }
+}
+
+/// tftp-hpa's `rexmt` is the scenario's `retry_every`, its total timeout
+/// `retry_every * retries`.
+fn tftp_hpa_settings(spec: &ClientSpec) -> TftpHpaSettings {
+    TftpHpaSettings {
+        mode: if spec.options.netascii {
+            Mode::Netascii
+        } else {
+            Mode::Octet
+        },
+        rexmt: spec.retry_every,
+        max_timeout: spec.retry_every * spec.retries.max(1),
+    }
 }
 
 async fn download<N: Network>(
@@ -199,9 +317,9 @@ async fn download<N: Network>(
     server: SocketAddr,
     spec: &ClientSpec,
     name: &str,
-    options: OptionRequest,
     cut: Cut,
 ) -> Got {
+    let options = get_options(spec);
     let socket = match bind_any(net, server).await {
         Ok(s) => s,
         Err(e) => return Got::Local(0, format!("bind: {e}")),
@@ -211,21 +329,16 @@ async fn download<N: Network>(
         Ok(m) => m,
         Err(e) => return outcome(Err(e), Vec::new()),
     };
-    let mut probed = false;
-    let on_event = |event: &Event| -> Control {
-        match (event, cut) {
-            (Event::Negotiated(_), Cut::AfterOack) => {
-                probed = true;
-                Control::Abort(ErrorCode::OPTION_NEGOTIATION, "tsize probe")
-            }
-            _ => Control::Continue,
-        }
-    };
-    let result = run(machine, socket, on_event, cut == Cut::AfterBlock1).await;
+    let result = run(
+        machine,
+        socket,
+        |_: &Event| Control::Continue,
+        cut == Cut::AfterBlock1,
+    )
+    .await;
     let bytes = sink.take();
     match result {
         RunEnd::Probed => Got::Probed,
-        RunEnd::Finished(_) if probed => Got::Probed,
         RunEnd::Finished(r) => outcome(r, bytes),
     }
 }
@@ -240,6 +353,14 @@ async fn put<N: Network>(
     let Some(data) = content.bytes() else {
         return Got::Local(0, "put content must be inline or generated".into());
     };
+    if spec.profile == Profile::Legacy {
+        let settings = tftp_hpa_settings(spec);
+        let source = MemSource::new(data.clone());
+        let got = firmware(net, server, |now| {
+            TftpHpaPut::new(now, server, name, source, &settings)
+        });
+        return outcome(got.await.map(drop), data);
+    }
     let socket = match bind_any(net, server).await {
         Ok(s) => s,
         Err(e) => return Got::Local(0, format!("bind: {e}")),

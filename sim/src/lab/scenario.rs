@@ -612,11 +612,18 @@ fn client_specs(
         let line = line_of(text, a.span().start);
         actions.push(action(a.get_ref(), files, line).map_err(|m| (a.span().start, m))?);
     }
-    // iPXE adapts its own timer (retry.c) and uses neither.
+    // Each firmware's own timer: the rpi4 bootloader resends every 2 s
+    // (30 s per file); U-Boot's TIMEOUT 5 s, TIMEOUT_COUNT 10; EDK2 PXE
+    // 4 s, 6 tries (PxeBcImpl.h); tftp-hpa's rexmt 5 s, 25 s in all. iPXE
+    // adapts its own timer (retry.c) and takes neither.
     let (retry_default, retries_default) = match profile {
         Profile::Rpi4Bootloader => (Duration::from_secs(2), 15),
-        Profile::UBoot => (Duration::from_secs(5), 10),
-        _ => (Duration::from_secs(1), 5),
+        Profile::UBoot | Profile::Legacy => (
+            Duration::from_secs(5),
+            5 + 5 * u32::from(profile == Profile::UBoot),
+        ),
+        Profile::UefiPxe => (Duration::from_secs(4), 5),
+        Profile::Ipxe | Profile::Custom => (Duration::from_secs(1), 5),
     };
     let name_of = |i: usize| match raw.count {
         1 => raw.name.clone(),

@@ -25,7 +25,8 @@ fn minimal_scenario_gets_defaults() {
     assert_eq!(s.server.write, WriteSpec::Off);
     assert_eq!(s.server.timeout, Duration::from_secs(1));
     assert_eq!(s.clients[0].profile, Profile::Legacy);
-    assert_eq!(s.clients[0].retry_every, Duration::from_secs(1));
+    // tftp-hpa's rexmt.
+    assert_eq!(s.clients[0].retry_every, Duration::from_secs(5));
     assert_eq!(s.clients[0].actions[0].expect, Outcome::Intact);
     assert_eq!(s.clients[0].actions[0].line, 5);
     assert!(s.faults.is_clean());
