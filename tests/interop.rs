@@ -8,7 +8,10 @@
 //! 2. our client against the real servers (tftpd-hpa, atftpd, dnsmasq),
 //!    the same sizes with and without options, including windowsize
 //!    against servers that ignore it, and a rollover file each;
-//! 3. the errors a client sees, with their exact TFTP codes, both ways.
+//! 3. the errors a client sees, with their exact TFTP codes, both ways;
+//! 4. one lost DATA, dropped by nftables in a network namespace of our own:
+//!    tftp-hpa uploading to the `tftplab` binary, our binary downloading
+//!    from tftpd-hpa.
 //!
 //! Every file is compared by SHA-256. The peers come from `tests/peers/`,
 //! whose docs record how each one behaves; a missing peer skips its test
@@ -18,17 +21,19 @@ mod peers;
 
 use std::fmt;
 use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peers::{
-    available, client_get, client_put, encode_request, make_file, raw_request, run_in_netns,
-    settled_sha256, sha256_file, skip_or_fail, skipped, temp_dir, Peer, PeerResult, PeerServer,
-    Reply, ServerProcess, OP_RRQ, OP_WRQ,
+    available, client_get, client_put, encode_request, in_netns, make_file, nft_usable,
+    raw_request, run_in_netns, settled_sha256, sha256_file, skip_or_fail, skipped,
+    skipped_without_netns, temp_dir, DropFirstData, Netns, Peer, PeerResult, PeerServer, Reply,
+    ServerProcess, OP_RRQ, OP_WRQ,
 };
 use tempfile::TempDir;
 use tftplab::options::{Direction, OptionRequest};
@@ -968,4 +973,202 @@ fn our_client_reports_refused_uploads_to_real_servers() {
     let r = tftplab_in_netns(ns, &["put", &host, upload_arg, "new"]);
     assert_binary_reports(&r, 4, "new");
     assert!(!root.path().join("new").exists(), "dnsmasq: created it");
+}
+
+// ------------------------------------------------------------ one lost DATA
+
+/// The file each lost-DATA test moves: 20 blocks of 512, the last 272 bytes.
+const ONE_LOSS_SIZE: u64 = 10_000;
+
+/// The block whose first DATA nftables drops: mid-file, after a few round
+/// trips have set both sides' timers.
+const LOST_BLOCK: u16 = 4;
+
+/// tftp-hpa's `tftp` resends a DATA only when its retransmit alarm fires,
+/// 5 s (its default `rexmt`) after the last datagram it received.
+const TFTP_HPA_REXMT: Duration = Duration::from_secs(5);
+
+/// The `tftplab` binary serving a fresh root on 127.0.0.1:69 in a network
+/// namespace of its own, as a user runs it (default timeout and retries),
+/// with `--events json` on stdout. Killed, and its namespace deleted, on
+/// drop.
+struct OurBinaryServer {
+    child: Child,
+    events: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    root: TempDir,
+    // Dropped after `Drop::drop` has killed the server in it.
+    netns: Netns,
+}
+
+impl OurBinaryServer {
+    /// Starts `tftplab serve --write WRITE` and waits for its `ready` event.
+    fn start(write: &str) -> OurBinaryServer {
+        let netns = Netns::create().expect("create a network namespace");
+        let root = temp_dir();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tftplab"));
+        cmd.args(["serve", "--root"])
+            .arg(root.path())
+            .args(["--bind", "127.0.0.1:69", "--write", write])
+            .args(["--events", "json"]);
+        let mut child = in_netns(Some(netns.name()), cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tftplab serve");
+        let (send, events) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let log = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let server = OurBinaryServer {
+            child,
+            events,
+            stderr,
+            root,
+            netns,
+        };
+        let ready = server.next_event(Duration::from_secs(10));
+        assert!(
+            ready
+                .as_deref()
+                .is_some_and(|e| e.starts_with(r#"{"event":"ready""#)),
+            "tftplab serve did not become ready: {ready:?}\nstderr:\n{}",
+            server.stderr()
+        );
+        server
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 69))
+    }
+
+    fn ns(&self) -> &str {
+        self.netns.name()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// The next line of `--events json`, if one comes within `wait`.
+    fn next_event(&self, wait: Duration) -> Option<String> {
+        self.events.recv_timeout(wait).ok()
+    }
+
+    /// What it has logged to stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for OurBinaryServer {
+    fn drop(&mut self) {
+        // `ip netns exec` execs tftplab, so this is tftplab's own pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tftp-hpa's client restarts its 5 s retransmit alarm on every datagram
+/// it receives and ignores a repeated ACK (RFC 1350: no resend on a
+/// duplicate ACK, against the Sorcerer's Apprentice). So when its DATA is
+/// lost, it resends only after 5 s in which the server said nothing. Our
+/// server, waiting for that DATA, re-ACKs the previous block with a wait
+/// that doubles past its 1 s timeout (1, 2, 4, 8 s): the 8 s gap lets
+/// tftp-hpa's alarm fire, it resends, and the upload completes. (A server
+/// that re-ACKed every second kept tftp-hpa's alarm from ever firing and
+/// gave up after its 5 retries.)
+#[test]
+fn tftp_hpa_resends_a_lost_upload_data_in_the_silence_of_our_servers_backed_off_re_acks() {
+    skip_or_fail!(available(Peer::TftpHpa));
+    if skipped_without_netns(nft_usable()) {
+        return;
+    }
+    let server = OurBinaryServer::start("create");
+    let drop = DropFirstData::install(server.ns(), LOST_BLOCK).expect("install nftables rules");
+    let local = temp_dir();
+    let upload = local.path().join("upload.bin");
+    let sha = make_file(&upload, ONE_LOSS_SIZE, 21);
+
+    let r = client_put(
+        Peer::TftpHpa,
+        server.addr(),
+        Some(server.ns()),
+        &upload,
+        "upload.bin",
+        None,
+        None,
+    );
+    let event = server.next_event(Duration::from_secs(5));
+    let what = || {
+        format!(
+            "{r}\nour server's event: {event:?}\nits stderr:\n{}\nnftables:\n{}",
+            server.stderr(),
+            drop.ruleset()
+        )
+    };
+    assert!(r.ok(), "tftp-hpa's upload failed:\n{}", what());
+    let stored = settled_sha256(&server.path("upload.bin"), &sha);
+    assert_eq!(stored, sha, "the stored file differs:\n{}", what());
+    assert_eq!(
+        (drop.dropped(), drop.arrived()),
+        (1, 2),
+        "(DATA {LOST_BLOCK} dropped, DATA {LOST_BLOCK} arrived): one lost, one resend:\n{}",
+        what()
+    );
+    assert!(
+        r.elapsed >= TFTP_HPA_REXMT,
+        "tftp-hpa resends only when its {TFTP_HPA_REXMT:?} alarm fires:\n{}",
+        what()
+    );
+}
+
+/// The other way round: our binary downloads from tftpd-hpa, which loses
+/// one DATA. tftpd-hpa's sender waits for the ACK against a deadline set
+/// when it sent the DATA (its `recv_time` deducts the time a duplicate ACK
+/// took), so our re-ACKs of the previous block do not hold its timer off:
+/// it resends after its 1 s timeout and the file arrives whole.
+#[test]
+fn our_binary_gets_a_file_whole_from_tftpd_hpa_when_one_data_is_lost() {
+    let kind = PeerServer::TftpdHpa;
+    skip_or_fail!(available(kind));
+    if skipped_without_netns(nft_usable()) {
+        return;
+    }
+    let root = temp_dir();
+    let sha = make_file(&root.path().join("kernel.img"), ONE_LOSS_SIZE, 22);
+    let server = ServerProcess::start_in_netns(kind, root.path(), false)
+        .unwrap_or_else(|e| panic!("start {} in a namespace: {e}", kind.name()));
+    let ns = server.netns().expect("started in a namespace");
+    let drop = DropFirstData::install(ns, LOST_BLOCK).expect("install nftables rules");
+    let local = temp_dir();
+    let got = local.path().join("kernel.img");
+    let got_arg = got.to_str().expect("UTF-8 temp path");
+    let host = server.addr().to_string();
+
+    let r = tftplab_in_netns(ns, &["get", &host, "kernel.img", got_arg]);
+    let what = || format!("{r}\nnftables:\n{}", drop.ruleset());
+    assert_eq!(r.code, Some(0), "the download failed:\n{}", what());
+    assert_eq!(sha256_file(&got), sha, "the file differs:\n{}", what());
+    assert_eq!(
+        (drop.dropped(), drop.arrived()),
+        (1, 2),
+        "(DATA {LOST_BLOCK} dropped, DATA {LOST_BLOCK} arrived): one lost, one resend:\n{}",
+        what()
+    );
 }

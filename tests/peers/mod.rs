@@ -113,6 +113,19 @@
 //!   netascii and octet (`-m mail`: exit 64 `tftp: invalid mode: mail`), the
 //!   others always send octet. The servers' answers to `mail` are above.
 //!
+//! ## Retransmission, with one DATA lost (nftables in a namespace, see
+//! [`DropFirstData`])
+//!
+//! - tftp-hpa uploading: its alarm (5 s) restarts on every datagram it
+//!   receives, and a repeated ACK of the previous block is ignored, not
+//!   answered. It resends the lost DATA only after 5 s in which the server
+//!   sent nothing; a server that re-ACKs every second holds it off until
+//!   the server gives up (then tftp-hpa prints `Error code 0: ...`, exit 0).
+//! - tftpd-hpa sending (an RRQ): its wait for an ACK runs against a deadline
+//!   set when the DATA went out (`recv_time` deducts the time a duplicate
+//!   ACK took), so re-ACKs do not hold it off: it resends 1 s after the
+//!   lost DATA whatever the client sends meanwhile.
+//!
 //! All four clients, against in.tftpd and atftpd, download and upload 0, 512
 //! and 1 MiB + 1 byte files intact (with and without blksize 1468, and
 //! windowsize 16 for atftp; atftpd grants windowsize), except curl's 0-byte
@@ -188,6 +201,27 @@ pub fn skipped(check: Result<(), String>) -> bool {
             true
         }
     }
+}
+
+/// True when `TFTPLAB_REQUIRE_NETNS=1`: a test that needs root, network
+/// namespaces or nftables fails when it cannot have them, instead of
+/// skipping (as the hw-tests and tests/hostile.rs do).
+pub fn require_netns() -> bool {
+    std::env::var_os("TFTPLAB_REQUIRE_NETNS").is_some_and(|v| v == "1")
+}
+
+/// As [`skipped`], for what a test needs besides a peer, such as
+/// [`nft_usable`]: fails under `TFTPLAB_REQUIRE_NETNS=1`, and under
+/// `TFTPLAB_REQUIRE_PEERS=1` too, since `.ci/install-peers.sh` installs
+/// nftables and iproute2 with the peers.
+pub fn skipped_without_netns(check: Result<(), String>) -> bool {
+    let Err(why) = check else { return false };
+    assert!(
+        !require_netns(),
+        "TFTPLAB_REQUIRE_NETNS=1 but {why} (run as root after .ci/install-peers.sh)"
+    );
+    report_missing(&why);
+    true
 }
 
 /// `skip_or_fail!(check, ...)`: each check is a `Result<(), String>` such as
@@ -567,6 +601,151 @@ unsafe extern "C" {
 }
 const CLONE_NEWNET: c_int = 0x4000_0000;
 const SIGKILL: c_int = 9;
+
+// ---------------------------------------------------------------- nftables
+
+/// `Ok` when nftables rules can be loaded into a network namespace of our
+/// own (root, `ip`, `nft`, and a kernel with nf_tables), else why not; see
+/// [`skipped_without_netns`]. Checked once per test process.
+pub fn nft_usable() -> Result<(), String> {
+    static USABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    USABLE
+        .get_or_init(|| {
+            if !is_root() {
+                return Err("nftables in a network namespace needs root".to_string());
+            }
+            find_program("nft").ok_or("`nft` (nftables) not found")?;
+            netns_usable()?;
+            let ns = Netns::create().map_err(|e| format!("cannot create a namespace: {e}"))?;
+            nft_load(ns.name(), "table inet tftplab_probe {}\n")
+                .map_err(|e| format!("cannot load nftables rules: {e}"))
+        })
+        .clone()
+}
+
+/// Loads `ruleset` (nft's own syntax, as for `nft -f`) into namespace `ns`.
+/// Only ever into a namespace a test created: never the machine's own.
+pub fn nft_load(ns: &str, ruleset: &str) -> io::Result<()> {
+    let nft = find_program("nft").unwrap_or_else(|| PathBuf::from("nft"));
+    let mut cmd = Command::new(nft);
+    cmd.args(["-f", "-"]);
+    let mut child = in_netns(Some(ns), cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(ruleset.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`nft -f` in {ns}: {}: {}\nruleset:\n{ruleset}",
+            out.status,
+            lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// `nft list ruleset` in namespace `ns`, counters included.
+pub fn nft_ruleset(ns: &str) -> io::Result<String> {
+    let nft = find_program("nft").unwrap_or_else(|| PathBuf::from("nft"));
+    let mut cmd = Command::new(nft);
+    cmd.args(["list", "ruleset"]);
+    let out = in_netns(Some(ns), cmd).stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(lossy(&out.stdout))
+    } else {
+        Err(io::Error::other(format!(
+            "`nft list ruleset` in {ns}: {}: {}",
+            out.status,
+            lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The packets a named counter (`counter NAME {}` in a table) has counted,
+/// from `nft list ruleset` in namespace `ns`.
+pub fn nft_counter(ns: &str, name: &str) -> io::Result<u64> {
+    let ruleset = nft_ruleset(ns)?;
+    let header = format!("counter {name} {{");
+    let mut lines = ruleset.lines().map(str::trim);
+    lines
+        .find(|line| *line == header)
+        .and_then(|_| lines.next())
+        .and_then(|line| line.strip_prefix("packets "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no counter {name} in\n{ruleset}")))
+}
+
+/// Drops the first DATA numbered `block` that arrives in a namespace, and
+/// only that one, with nftables: a sender's resend then gets through. It
+/// matches the UDP payload's first four bytes (`00 03` and the block
+/// number, at `@th,64,32`), so it works whatever ports the transfer uses,
+/// and counts in two named counters every such DATA that arrived (the
+/// dropped one included) and the drops.
+///
+/// The rules sit on the input hook: a datagram dropped on output fails the
+/// sender's `sendto` with EPERM, which tftp-hpa takes as fatal, while one
+/// dropped on input is lost as on a wire. "Only the first" is a limit of 1
+/// per hour with a burst of 1 (`limit rate over` matches once the burst is
+/// spent): the first match takes the burst's one token and falls through
+/// to the drop, every later one is over the rate and accepted.
+pub struct DropFirstData {
+    ns: String,
+}
+
+impl DropFirstData {
+    const TABLE: &'static str = "tftplab_drop_first_data";
+
+    /// Installs the rules in namespace `ns` (one of ours, see [`Netns`]).
+    pub fn install(ns: &str, block: u16) -> io::Result<DropFirstData> {
+        let table = Self::TABLE;
+        let data = format!("meta l4proto udp @th,64,32 0x0003{block:04x}");
+        nft_load(
+            ns,
+            &format!(
+                "table inet {table} {{
+    counter data_arrived {{}}
+    counter data_dropped {{}}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        {data} counter name data_arrived
+        {data} limit rate over 1/hour burst 1 packets accept
+        {data} counter name data_dropped drop
+    }}
+}}
+"
+            ),
+        )?;
+        Ok(DropFirstData { ns: ns.to_string() })
+    }
+
+    /// How many of the DATA arrived, the dropped one included: 2 when one
+    /// was dropped and resent once.
+    pub fn arrived(&self) -> u64 {
+        self.count("data_arrived")
+    }
+
+    /// How many were dropped: 1 once the first has arrived.
+    pub fn dropped(&self) -> u64 {
+        self.count("data_dropped")
+    }
+
+    /// The namespace's ruleset with its counters, for messages.
+    pub fn ruleset(&self) -> String {
+        nft_ruleset(&self.ns).unwrap_or_else(|e| e.to_string())
+    }
+
+    fn count(&self, counter: &str) -> u64 {
+        nft_counter(&self.ns, counter).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
 
 // ---------------------------------------------------------------- servers
 
