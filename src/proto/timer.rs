@@ -111,13 +111,13 @@ impl Timer {
     /// A receiver's resends back off past the ceiling: each one that waited
     /// the full ceiling doubles the next wait, up to 16 times the ceiling.
     /// A lost DATA is the sender's to resend; the receiver's resend only
-    /// recovers a lost ACK, and the first one does that. A sender that
-    /// restarts its timer on every datagram it receives (tftp-hpa's
-    /// `alarm(rexmtval)` before each `recvfrom`, and tftpd-hpa's wait)
-    /// ignores a repeated ACK and never fires while re-ACKs keep coming
-    /// faster than its timeout (5 s): a lost DATA then stalled the transfer
-    /// until the receiver gave up. Doubling opens a silence longer than
-    /// any sender's timer, as tftpd-hpa's own receiver does.
+    /// recovers a lost ACK, and the first one does that. tftp-hpa's client
+    /// restarts its 5 s timer on every datagram it receives
+    /// (`alarm(rexmtval)` before each `recvfrom` in `tftp_sendfile`) and
+    /// ignores a repeated ACK, so it never resent a lost DATA while re-ACKs
+    /// came every second, and the upload died when the receiver gave up
+    /// (`tests/interop.rs`, with the real client). Doubling opens a silence
+    /// longer than such a sender's timer.
     fn receiver_ceiling(&self) -> Duration {
         if self.patience > 1 {
             self.ceiling.saturating_mul(1 << self.retries.min(4))
