@@ -20,9 +20,9 @@
 
 mod common;
 
-use common::qemu::{require, Firmware, QemuLab, BOARD_IP, SERVER_IP};
+use common::netns_enabled;
+use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use common::{netns_enabled, toml_str};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tftplab_sim::lab::check::served_bytes;
@@ -37,41 +37,18 @@ const CONFIG: &str = "config/52-54-00-12-34-56.ipxe";
 /// The iPXE board. Its console must show the script's own lines and
 /// iPXE's listing of every image with the served file's size.
 fn inventory(lab: &QemuLab) -> PathBuf {
-    let text = format!(
-        r#"[[boards]]
-name = "{BOARD}"
-labels = {{ board = "{BOARD}" }}
-interface = "tap0"
-netns = "{ns}"
-board_ip = "{BOARD_IP}"
-server_ip = "{SERVER_IP}"
-profile = "ipxe"
-
-[boards.power]
-on = {on}
-off = {off}
-timeout = "10s"
-
-[boards.console]
-device = {device}
-timeout = "120s"
+    let text = lab.board(BOARD, &format!("board = \"{BOARD}\""), "ipxe", "")
+        + r#"timeout = "120s"
 success = [
   "ipxe-boot: no per-board config",
-  "boot.ipxe : {{size:boot.ipxe}} bytes [script]",
-  "vmlinuz : {{size:vmlinuz}} bytes",
-  "initrd.img : {{size:initrd.img}} bytes",
+  "boot.ipxe : {size:boot.ipxe} bytes [script]",
+  "vmlinuz : {size:vmlinuz} bytes",
+  "initrd.img : {size:initrd.img} bytes",
   "ipxe-boot: all files fetched",
 ]
 failure = "ipxe-boot: FAILED"
-"#,
-        ns = lab.ns,
-        on = toml_str(&lab.power_on()),
-        off = toml_str(&lab.power_off()),
-        device = toml_str(&lab.console_device()),
-    );
-    let path = lab.dir.path().join("boards.toml");
-    std::fs::write(&path, text).expect("boards file");
-    path
+"#;
+    lab.write_inventory(&text)
 }
 
 #[test]

@@ -15,9 +15,9 @@
 
 mod common;
 
-use common::qemu::{require, Firmware, QemuLab, BOARD_IP, SERVER_IP};
+use common::netns_enabled;
+use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use common::{netns_enabled, toml_str};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tftplab_sim::lab::faults::DelayRange;
@@ -30,39 +30,16 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 /// (the size the probe learnt, then the download's success, both
 /// `PxeBcBoot.c`) and then iPXE's banner: the file OVMF loaded runs.
 fn inventory(lab: &QemuLab) -> PathBuf {
-    let text = format!(
-        r#"[[boards]]
-name = "{BOARD}"
-labels = {{ board = "{BOARD}" }}
-interface = "tap0"
-netns = "{ns}"
-board_ip = "{BOARD_IP}"
-server_ip = "{SERVER_IP}"
-profile = "uefi-pxe"
-
-[boards.power]
-on = {on}
-off = {off}
-timeout = "10s"
-
-[boards.console]
-device = {device}
-timeout = "60s"
+    let text = lab.board(BOARD, &format!("board = \"{BOARD}\""), "uefi-pxe", "")
+        + r#"timeout = "60s"
 success = [
-  "NBP filesize is {{size:ipxe.efi}} Bytes",
+  "NBP filesize is {size:ipxe.efi} Bytes",
   "NBP file downloaded successfully.",
   "Open Source Network Boot Firmware",
 ]
 failure = "PXE-E"
-"#,
-        ns = lab.ns,
-        on = toml_str(&lab.power_on()),
-        off = toml_str(&lab.power_off()),
-        device = toml_str(&lab.console_device()),
-    );
-    let path = lab.dir.path().join("boards.toml");
-    std::fs::write(&path, text).expect("boards file");
-    path
+"#;
+    lab.write_inventory(&text)
 }
 
 #[test]

@@ -14,9 +14,9 @@
 
 mod common;
 
-use common::qemu::{require_qemu, QemuLab, BOARD_IP, SERVER_IP};
+use common::netns_enabled;
+use common::qemu::{require_qemu, QemuLab};
 use common::standin::{clean_run, faulty_run, load, outcomes, output};
-use common::{netns_enabled, toml_str};
 use std::path::{Path, PathBuf};
 use tftplab_sim::lab::scenario::Scenario;
 
@@ -29,24 +29,14 @@ fn inventory(lab: &QemuLab) -> PathBuf {
         } else {
             String::new()
         };
+        text.push_str(&lab.board(
+            &format!("qemu-uboot-w{window}"),
+            &format!("board = \"qemu-uboot\", window = \"{window}\""),
+            "u-boot",
+            &options,
+        ));
         text.push_str(&format!(
-            r#"[[boards]]
-name = "qemu-uboot-w{window}"
-labels = {{ board = "qemu-uboot", window = "{window}" }}
-interface = "tap0"
-netns = "{ns}"
-board_ip = "{BOARD_IP}"
-server_ip = "{SERVER_IP}"
-profile = "u-boot"
-{options}
-[boards.power]
-on = {on}
-off = {off}
-timeout = "10s"
-
-[boards.console]
-device = {device}
-timeout = "150s"
+            r#"timeout = "150s"
 success = ["==> {{crc32:dtbs/bcm2711-rpi-4-b.dtb}}", "==> {{crc32:Image}}"]
 failure = "Retry count exceeded"
 script = [
@@ -57,16 +47,10 @@ script = [
   {{ expect = "\n=> ", send = "tftpboot 0x40200000 Image && crc32 0x40200000 ${{filesize}}\n" }},
 ]
 
-"#,
-            ns = lab.ns,
-            on = toml_str(&lab.power_on()),
-            off = toml_str(&lab.power_off()),
-            device = toml_str(&lab.console_device()),
+"#
         ));
     }
-    let path = lab.dir.path().join("boards.toml");
-    std::fs::write(&path, text).expect("boards file");
-    path
+    lab.write_inventory(&text)
 }
 
 #[test]

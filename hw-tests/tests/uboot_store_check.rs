@@ -18,24 +18,10 @@ use std::time::Instant;
 const SIZE: usize = 131_072;
 
 fn board(lab: &QemuLab, name: &str, fetch: Option<&str>) -> String {
-    format!(
-        r#"[[boards]]
-name = "{name}"
-labels = {{ board = "qemu-uboot-store" }}
-interface = "tap0"
-netns = "{ns}"
-board_ip = "{BOARD_IP}"
-server_ip = "{SERVER_IP}"
-profile = "u-boot"
-
-[boards.power]
-on = {on}
-off = {off}
-timeout = "10s"
-
-[boards.console]
-device = {device}
-timeout = "60s"
+    let fetch = fetch.map_or(String::new(), |f| format!("fetch = {}\n", toml_str(f)));
+    lab.board(name, "board = \"qemu-uboot-store\"", "u-boot", "")
+        + &format!(
+            r#"timeout = "60s"
 failure = "Retry count exceeded"
 
 [boards.store_check]
@@ -45,13 +31,8 @@ setup = [
   {{ expect = "\n=> ", send = "setenv ipaddr {{board_ip}}; setenv serverip {{server_ip}}; setenv netmask 255.255.255.0\n" }},
 ]
 {fetch}
-"#,
-        ns = lab.ns,
-        on = toml_str(&lab.power_on()),
-        off = toml_str(&lab.power_off()),
-        device = toml_str(&lab.console_device()),
-        fetch = fetch.map_or(String::new(), |f| format!("fetch = {}\n", toml_str(f))),
-    )
+"#
+        )
 }
 
 fn store_check(boards: &Path, out: &Path, name: &str) -> (Output, String, f64) {
@@ -87,7 +68,6 @@ fn uboot_in_qemu_fetches_test_bin_for_store_check_and_bad_fetches_fail() {
     }
     require_qemu();
     let lab = QemuLab::new();
-    let boards = lab.dir.path().join("boards.toml");
     let text = [
         board(&lab, "qemu-store", None),
         board(
@@ -102,7 +82,7 @@ fn uboot_in_qemu_fetches_test_bin_for_store_check_and_bad_fetches_fail() {
         ),
     ]
     .join("\n");
-    std::fs::write(&boards, text).expect("boards file");
+    let boards = lab.write_inventory(&text);
     // Kept under target/ so CI keeps the console logs and pcaps.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/uboot-store-check");
     let _ = std::fs::remove_dir_all(&out);

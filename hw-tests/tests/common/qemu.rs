@@ -20,7 +20,7 @@
 //! answers on port 69. Each test binary runs one lab, and cargo runs test
 //! binaries one after another, so one QEMU runs at a time.
 
-use super::{quote, sh};
+use super::{quote, sh, toml_str};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -254,6 +254,30 @@ impl QemuLab {
             assert!(Instant::now() < until, "dnsmasq did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A board on this lab's tap, up to its console device: name, labels
+    /// (an inline TOML table's insides), the runner's addresses, the
+    /// profile, `extra` lines (options), QEMU as its power, its serial
+    /// port as its console. The caller adds the console's own lines.
+    pub fn board(&self, name: &str, labels: &str, profile: &str, extra: &str) -> String {
+        format!(
+            "[[boards]]\nname = \"{name}\"\nlabels = {{ {labels} }}\ninterface = \"tap0\"\n\
+             netns = \"{ns}\"\nboard_ip = \"{BOARD_IP}\"\nserver_ip = \"{SERVER_IP}\"\n\
+             profile = \"{profile}\"\n{extra}\n[boards.power]\non = {on}\noff = {off}\n\
+             timeout = \"10s\"\n\n[boards.console]\ndevice = {device}\n",
+            ns = self.ns,
+            on = toml_str(&self.power_on()),
+            off = toml_str(&self.power_off()),
+            device = toml_str(&self.console_device()),
+        )
+    }
+
+    /// Writes the inventory into the lab's directory.
+    pub fn write_inventory(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("boards.toml");
+        std::fs::write(&path, text).expect("boards file");
+        path
     }
 
     pub fn pid_file(&self) -> PathBuf {
