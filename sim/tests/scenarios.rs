@@ -191,14 +191,7 @@ fate = "drop"
 [expect]
 within = "30s"
 "#;
-    let scenario = Scenario::parse(text, Path::new("final-ack-lost.toml")).expect("scenario");
-    let r = run(&scenario, 1, SimOptions::default());
-    assert!(
-        r.passed(),
-        "{:?}\n{}",
-        r.verdict.failures,
-        render_text(&r.trace)
-    );
+    let r = passing_run(text, "final-ack-lost.toml");
     assert_eq!(r.record.server_timeouts, 0);
     assert_eq!(r.record.server_unconfirmed, 1, "{:?}", r.record);
     // The server resent the last block, and nothing answered.
@@ -242,14 +235,7 @@ latency = ["5ms", "5ms"]
 [expect]
 within = "30s"
 "#;
-    let scenario = Scenario::parse(text, Path::new("in-flight.toml")).expect("scenario");
-    let r = run(&scenario, 1, SimOptions::default());
-    assert!(
-        r.passed(),
-        "{:?}\n{}",
-        r.verdict.failures,
-        render_text(&r.trace)
-    );
+    let r = passing_run(text, "in-flight.toml");
     let cut = std::time::Duration::from_millis(52);
     let partitioned: Vec<_> = r
         .trace
@@ -271,4 +257,17 @@ within = "30s"
             render_text(&r.trace)
         );
     }
+}
+
+/// Runs an inline scenario with seed 1; it must pass.
+fn passing_run(text: &str, name: &str) -> tftplab_sim::SimRun {
+    let scenario = Scenario::parse(text, Path::new(name)).expect("scenario");
+    let r = run(&scenario, 1, SimOptions::default());
+    assert!(
+        r.passed(),
+        "{:?}\n{}",
+        r.verdict.failures,
+        render_text(&r.trace)
+    );
+    r
 }
