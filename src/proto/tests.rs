@@ -271,6 +271,39 @@ fn an_uploads_re_acks_back_off_past_the_timeout_so_a_patient_sender_can_resend()
     ));
 }
 
+/// The backoff past the timeout is for a transfer under way: a download's
+/// request that meets silence is resent at the timeout's pace, so a
+/// client asking a server that is not there gives up as soon as before.
+#[test]
+fn an_unanswered_request_is_resent_at_the_timeout_not_backed_off_past_it() {
+    let now = t0();
+    let config = ClientConfig::default();
+    let sink = crate::data::SharedSink::new();
+    let mut m = ClientGet::new(now, addr(LISTEN), "f", sink, &config).unwrap();
+    let mut gaps = Vec::new();
+    let mut t = now;
+    assert_eq!(sent(&mut m, now).len(), 1, "the RRQ");
+    while let Some(d) = m.poll_timeout() {
+        m.handle_timeout(d);
+        if !sent(&mut m, d).is_empty() {
+            gaps.push(d - t);
+            t = d;
+        }
+        if m.is_closed() {
+            break;
+        }
+    }
+    assert!(
+        gaps.iter().all(|&g| g <= Duration::from_secs(1)),
+        "{gaps:?}"
+    );
+    assert!(
+        t - now < Duration::from_secs(8),
+        "gave up after {:?}",
+        t - now
+    );
+}
+
 #[test]
 fn duplicate_data_is_reacked_and_written_once() {
     let now = t0();

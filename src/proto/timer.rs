@@ -37,6 +37,8 @@ pub(crate) struct Timer {
     /// When the first (not resent) request or OACK went out, to take a
     /// round-trip sample from the answer.
     handshake_sent: Option<Instant>,
+    /// A request or OACK is out and unanswered.
+    handshaking: bool,
     max_retries: u32,
     retries: u32,
     deadline: Option<Instant>,
@@ -69,6 +71,7 @@ impl Timer {
             patience: 1,
             armed_with: ceiling,
             handshake_sent: None,
+            handshaking: false,
             max_retries,
             retries: 0,
             deadline: None,
@@ -118,8 +121,11 @@ impl Timer {
     /// came every second, and the upload died when the receiver gave up
     /// (`tests/interop.rs`, with the real client). Doubling opens a silence
     /// longer than such a sender's timer.
+    ///
+    /// Not for a request still unanswered: a client whose RRQ meets
+    /// silence resends it at the ceiling and gives up as soon as before.
     fn receiver_ceiling(&self) -> Duration {
-        if self.patience > 1 {
+        if self.patience > 1 && !self.handshaking {
             self.ceiling.saturating_mul(1 << self.retries.min(4))
         } else {
             self.ceiling
@@ -156,11 +162,13 @@ impl Timer {
     /// the timer runs from now.
     pub fn handshake_sent(&mut self, now: Instant, first: bool) {
         self.handshake_sent = first.then_some(now);
+        self.handshaking = true;
         self.arm(now);
     }
 
     /// The handshake was answered: a sample if it went out only once.
     pub fn handshake_answered(&mut self, now: Instant) {
+        self.handshaking = false;
         if let Some(sent) = self.handshake_sent.take() {
             self.sample(now.saturating_duration_since(sent));
         }
