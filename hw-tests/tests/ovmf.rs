@@ -168,7 +168,9 @@ fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
     // 1350); in the other four every window kept costing 1 s, 2 blocks a
     // second, and the read was at block 131-183 of 580 when the time ran
     // out.
-    // The simulator passes it (its uefi-pxe client asks no windowsize).
+    // The simulator passes it: its EDK2 machine asks windowsize 4 too, but
+    // jitter under its 1 ms tick never reorders (what falls due within a
+    // tick is delivered in the order it was sent).
     // So the run must fail, in one of those two ways only: the file
     // arrives (and OVMF starts it) at more than the packet bound, or the
     // read is still crawling when the run's time is up.

@@ -64,8 +64,8 @@ impl DatagramSocket for TurmoilSocket {
     }
 }
 
-/// turmoil holds a delayed copy on its link: it arrives at its exact time
-/// (on the tick grid), however far below a millisecond.
+/// turmoil holds a delayed copy on its link: it arrives on the first tick
+/// at or after its time, not a timer's millisecond and then a tick later.
 impl SendLater for TurmoilSocket {
     fn send_later(
         &self,
@@ -257,6 +257,15 @@ struct SimClock {
 
 type Carried = (String, Duration, Box<dyn FnOnce() + Send>);
 
+/// The client's end of a link: every link joins the server and a client.
+fn client_end<'a>(from: &'a str, to: &'a str) -> &'a str {
+    if from == "server" {
+        to
+    } else {
+        from
+    }
+}
+
 impl SimClock {
     /// A partition cut `client` off: turmoil drops what is on that link,
     /// so every copy not yet due there is lost.
@@ -298,12 +307,12 @@ impl LabClock for SimClock {
     }
 
     fn link_cut(&self, from: &str, to: &str) -> bool {
-        let client = if from == "server" { to } else { from };
+        let client = client_end(from, to);
         self.cut.lock().is_ok_and(|c| c.contains(client))
     }
 
     fn carrying(&self, from: &str, to: &str, delay: Duration, lost: Box<dyn FnOnce() + Send>) {
-        let client = if from == "server" { to } else { from };
+        let client = client_end(from, to);
         let now = self.elapsed();
         if let Ok(mut carried) = self.carried.lock() {
             // What has arrived is no longer on a link.
@@ -594,7 +603,8 @@ fn storm_cap(scenario: &Scenario) -> u64 {
 /// transfer that lost its peer retries `retries` times, and a receiver
 /// dallies twice its timeout.
 fn settle_time(scenario: &Scenario) -> Duration {
-    let t = scenario.server.timeout.max(Duration::from_secs(5));
+    // A receiving transfer's waits grow to 8 s (Timer::RECEIVER_SILENCE).
+    let t = scenario.server.timeout.max(Duration::from_secs(8));
     t * (scenario.server.retries + 4)
 }
 

@@ -28,11 +28,12 @@ pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Retransmission timeout when the client negotiates none: the longest
-    /// the server waits before resending (see `min_rto`).
+    /// the server waits before resending DATA (see `min_rto`); an upload's
+    /// re-ACKs back off past it, up to 8 s.
     pub timeout: Duration,
     /// Floor of the adaptive retransmission timeout. The timer follows the
     /// measured round trip between this and the timeout (the negotiated one
-    /// or `timeout`); at or above the timeout it is a fixed timer.
+    /// or `timeout`); at or above the timeout a sender's timer is fixed.
     pub min_rto: Duration,
     /// Retransmissions of one datagram before giving up.
     pub retries: u32,

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 /// receiving a duplicate never moves it.
 ///
 /// - The **ceiling** is what the peer was told: the negotiated `timeout`
-///   option, or the configured timeout. The timer never waits longer.
+///   option, or the configured timeout. A sender's timer never waits
+///   longer. A receiver's does, once a transfer is under way: its resends
+///   back off past the ceiling to 8 s (see `receiver_ceiling`), because
+///   its re-ACKs can keep a sender's own timer from firing.
 /// - The **floor** (`min_rto`) keeps a brief stall of the peer from causing
 ///   a resend: duplicate DATA is not free (the rpi4's start4.elf hangs now
 ///   and then on one). A floor at or above the ceiling makes the timer fixed,
@@ -19,8 +22,9 @@ use std::time::{Duration, Instant};
 /// - Each timeout doubles the timeout up to the ceiling (exponential
 ///   backoff); the doubling ends when a fresh sample arrives.
 /// - The retry budget counts only timeouts that waited the full ceiling, so
-///   a transfer gives up after as long a silence as a fixed timer allowed:
+///   a sender gives up after as long a silence as a fixed timer allowed:
 ///   the faster early resends come on top, at most [`Timer::backoff_steps`].
+///   A receiver past its first retries waits longer per retry (up to 8 s).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timer {
     ceiling: Duration,
@@ -58,6 +62,9 @@ pub(crate) enum Expiry {
 impl Timer {
     /// The timeout before any round trip was measured (RFC 6298 2.1).
     pub const INITIAL: Duration = Duration::from_secs(1);
+    /// The longest wait a receiver's backoff reaches past a shorter
+    /// ceiling: more than the longest sender timer seen (tftp-hpa's 5 s).
+    pub const RECEIVER_SILENCE: Duration = Duration::from_secs(8);
     /// Clock granularity term of RFC 6298's timeout formula.
     const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -112,7 +119,8 @@ impl Timer {
     }
 
     /// A receiver's resends back off past the ceiling: each one that waited
-    /// the full ceiling doubles the next wait, up to 16 times the ceiling.
+    /// the full ceiling doubles the next wait, up to
+    /// [`Timer::RECEIVER_SILENCE`] (a ceiling above that stays as it is).
     /// A lost DATA is the sender's to resend; the receiver's resend only
     /// recovers a lost ACK, and the first one does that. tftp-hpa's client
     /// restarts its 5 s timer on every datagram it receives
@@ -126,7 +134,9 @@ impl Timer {
     /// silence resends it at the ceiling and gives up as soon as before.
     fn receiver_ceiling(&self) -> Duration {
         if self.patience > 1 && !self.handshaking {
-            self.ceiling.saturating_mul(1 << self.retries.min(4))
+            self.ceiling
+                .saturating_mul(1 << self.retries.min(4))
+                .min(self.ceiling.max(Self::RECEIVER_SILENCE))
         } else {
             self.ceiling
         }

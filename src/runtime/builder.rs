@@ -117,7 +117,8 @@ impl ServerBuilder {
     }
 
     /// Floor of the adaptive retransmission timer; equal to the timeout for
-    /// a fixed timer.
+    /// a fixed timer when sending (a receiver's resends still back off past
+    /// the timeout once a transfer is under way, up to 8 s).
     pub fn min_rto(mut self, min_rto: Duration) -> Self {
         self.options.transfer.min_rto = min_rto;
         self

@@ -37,7 +37,8 @@ pub trait LabClock: Send + Sync + 'static {
 /// A socket whose network can hold a datagram for a while before it
 /// delivers it. The simulator's sockets can: turmoil holds the copy on the
 /// link and delivers it at its time on the tick grid, below the
-/// millisecond of the hosts' timers, so a 200 us hop takes 200 us. A
+/// millisecond of the hosts' timers: a hop takes its latency rounded to
+/// the tick grid, not a timer's millisecond and then a tick more. A
 /// socket that cannot returns `None`, and the fault layer holds the copy
 /// on a timer of the sending host instead (millisecond resolution).
 pub trait SendLater: DatagramSocket {
@@ -266,10 +267,17 @@ impl<S: SendLater> DatagramSocket for FaultySocket<S> {
             } else if let Some(sent) = self.inner.send_later(buf, target, *d) {
                 // The network holds it: lost if the link is cut now, or
                 // is cut while it is on its way.
-                copies.leaving(self.clock.link_cut(&self.host, &to));
-                let copies = copies.clone();
-                self.clock
-                    .carrying(&self.host, &to, *d, Box::new(move || copies.leaving(true)));
+                let cut = self.clock.link_cut(&self.host, &to);
+                copies.leaving(cut);
+                if !cut {
+                    let copies = copies.clone();
+                    self.clock.carrying(
+                        &self.host,
+                        &to,
+                        *d,
+                        Box::new(move || copies.leaving(true)),
+                    );
+                }
                 if let Err(e) = sent {
                     failed.get_or_insert(e);
                 }

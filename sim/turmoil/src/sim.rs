@@ -371,13 +371,21 @@ impl<'a> Sim<'a> {
     }
 
     /// How long until the earliest message on any link becomes deliverable,
-    /// counted from the network's clock (which runs one step ahead of the
-    /// hosts': a step ticks the network first). `None` when the network is
-    /// idle; zero when a message is deliverable now or held by a partition.
+    /// counted from the network's clock (which a step ticks first). Only
+    /// messages to running hosts count. `None` when there are none; zero
+    /// when one is deliverable now or held by a partition.
     ///
     /// (tftplab-sim patch, see PATCHED.md.)
     pub fn next_delivery(&self) -> Option<Duration> {
-        self.world.borrow().topology.next_delivery()
+        // A host that is not running never takes its messages: they stay
+        // on the link and are not due.
+        let running: Vec<std::net::IpAddr> = self
+            .rts
+            .iter()
+            .filter(|(_, rt)| rt.is_software_running())
+            .map(|(&addr, _)| addr)
+            .collect();
+        self.world.borrow().topology.next_delivery(&running)
     }
 
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.

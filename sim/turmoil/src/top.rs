@@ -302,17 +302,20 @@ impl Topology {
         }
     }
 
-    /// How long until the earliest message on a link becomes deliverable:
-    /// `None` when no message is on any link, zero when one is deliverable
+    /// How long until the earliest message to a `running` host becomes
+    /// deliverable: `None` when there is none, zero when one is deliverable
     /// now or held. (tftplab-sim patch, see PATCHED.md.)
-    pub(crate) fn next_delivery(&self) -> Option<Duration> {
+    pub(crate) fn next_delivery(&self, running: &[IpAddr]) -> Option<Duration> {
         let now = self.rt.now();
         let mut next: Option<Duration> = None;
         for l in self.links.values() {
-            if l.deliverable.values().any(|q| !q.is_empty()) {
+            if l.deliverable
+                .iter()
+                .any(|(dst, q)| !q.is_empty() && running.contains(dst))
+            {
                 return Some(Duration::ZERO);
             }
-            for sent in &l.sent {
+            for sent in l.sent.iter().filter(|s| running.contains(&s.dst.ip())) {
                 let at = match sent.status {
                     DeliveryStatus::DeliverAfter(at) => at.saturating_duration_since(now),
                     DeliveryStatus::Hold => Duration::ZERO,

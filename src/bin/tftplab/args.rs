@@ -84,7 +84,8 @@ pub struct ServeArgs {
     pub timeout: f64,
     /// Shortest retransmission timeout in seconds: below the timeout the
     /// timer follows the measured round trip, never below this. Set it to
-    /// the timeout for a fixed timer.
+    /// the timeout for a fixed timer when sending (a receiving transfer's
+    /// resends still back off past the timeout, up to 8 s).
     #[arg(long, value_name = "S", default_value_t = 0.02, value_parser = parse_seconds)]
     pub min_rto: f64,
     /// Retransmissions of one packet at the full timeout before a transfer
