@@ -23,7 +23,7 @@ mod common;
 use common::netns_enabled;
 use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tftplab_sim::lab::check::served_bytes;
 
@@ -57,10 +57,7 @@ fn ipxe_rom_boots_a_script_and_fetches_its_files_clean_and_with_faults() {
         return;
     }
     require(Firmware::Ipxe);
-    // Kept under target/ so CI keeps the pcaps, traces and JUnit files.
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/ipxe");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).expect("out dir");
+    let out = common::run_outputs("ipxe");
     let mut lab = QemuLab::with(Firmware::Ipxe);
     lab.dhcp("boot.ipxe", true, &out.join("dnsmasq.log"));
     let boards = inventory(&lab);

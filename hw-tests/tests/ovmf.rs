@@ -18,7 +18,7 @@ mod common;
 use common::netns_enabled;
 use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tftplab_sim::lab::faults::DelayRange;
 
@@ -48,10 +48,7 @@ fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
         return;
     }
     require(Firmware::Ovmf);
-    // Kept under target/ so CI keeps the pcaps, traces and JUnit files.
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/ovmf");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).expect("out dir");
+    let out = common::run_outputs("ovmf");
     let mut lab = QemuLab::with(Firmware::Ovmf);
     lab.dhcp("ipxe.efi", false, &out.join("dnsmasq.log"));
     let boards = inventory(&lab);

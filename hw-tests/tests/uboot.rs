@@ -61,9 +61,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
     require_qemu();
     let lab = QemuLab::new();
     let boards = inventory(&lab);
-    // Kept under target/ so CI keeps the pcaps, traces and JUnit files.
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/uboot");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = common::run_outputs("uboot");
     let inventory = tftplab_hw::boards::Inventory::load(&boards).expect("inventory");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     for (window, scenario) in [

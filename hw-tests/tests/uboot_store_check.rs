@@ -83,9 +83,7 @@ fn uboot_in_qemu_fetches_test_bin_for_store_check_and_bad_fetches_fail() {
     ]
     .join("\n");
     let boards = lab.write_inventory(&text);
-    // Kept under target/ so CI keeps the console logs and pcaps.
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hw-runs/uboot-store-check");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = common::run_outputs("uboot-store-check");
     let data = tftplab_sim::lab::scenario::generate(SIZE as u64, 1);
     let crc = format!("{:08x}", tftplab_hw::runner::crc32(&data));
 

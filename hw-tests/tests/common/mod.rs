@@ -328,3 +328,14 @@ impl Peer {
         }
     }
 }
+
+/// A fresh directory for one test's run outputs, kept under target/ so CI
+/// keeps the pcaps, traces, console logs and JUnit files.
+pub fn run_outputs(name: &str) -> std::path::PathBuf {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("hw-runs")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("run output directory");
+    out
+}
