@@ -273,18 +273,14 @@ impl SimClock {
         let Ok(mut carried) = self.carried.lock() else {
             return;
         };
-        let mut lost = Vec::new();
-        carried.retain(|(_, due, _)| *due > now);
-        let mut i = 0;
-        while i < carried.len() {
-            if carried[i].0 == client {
-                lost.push(carried.swap_remove(i).2);
-            } else {
-                i += 1;
-            }
-        }
+        // What has arrived is no longer on a link; the rest to `client` is lost.
+        let (lost, kept): (Vec<Carried>, Vec<Carried>) = std::mem::take(&mut *carried)
+            .into_iter()
+            .filter(|(_, due, _)| *due > now)
+            .partition(|(c, _, _)| c == client);
+        *carried = kept;
         drop(carried);
-        for f in lost {
+        for (_, _, f) in lost {
             f();
         }
     }

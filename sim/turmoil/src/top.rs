@@ -137,10 +137,6 @@ impl<'a> Iterator for LinkIter<'a> {
 
 /// A two-way link between two hosts on the network.
 struct Link {
-    /// Extra delay for the message being enqueued now (see
-    /// `Topology::send_delay`). (tftplab-sim patch, see PATCHED.md.)
-    send_delay: Duration,
-
     /// The state of the link from node 'a' to node 'b'.
     /// Of the two nodes attached to a link, 'a' is the
     /// one whose ip address sorts smallest.
@@ -248,10 +244,7 @@ impl Topology {
         message: Protocol,
     ) -> Result<()> {
         if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.send_delay = self.send_delay;
-            let result = link.enqueue_message(&self.config, rand, src, dst, message);
-            link.send_delay = Duration::ZERO;
-            result
+            link.enqueue_message(&self.config, rand, src, dst, message, self.send_delay)
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -368,7 +361,6 @@ impl Link {
             sent: VecDeque::new(),
             deliverable: IndexMap::new(),
             now,
-            send_delay: Duration::ZERO,
         }
     }
 
@@ -379,11 +371,13 @@ impl Link {
         src: SocketAddr,
         dst: SocketAddr,
         message: Protocol,
+        // The sender's extra delay (tftplab-sim patch, see PATCHED.md).
+        send_delay: Duration,
     ) -> Result<()> {
         tracing::trace!(target: TRACING_TARGET, ?src, ?dst, protocol = %message, "Send");
 
         self.rand_partition_or_repair(global_config, rand);
-        let result = self.enqueue(global_config, rand, src, dst, message);
+        let result = self.enqueue(global_config, rand, src, dst, message, send_delay);
         self.process_deliverables();
         result
     }
@@ -415,12 +409,13 @@ impl Link {
         src: SocketAddr,
         dst: SocketAddr,
         message: Protocol,
+        send_delay: Duration,
     ) -> Result<()> {
         let state = self.get_state_for_message(src.ip(), dst.ip());
         let status = match state {
             State::Healthy => {
                 let delay = self.delay(global_config.latency(), rand);
-                DeliveryStatus::DeliverAfter(self.now + delay + self.send_delay)
+                DeliveryStatus::DeliverAfter(self.now + delay + send_delay)
             }
             // Only A->B is blocked, so B can send, so we can send if src is B
             State::Hold => {
@@ -493,7 +488,8 @@ impl Link {
         for message in deliverable {
             let (src, dst) = (message.src, message.dst);
             if let Err(message) = host.receive_from_network(message) {
-                let _ = self.enqueue_message(global_config, rand, dst, src, message);
+                let _ =
+                    self.enqueue_message(global_config, rand, dst, src, message, Duration::ZERO);
             }
         }
     }
