@@ -397,7 +397,7 @@ fn config() -> ProptestConfig {
 fn excuse_lost_final_acks(case: &Case, scenario: &Scenario, r: &tftplab_sim::SimRun) -> RunRecord {
     let mut record = r.record.clone();
     for result in &mut record.results {
-        if firmware_verdict(r, &result.client, &result.got) {
+        if firmware_verdict(scenario, r, &result.client, &result.got) {
             result.action.expect = Outcome::Fails;
             continue;
         }
@@ -437,11 +437,17 @@ fn excuse_lost_final_acks(case: &Case, scenario: &Scenario, r: &tftplab_sim::Sim
 /// - Every request it sent was lost (a partition, then losses): its retries
 ///   ran out before one reached the server (iPXE, for one, gives up after
 ///   about 8 s of unanswered requests, retry.c).
+/// - U-Boot ran out of timeouts, each one forced by the plan: v2023.01
+///   counts `timeout_count` over the whole transfer (net/tftp.c
+///   `update_block_number`, reset only on a block-number wrap) and answers
+///   at most one stray block per position (`tftp_last_nack`), so once its
+///   ACK and that one NACK are both lost, nothing the server sends can draw
+///   another ACK before U-Boot's own timer (see [`uboot_timeouts_forced`]).
 /// - U-Boot took a late copy of the OACK after DATA #1 and aborted with
 ///   "First block is not block 1" (net/tftp.c 2023.01, `tftp_handler`:
 ///   an OACK puts it back into STATE_OACK). Only a duplicated or
 ///   held-back OACK arrives late.
-fn firmware_verdict(r: &tftplab_sim::SimRun, client: &str, got: &Got) -> bool {
+fn firmware_verdict(scenario: &Scenario, r: &tftplab_sim::SimRun, client: &str, got: &Got) -> bool {
     let sent = |prefix: &'static str| {
         r.trace
             .iter()
@@ -455,8 +461,13 @@ fn firmware_verdict(r: &tftplab_sim::SimRun, client: &str, got: &Got) -> bool {
     match got {
         Got::TimedOut => {
             let mut requests = sent("RRQ").chain(sent("WRQ")).peekable();
-            requests.peek().is_some()
-                && requests.all(|e| matches!(e.fate, TraceFate::Dropped { .. }))
+            let all_requests_lost = requests.peek().is_some()
+                && requests.all(|e| matches!(e.fate, TraceFate::Dropped { .. }));
+            let uboot = scenario
+                .clients
+                .iter()
+                .any(|c| c.name == client && c.profile == Profile::UBoot);
+            all_requests_lost || (uboot && uboot_timeouts_forced(r, client))
         }
         Got::Local(_, message) if message.contains("First block is not block 1") => {
             to_client("OACK").any(|e| {
@@ -468,6 +479,28 @@ fn firmware_verdict(r: &tftplab_sim::SimRun, client: &str, got: &Got) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether every timeout a U-Boot client took was forced by the plan: the
+/// last datagram it sent before each one (its ACK, its one NACK, or the
+/// previous timeout's resend) was lost. Its timer runs `tftptimeout` (5 s)
+/// from its last in-order block or timeout; in lock-step it answers every
+/// new block, so a silence that long from the client is a timeout, and the
+/// silence after its last datagram is the one that ended it. A timeout that
+/// followed a delivered ACK (the server's next DATA lost until the client's
+/// timer ran out first) is the server's to prevent, and is not excused.
+fn uboot_timeouts_forced(r: &tftplab_sim::SimRun, client: &str) -> bool {
+    let lost = |e: &TraceEvent| matches!(e.fate, TraceFate::Dropped { .. });
+    let sent: Vec<&TraceEvent> = r.trace.iter().filter(|e| e.from == client).collect();
+    let timeout_us = tftplab_sim::lab::firmware::uboot::TIMEOUT_MS * 1000;
+    let Some(last) = sent.last() else {
+        return false;
+    };
+    lost(last)
+        && sent
+            .windows(2)
+            .filter(|w| w[1].at_us - w[0].at_us >= timeout_us)
+            .all(|w| lost(w[0]))
 }
 
 /// Runs a case and checks everything its scenario promises.
@@ -549,9 +582,21 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         tftplab::proto::DEFAULT_MIN_RTO,
         ServerSpec::default().timeout,
     )) + 2;
+    // A client's ERROR ending a transfer (EDK2's abort of its tsize probe,
+    // rpi4's "Early terminate") that the plan loses leaves the server
+    // resending until it gives up: it cannot know the client has gone.
+    let lost_aborts = r
+        .trace
+        .iter()
+        .filter(|e| {
+            e.from != "server"
+                && e.packet.starts_with("ERROR")
+                && matches!(e.fate, TraceFate::Dropped { .. })
+        })
+        .count() as u64;
     let max_packets = max_packets
         + extra_requests * (u64::from(RETRIES) + 2)
-        + r.record.server_unconfirmed * last_window * resends_until_giving_up;
+        + (r.record.server_unconfirmed + lost_aborts) * last_window * resends_until_giving_up;
     prop_assert!(
         r.record.datagrams <= max_packets,
         "{} datagrams, bound {} (minimum {})\n{}",
@@ -568,7 +613,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         .record
         .results
         .iter()
-        .filter(|a| firmware_verdict(&r, &a.client, &a.got))
+        .filter(|a| firmware_verdict(&scenario, &r, &a.client, &a.got))
         .count() as u64;
     let lost_from_clients = r
         .trace
@@ -808,5 +853,103 @@ fn burst_after_partition_on_a_rarely_sending_client_completes() {
         }],
         seed: 13135712601593035124,
     };
+    check(&case).unwrap();
+}
+
+/// U-Boot lock-step at blksize 8 (486 blocks) with 9% loss and bursts on
+/// its ACKs: each position where its ACK and its one NACK were both lost
+/// costs a 5 s timeout, and v2023.01 counts them over the whole transfer,
+/// so it gives up. Found by a 3000-case run: the verdict is the plan's, and
+/// the server, which kept resending, gives up after it without a leak.
+#[test]
+fn uboot_out_of_whole_transfer_timeouts_is_the_plans_verdict() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.0884,
+            burst: Some(Burst::per_datagram(0.0304, 0.5)),
+            duplicate: 0.0645,
+            reorder: Some(Reorder {
+                fraction: 0.1174,
+                delay: DelayRange::default(),
+            }),
+            corrupt: 0.0008,
+            truncate: 0.0038,
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            duplicate: 0.0533,
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![Transfer {
+            profile: Profile::UBoot,
+            options: ClientOptions {
+                blksize: Some(8),
+                ..ClientOptions::default()
+            },
+            put: false,
+            probe_first: false,
+            size: 3880,
+            start: ms(0),
+        }],
+        seed: 3923682150420522935,
+    };
+    let r = run(&scenario(&case).0, case.seed, SimOptions::default());
+    assert!(
+        matches!(r.record.results[0].got, Got::TimedOut),
+        "the plan no longer exhausts U-Boot's timeouts: pick another seed ({:?})",
+        r.record.results[0].got
+    );
+    check(&case).unwrap();
+}
+
+/// EDK2's ERROR 8 ending its tsize probe is corrupted on the way: the
+/// server cannot know the client has gone and resends the probe's OACK
+/// until it gives up, while the real read completes. Found by a 3000-case
+/// run: those resends count against the plan, not the server.
+#[test]
+fn uefi_probe_abort_lost_keeps_the_probe_resending_within_the_bound() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.0005,
+            duplicate: 0.0325,
+            reorder: Some(Reorder {
+                fraction: 0.0394,
+                delay: DelayRange::default(),
+            }),
+            corrupt: 0.0416,
+            truncate: 0.0038,
+            latency: Some(DelayRange::default()),
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            corrupt: 0.0170,
+            truncate: 0.0398,
+            latency: Some(DelayRange {
+                min: ms(0),
+                max: ms(3),
+            }),
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![Transfer {
+            profile: Profile::UefiPxe,
+            options: ClientOptions::default(),
+            put: false,
+            probe_first: false,
+            size: 14680,
+            start: ms(0),
+        }],
+        seed: 16893863632920316520,
+    };
+    let r = run(&scenario(&case).0, case.seed, SimOptions::default());
+    assert!(
+        r.trace.iter().any(|e| e.from == "c0"
+            && e.packet.starts_with("ERROR 8")
+            && matches!(e.fate, TraceFate::Dropped { .. })),
+        "the plan no longer loses the probe's abort: pick another seed"
+    );
     check(&case).unwrap();
 }
