@@ -127,6 +127,83 @@ pub struct LinkStats {
 
 type Inbox = mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>;
 
+/// A delivery waiting in a [`DelayLine`].
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The frames of one direction that the fault plan delays, delivered by one
+/// task in the order the plan means: by due time, and in the order they
+/// were sent where due times tie. (A tokio sleep per frame does not keep
+/// that order: sleeps that end in the same millisecond wake in any order,
+/// which reordered nearly every window of a burst when a `latency` range
+/// was in the plan.) A frame with no delay skips the line only when
+/// nothing is waiting in it, so it never overtakes one that is.
+struct DelayLine {
+    queue: mpsc::UnboundedSender<(Instant, Job)>,
+    /// Jobs pushed and not yet run.
+    waiting: Arc<AtomicU64>,
+}
+
+impl DelayLine {
+    /// A line whose task runs on `runtime` until the line is dropped and
+    /// the jobs in it have run.
+    fn start(runtime: &tokio::runtime::Handle) -> DelayLine {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicU64::new(0));
+        runtime.spawn(run_delay_line(rx, waiting.clone()));
+        DelayLine { queue, waiting }
+    }
+
+    /// Whether a delivery due at `due` may happen right away: it is due
+    /// and nothing is waiting in the line.
+    fn clear(&self, due: Instant) -> bool {
+        due <= Instant::now() && self.waiting.load(Ordering::Acquire) == 0
+    }
+
+    /// Runs `job` at `due`: now if the line is [clear](Self::clear), else
+    /// in its turn.
+    fn deliver(&self, due: Instant, job: Job) {
+        if self.clear(due) {
+            job();
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError((_, job))) = self.queue.send((due, job)) {
+            // The task is gone only when the runtime is shutting down.
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            job();
+        }
+    }
+}
+
+async fn run_delay_line(mut rx: mpsc::UnboundedReceiver<(Instant, Job)>, waiting: Arc<AtomicU64>) {
+    let mut line: BTreeMap<(Instant, u64), Job> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut open = true;
+    loop {
+        let next = line.keys().next().map(|&(due, _)| due);
+        if next.is_some_and(|due| due <= Instant::now()) {
+            if let Some((_, job)) = line.pop_first() {
+                job();
+                waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+            continue;
+        }
+        if !open && line.is_empty() {
+            return;
+        }
+        tokio::select! {
+            pushed = rx.recv(), if open => match pushed {
+                Some((due, job)) => {
+                    line.insert((due, seq), job);
+                    seq += 1;
+                }
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()), if next.is_some() => {}
+        }
+    }
+}
+
 struct Inner {
     config: LinkConfig,
     tx: Mutex<Box<dyn DataLinkSender>>,
@@ -144,7 +221,9 @@ struct Inner {
     ident: AtomicU16,
     next_port: AtomicU16,
     started: Instant,
-    runtime: tokio::runtime::Handle,
+    /// Delayed frames to the board, and delayed datagrams from it.
+    delay_out: DelayLine,
+    delay_in: DelayLine,
 }
 
 /// The link as a tftplab [`Network`]. Clones share the link.
@@ -222,7 +301,7 @@ fn open_channel(interface: String) -> io::Result<Halves> {
 
 impl RawLink {
     /// Opens the interface and starts the receive thread. Must be called
-    /// inside a tokio runtime (delayed deliveries are spawned on it).
+    /// inside a tokio runtime (the delay lines run on it).
     pub fn open(config: LinkConfig) -> io::Result<(RawLink, LinkHandle)> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("RawLink::open needs a tokio runtime"))?;
@@ -266,7 +345,8 @@ impl RawLink {
             ident: AtomicU16::new(1),
             next_port: AtomicU16::new(0),
             started: Instant::now(),
-            runtime,
+            delay_out: DelayLine::start(&runtime),
+            delay_in: DelayLine::start(&runtime),
         });
         let link = RawLink(inner);
         let rx_link = link.clone();
@@ -486,12 +566,13 @@ impl RawLink {
                 return;
             }
         }
+        let sent_at = self.0.started.elapsed();
         let (fate, damaged) = {
             let Ok(mut g) = self.0.inbound.lock() else {
                 return;
             };
             let (injector, script) = &mut *g;
-            match decide_scripted(injector, script, &rendered, self.0.started.elapsed()) {
+            match decide_scripted(injector, script, &rendered, sent_at) {
                 // Damage a copy for real and let the checks drop it.
                 Fate::Dropped(cause @ (Cause::Corrupted | Cause::Truncated)) => {
                     match damaged_survivor(injector, raw, udp.payload.len(), cause) {
@@ -524,15 +605,13 @@ impl RawLink {
         c.datagrams_in.fetch_add(1, Ordering::Relaxed);
         for d in delays {
             let datagram = (payload.to_vec(), from);
-            if d.is_zero() {
-                let _ = inbox.send(datagram);
-            } else {
-                let inbox = inbox.clone();
-                self.0.runtime.spawn(async move {
-                    tokio::time::sleep(d).await;
+            let inbox = inbox.clone();
+            self.0.delay_in.deliver(
+                self.0.started + sent_at + d,
+                Box::new(move || {
                     let _ = inbox.send(datagram);
-                });
-            }
+                }),
+            );
         }
     }
 
@@ -623,6 +702,7 @@ impl RawLink {
         let ident = self.0.ident.fetch_add(1, Ordering::Relaxed);
         frame::emit_udp(&mut out, &udp, ident)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "datagram too large"))?;
+        let sent_at = self.0.started.elapsed();
         let fate = {
             let mut g = self
                 .0
@@ -630,7 +710,7 @@ impl RawLink {
                 .lock()
                 .map_err(|_| io::Error::other("injector poisoned"))?;
             let (injector, script) = &mut *g;
-            let fate = decide_scripted(injector, script, &rendered, self.0.started.elapsed());
+            let fate = decide_scripted(injector, script, &rendered, sent_at);
             // Damaged frames really go out; the board's stack drops them.
             match fate {
                 Fate::Dropped(Cause::Corrupted) => {
@@ -656,15 +736,18 @@ impl RawLink {
             Fate::Deliver { delays, .. } => delays,
         };
         for d in delays {
-            if d.is_zero() {
+            let due = self.0.started + sent_at + d;
+            if self.0.delay_out.clear(due) {
                 self.transmit(&out)?;
-            } else {
-                let (link, out) = (self.clone(), out.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    let _ = link.transmit(&out);
-                });
+                continue;
             }
+            let (link, out) = (self.clone(), out.clone());
+            self.0.delay_out.deliver(
+                due,
+                Box::new(move || {
+                    let _ = link.transmit(&out);
+                }),
+            );
         }
         Ok(buf.len())
     }

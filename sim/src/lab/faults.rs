@@ -246,7 +246,10 @@ pub struct LinkFaults {
     /// Probability of truncation (caught by the UDP length check).
     #[serde(default)]
     pub truncate: f64,
-    /// One-way latency, drawn uniformly per datagram.
+    /// One-way latency, drawn uniformly per datagram. The link is a queue,
+    /// first in, first out: a datagram never arrives before one sent
+    /// earlier the same way, so jitter alone reorders nothing (a real
+    /// link's queue does not either); `reorder` is what reorders.
     #[serde(default)]
     pub latency: Option<DelayRange>,
 }
@@ -380,6 +383,9 @@ pub struct Injector {
     in_burst: bool,
     /// When a burst with `lasts` ends, as time since the run began.
     burst_until: Duration,
+    /// When the last datagram not held back arrives, as time since the run
+    /// began: the queue's tail, which no later datagram overtakes.
+    queue_tail: Duration,
 }
 
 impl Injector {
@@ -389,6 +395,7 @@ impl Injector {
             rng: ChaCha8Rng::seed_from_u64(seed),
             in_burst: false,
             burst_until: Duration::ZERO,
+            queue_tail: Duration::ZERO,
         }
     }
 
@@ -441,6 +448,9 @@ impl Injector {
         let mut held_back = false;
         for _ in 0..copies {
             let mut d = f.latency.map_or(Duration::ZERO, |l| self.delay_in(l));
+            // First in, first out: behind whatever is still on its way.
+            d = d.max(self.queue_tail.saturating_sub(now));
+            self.queue_tail = now + d;
             if let Some(r) = f.reorder {
                 if self.chance(r.fraction) {
                     held_back = true;
@@ -615,6 +625,51 @@ mod tests {
             let e = bad.check().unwrap_err();
             assert!(e.contains("exactly one"), "{e}");
         }
+    }
+
+    #[test]
+    fn latency_jitter_keeps_the_order_and_only_reorder_breaks_it() {
+        let jitter = LinkFaults {
+            duplicate: 0.2,
+            latency: Some(DelayRange {
+                min: Duration::from_micros(200),
+                max: Duration::from_millis(5),
+            }),
+            ..LinkFaults::default()
+        };
+        // Datagrams 100 us apart, each with a fresh draw of 0.2-5 ms.
+        let arrivals = |f: LinkFaults| {
+            let mut inj = Injector::new(f, 3);
+            let mut out = Vec::new();
+            for i in 0..2000u64 {
+                let now = Duration::from_micros(100 * i);
+                if let Fate::Deliver { delays, .. } = inj.decide(now) {
+                    out.extend(delays.iter().map(|d| now + *d));
+                }
+            }
+            out
+        };
+        let a = arrivals(jitter);
+        assert!(a.windows(2).all(|w| w[0] <= w[1]), "jitter overtook");
+        // Still jitter, not a fixed delay: the queue stretches and drains.
+        let mut gaps: Vec<Duration> = a.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        assert!(gaps[gaps.len() - 1] > Duration::from_micros(500));
+        let reordered = LinkFaults {
+            reorder: Some(Reorder {
+                fraction: 0.05,
+                delay: DelayRange {
+                    min: Duration::from_millis(1),
+                    max: Duration::from_millis(3),
+                },
+            }),
+            ..jitter
+        };
+        let b = arrivals(reordered);
+        assert!(
+            b.windows(2).any(|w| w[0] > w[1]),
+            "reorder reordered nothing"
+        );
     }
 
     #[test]
