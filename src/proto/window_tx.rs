@@ -17,7 +17,16 @@
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
-//! - On timeout the window is resent from its first unacknowledged block.
+//! - On a window's first timeout only its last block sent goes out again, a
+//!   probe: a lost ACK is the likelier cause, and a receiver that has the
+//!   whole window answers a repeat of its last block with that ACK (RFC
+//!   7440 receivers, U-Boot, EDK2 and tftplab's own client all do), where
+//!   resending the window cost up to windowsize blocks it already had. A
+//!   receiver missing a block answers the probe, a block ahead of it, with
+//!   an ACK of where it stands, and the window is resent from there. On
+//!   the window's next timeout (the probe or its answer lost too, or a
+//!   receiver that says nothing) the window is resent from its first
+//!   unacknowledged block. Lock-step (windowsize 1) resends that block.
 //! - The timeout adapts to the measured round trip ([`Timer`]): one block at
 //!   a time is timed from its first transmission to the ACK that covers it
 //!   and everything sent after it; a timeout cancels the measurement (Karn's
@@ -98,6 +107,9 @@ pub(crate) struct WindowTx<S: Source> {
     /// A gap ACK that came too soon after a rewind to act on: the first
     /// block index it says is missing.
     deferred_gap: Option<u64>,
+    /// The window starting at this block index timed out once and its
+    /// last block went out alone as a probe.
+    probed: Option<u64>,
     /// The machine's retransmission timer, the handshake's included: only
     /// the window arms and disarms it.
     timer: Timer,
@@ -117,6 +129,7 @@ impl<S: Source> WindowTx<S> {
             timing: None,
             rewound_at: None,
             deferred_gap: None,
+            probed: None,
             timer,
         }
     }
@@ -282,8 +295,8 @@ impl<S: Source> WindowTx<S> {
     }
 
     /// Time passed: act on a deferred gap ACK, or, when the retransmission
-    /// timer fired, rewind to the window's start. Returns `false` when the
-    /// retry budget is spent.
+    /// timer fired, probe with the window's last block or rewind to its
+    /// start. Returns `false` when the retry budget is spent.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) -> bool {
         if self.deferred_rewind_at().is_some_and(|d| now >= d) {
             self.rewind(now);
@@ -293,7 +306,15 @@ impl<S: Source> WindowTx<S> {
             Expiry::Waiting => true,
             Expiry::Resend => {
                 self.timing = None;
-                self.rewind(now);
+                if self.sent_max > self.base && self.probed != Some(self.base) {
+                    // The probe: no rewind recorded, so the gap ACK it
+                    // draws rewinds at once.
+                    self.probed = Some(self.base);
+                    self.next = self.sent_max;
+                    self.deferred_gap = None;
+                } else {
+                    self.rewind(now);
+                }
                 true
             }
             Expiry::GiveUp => {
@@ -421,5 +442,46 @@ mod tests {
             s.deadline().unwrap() >= t + 23 * MS,
             "the 20 ms floor, no early rewind"
         );
+    }
+
+    #[test]
+    fn a_windows_first_timeout_probes_with_its_last_block_then_resends_it_all() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        assert_eq!(send(&mut s, t, &mut c), vec![1, 2, 3, 4]);
+        // ACK 4 lost: the first timeout sends block 4 alone.
+        let first = s.deadline().unwrap();
+        assert!(s.handle_timeout(first, &mut c));
+        assert_eq!(send(&mut s, first, &mut c), vec![4]);
+        assert_eq!(c.data_retransmitted, 1);
+        // No answer: the second timeout resends the window from its start.
+        let second = s.deadline().unwrap();
+        assert!(second > first);
+        assert!(s.handle_timeout(second, &mut c));
+        assert_eq!(send(&mut s, second, &mut c), vec![1, 2, 3, 4]);
+        // The receiver had it all: its ACK moves the window on, and the
+        // next window's first timeout probes again.
+        assert_eq!(s.handle_ack(second + MS, 4, &mut c), AckOutcome::Progress);
+        assert_eq!(send(&mut s, second + MS, &mut c), vec![5, 6, 7, 8]);
+        let third = s.deadline().unwrap();
+        assert!(s.handle_timeout(third, &mut c));
+        assert_eq!(send(&mut s, third, &mut c), vec![8]);
+    }
+
+    #[test]
+    fn a_gap_ack_answering_the_probe_rewinds_at_once() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        send(&mut s, t, &mut c);
+        s.handle_ack(t + MS, 4, &mut c);
+        // 6 lost and the receiver's gap ACK too (or the tail, 7 and 8).
+        assert_eq!(send(&mut s, t + MS, &mut c), vec![5, 6, 7, 8]);
+        let due = s.deadline().unwrap();
+        assert!(s.handle_timeout(due, &mut c));
+        assert_eq!(send(&mut s, due, &mut c), vec![8]);
+        // Block 8, ahead of the receiver, draws ACK 5: resend from 6 now,
+        // not a round trip later as after a rewind.
+        assert_eq!(s.handle_ack(due + MS, 5, &mut c), AckOutcome::Progress);
+        assert_eq!(send(&mut s, due + MS, &mut c), vec![6, 7, 8, 9]);
     }
 }
