@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tftplab::runtime::{DatagramSocket, Network};
-use tftplab_sim::lab::faults::{decide_scripted, Cause, Direction, Fate, Injector, Script};
+use tftplab_sim::lab::faults::{decide_scripted, Cause, Direction, Fate, Injector, Outage, Script};
 use tftplab_sim::lab::setup::{deliver_now, mix, trace_fate};
 use tftplab_sim::lab::trace::{render_packet, Trace, TraceFate};
 use tftplab_sim::lab::FaultPlan;
@@ -322,13 +322,14 @@ impl RawLink {
         if let Some((ip, mac)) = config.board {
             arp.insert(ip, mac);
         }
+        let outage = Outage::default();
         let inbound = (
             Injector::new(config.faults.client_to_server, mix(config.seed, "board")),
-            Script::new(&config.faults, Direction::ClientToServer),
+            Script::new(&config.faults, Direction::ClientToServer).with_outage(&outage),
         );
         let outbound = (
             Injector::new(config.faults.server_to_client, mix(config.seed, "server")),
-            Script::new(&config.faults, Direction::ServerToClient),
+            Script::new(&config.faults, Direction::ServerToClient).with_outage(&outage),
         );
         let inner = Arc::new(Inner {
             config,

@@ -3,7 +3,7 @@
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
 use crate::lab::check::{judge, RunRecord, Verdict};
-use crate::lab::faults::{Direction, Injector, Script};
+use crate::lab::faults::{Direction, Injector, Outage, Script};
 use crate::lab::net::{FaultyNet, LabClock, SendLater};
 use crate::lab::profile::{run_client, ActionResult};
 use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind};
@@ -403,6 +403,8 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         .rng_seed(seed)
         .build();
 
+    // A script rule's outage cuts every link, both ways.
+    let outage = Outage::default();
     let handle_slot: Arc<Mutex<Option<ServerHandle>>> = Arc::new(Mutex::new(None));
     let incarnation = Arc::new(AtomicU64::new(0));
     let server_timeouts = Arc::new(ServerTimeouts::default());
@@ -410,7 +412,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
         let (store_cfg, options) =
             server_setup(scenario, root.path(), SocketAddr::from(([0, 0, 0, 0], 69)));
         let plan = scenario.faults.server_to_client;
-        let script = Script::new(&scenario.faults, Direction::ServerToClient);
+        let script = Script::new(&scenario.faults, Direction::ServerToClient).with_outage(&outage);
         let server_timeouts = server_timeouts.clone();
         let sim_net = sim_net.clone();
         let (trace, clock, slot, incarnation) = (
@@ -467,7 +469,7 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
             sim_net.clone(),
             &spec.name,
             injector,
-            Script::new(&scenario.faults, Direction::ClientToServer),
+            Script::new(&scenario.faults, Direction::ClientToServer).with_outage(&outage),
             trace.clone(),
             clock.clone() as Arc<dyn LabClock>,
         );

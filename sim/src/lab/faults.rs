@@ -14,6 +14,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Faults for both directions of every client-server link.
@@ -39,7 +41,8 @@ pub enum Direction {
 }
 
 /// What a script rule does to the datagram it matches: `fate = "drop"`,
-/// `"duplicate"`, `{ delay = "5ms" }` or `{ duplicate_after = "30ms" }`.
+/// `"duplicate"`, `{ delay = "5ms" }`, `{ duplicate_after = "30ms" }` or
+/// `{ outage = "2s" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScriptFate {
@@ -51,6 +54,11 @@ pub enum ScriptFate {
     Delay(#[serde(deserialize_with = "super::scenario::duration::deserialize")] Duration),
     /// Delivered, and a copy of it this much later (a late duplicate).
     DuplicateAfter(#[serde(deserialize_with = "super::scenario::duration::deserialize")] Duration),
+    /// Lost, and so is every datagram either way for this long after it:
+    /// a partition that starts at a point of the transfer ("2 s from the
+    /// first DATA #20") rather than at a time. Copies already held back
+    /// still arrive.
+    Outage(#[serde(deserialize_with = "super::scenario::duration::deserialize")] Duration),
 }
 
 /// "The `nth` datagram in `direction` whose one-line rendering starts with
@@ -91,10 +99,29 @@ impl ScriptRule {
     }
 }
 
+/// The end of the outage a script rule started, shared by the scripts of
+/// both directions of a run (see [`Script::with_outage`]).
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<AtomicU64>);
+
+impl Outage {
+    /// Cuts every link until `until` (time since the run began).
+    fn start(&self, until: Duration) {
+        let us = u64::try_from(until.as_micros()).unwrap_or(u64::MAX);
+        self.0.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Whether a datagram sent at `now` falls into the outage.
+    fn cuts(&self, now: Duration) -> bool {
+        now.as_micros() < u128::from(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// Applies script rules in one direction, counting matches.
 #[derive(Debug, Clone)]
 pub struct Script {
     rules: Vec<(ScriptRule, u32)>,
+    outage: Outage,
 }
 
 impl Script {
@@ -105,7 +132,17 @@ impl Script {
             .filter(|r| r.direction == direction)
             .map(|r| (r.clone(), 0))
             .collect();
-        Script { rules }
+        Script {
+            rules,
+            outage: Outage::default(),
+        }
+    }
+
+    /// Shares `outage` with the other direction's script, so an `outage`
+    /// rule cuts both ways (alone, it cuts only its own direction).
+    pub fn with_outage(mut self, outage: &Outage) -> Self {
+        self.outage = outage.clone();
+        self
     }
 
     /// The scripted fate of a datagram rendered as `packet`, if any rule
@@ -361,6 +398,8 @@ pub enum Cause {
     Truncated,
     /// A script rule said so.
     Scripted,
+    /// Inside an outage a script rule started.
+    Outage,
 }
 
 /// The fate of one datagram.
@@ -495,7 +534,15 @@ pub fn decide_scripted(
     now: Duration,
 ) -> Fate {
     let random = injector.decide(now);
-    let Some(fate) = script.fate(rendered) else {
+    let scripted = script.fate(rendered);
+    if let Some(ScriptFate::Outage(d)) = scripted {
+        script.outage.start(now + d);
+        return Fate::Dropped(Cause::Outage);
+    }
+    if script.outage.cuts(now) {
+        return Fate::Dropped(Cause::Outage);
+    }
+    let Some(fate) = scripted else {
         return random;
     };
     // The script's word stands even where the random draw lost the
@@ -513,6 +560,7 @@ pub fn decide_scripted(
             }
         }
         ScriptFate::DuplicateAfter(d) => delays.push(delays[0] + d),
+        ScriptFate::Outage(_) => return Fate::Dropped(Cause::Outage),
     }
     let held_back =
         held_back || matches!(fate, ScriptFate::Delay(_) | ScriptFate::DuplicateAfter(_));
@@ -767,6 +815,41 @@ mod tests {
                 held_back: true
             }
         );
+    }
+
+    #[test]
+    fn an_outage_rule_cuts_both_directions_from_its_datagram_for_its_time() {
+        let plan: FaultPlan = toml::from_str(
+            r#"
+            script = [
+              { direction = "server_to_client", packet = "DATA #3 ", fate = { outage = "2s" } },
+            ]
+            "#,
+        )
+        .expect("plan");
+        let outage = Outage::default();
+        let mut s2c_inj = Injector::new(plan.server_to_client, 1);
+        let mut c2s_inj = Injector::new(plan.client_to_server, 2);
+        let mut s2c = Script::new(&plan, Direction::ServerToClient).with_outage(&outage);
+        let mut c2s = Script::new(&plan, Direction::ClientToServer).with_outage(&outage);
+        let ms = Duration::from_millis;
+        let cut = Fate::Dropped(Cause::Outage);
+        let mut down = |p: &str, at: u64| decide_scripted(&mut s2c_inj, &mut s2c, p, ms(at));
+        assert_eq!(down("DATA #2 (512 B)", 10), deliver_now_for_test());
+        assert_eq!(down("DATA #3 (512 B)", 20), cut);
+        assert_eq!(down("DATA #3 (512 B)", 1000), cut);
+        let mut up = |p: &str, at: u64| decide_scripted(&mut c2s_inj, &mut c2s, p, ms(at));
+        assert_eq!(up("ACK #2", 2019), cut);
+        assert_eq!(up("ACK #2", 2020), deliver_now_for_test());
+        let mut down = |p: &str, at: u64| decide_scripted(&mut s2c_inj, &mut s2c, p, ms(at));
+        assert_eq!(down("DATA #3 (512 B)", 2021), deliver_now_for_test());
+    }
+
+    fn deliver_now_for_test() -> Fate {
+        Fate::Deliver {
+            delays: vec![Duration::ZERO],
+            held_back: false,
+        }
     }
 
     #[test]

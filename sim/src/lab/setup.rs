@@ -99,6 +99,7 @@ pub fn cause_name(c: Cause) -> &'static str {
         Cause::Corrupted => "corrupted, bad checksum",
         Cause::Truncated => "truncated, bad length",
         Cause::Scripted => "scripted",
+        Cause::Outage => "outage",
     }
 }
 
