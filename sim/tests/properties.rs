@@ -442,7 +442,8 @@ fn excuse_lost_final_acks(case: &Case, scenario: &Scenario, r: &tftplab_sim::Sim
 ///   `update_block_number`, reset only on a block-number wrap) and answers
 ///   at most one stray block per position (`tftp_last_nack`), so once its
 ///   ACK and that one NACK are both lost, nothing the server sends can draw
-///   another ACK before U-Boot's own timer (see [`uboot_timeouts_forced`]).
+///   another ACK before U-Boot's own timer; nor can the server beat that
+///   timer when its own resends are lost (see [`uboot_timeouts_forced`]).
 /// - U-Boot took a late copy of the OACK after DATA #1 and aborted with
 ///   "First block is not block 1" (net/tftp.c 2023.01, `tftp_handler`:
 ///   an OACK puts it back into STATE_OACK). Only a duplicated or
@@ -481,26 +482,34 @@ fn firmware_verdict(scenario: &Scenario, r: &tftplab_sim::SimRun, client: &str, 
     }
 }
 
-/// Whether every timeout a U-Boot client took was forced by the plan: the
-/// last datagram it sent before each one (its ACK, its one NACK, or the
-/// previous timeout's resend) was lost. Its timer runs `tftptimeout` (5 s)
-/// from its last in-order block or timeout; in lock-step it answers every
-/// new block, so a silence that long from the client is a timeout, and the
-/// silence after its last datagram is the one that ended it. A timeout that
-/// followed a delivered ACK (the server's next DATA lost until the client's
-/// timer ran out first) is the server's to prevent, and is not excused.
+/// Whether every timeout a U-Boot client took was forced by the plan: its
+/// last datagram before the timeout (its ACK, its one NACK, or the previous
+/// timeout's resend) was lost, or a datagram the server sent it in that
+/// silence was. Its timer runs `tftptimeout` (5 s) from its last in-order
+/// block or timeout; in lock-step it answers every new block, so a silence
+/// that long from the client is a timeout, and the silence after its last
+/// datagram is the one that ended it. A timeout with nothing lost (a
+/// server that did not resend in time) is the server's, and not excused.
 fn uboot_timeouts_forced(r: &tftplab_sim::SimRun, client: &str) -> bool {
     let lost = |e: &TraceEvent| matches!(e.fate, TraceFate::Dropped { .. });
     let sent: Vec<&TraceEvent> = r.trace.iter().filter(|e| e.from == client).collect();
+    let lost_to_client_within = |from: u64, to: u64| {
+        r.trace
+            .iter()
+            .any(|e| e.to == client && e.at_us > from && e.at_us < to && lost(e))
+    };
+    let forced = |before: &TraceEvent, until: u64| {
+        lost(before) || lost_to_client_within(before.at_us, until)
+    };
     let timeout_us = tftplab_sim::lab::firmware::uboot::TIMEOUT_MS * 1000;
     let Some(last) = sent.last() else {
         return false;
     };
-    lost(last)
+    forced(last, u64::MAX)
         && sent
             .windows(2)
             .filter(|w| w[1].at_us - w[0].at_us >= timeout_us)
-            .all(|w| lost(w[0]))
+            .all(|w| forced(w[0], w[1].at_us))
 }
 
 /// Runs a case and checks everything its scenario promises.
@@ -950,6 +959,64 @@ fn uefi_probe_abort_lost_keeps_the_probe_resending_within_the_bound() {
             && e.packet.starts_with("ERROR 8")
             && matches!(e.fate, TraceFate::Dropped { .. })),
         "the plan no longer loses the probe's abort: pick another seed"
+    );
+    check(&case).unwrap();
+}
+
+/// Two U-Boot clients, one at blksize 8 (1201 blocks), with 9-16% loss
+/// each way: besides ACKs lost with their NACK, DATA lost twice in a row
+/// after a stall outlasts U-Boot's 5 s timer, and its whole-transfer count
+/// runs out. Found by a 3000-case run, which also found the server's
+/// backoff left at the ceiling after a stall (it no longer is: see
+/// `Timer::retry`).
+#[test]
+fn uboot_timeouts_forced_by_lost_data_are_the_plans_verdict_too() {
+    let case = Case {
+        client_to_server: LinkFaults {
+            loss: 0.0952,
+            burst: Some(Burst::per_datagram(0.0201, 0.5)),
+            duplicate: 0.0784,
+            ..clean()
+        },
+        server_to_client: LinkFaults {
+            loss: 0.0896,
+            corrupt: 0.0389,
+            truncate: 0.0293,
+            latency: Some(DelayRange::default()),
+            ..clean()
+        },
+        script: Vec::new(),
+        outage: None,
+        transfers: vec![
+            Transfer {
+                profile: Profile::UBoot,
+                options: ClientOptions::default(),
+                put: false,
+                probe_first: false,
+                size: 8807,
+                start: ms(109),
+            },
+            Transfer {
+                profile: Profile::UBoot,
+                options: ClientOptions {
+                    blksize: Some(8),
+                    ..ClientOptions::default()
+                },
+                put: false,
+                probe_first: false,
+                size: 9600,
+                start: ms(0),
+            },
+        ],
+        seed: 628856551918847325,
+    };
+    let r = run(&scenario(&case).0, case.seed, SimOptions::default());
+    assert!(
+        r.record
+            .results
+            .iter()
+            .any(|a| matches!(a.got, Got::TimedOut)),
+        "the plan no longer exhausts U-Boot's timeouts: pick another seed"
     );
     check(&case).unwrap();
 }

@@ -105,6 +105,12 @@ impl Timer {
 
     /// The timeout the next [`Timer::arm`] uses.
     pub fn rto(&self) -> Duration {
+        self.backed_off().min(self.receiver_ceiling())
+    }
+
+    /// The estimate, floored, times the backoff and the patience: the
+    /// timeout before any ceiling applies.
+    fn backed_off(&self) -> Duration {
         let base = match self.srtt {
             None => self.ceiling.min(Self::INITIAL),
             Some(srtt) => srtt + (4 * self.rttvar).max(Self::GRANULARITY),
@@ -113,9 +119,17 @@ impl Timer {
             .checked_shl(self.backoff)
             .unwrap_or(u32::MAX)
             .saturating_mul(self.patience);
-        base.max(self.floor)
-            .saturating_mul(factor)
-            .min(self.receiver_ceiling())
+        base.max(self.floor).saturating_mul(factor)
+    }
+
+    /// The longest wait the backoff can reach: the ceiling, or for a
+    /// receiver under way the longer silence of `receiver_ceiling`.
+    fn longest_wait(&self) -> Duration {
+        if self.patience > 1 && !self.handshaking {
+            self.ceiling.max(Self::RECEIVER_SILENCE)
+        } else {
+            self.ceiling
+        }
     }
 
     /// A receiver's resends back off past the ceiling: each one that waited
@@ -248,10 +262,20 @@ impl Timer {
 
     /// The timer fired: backs off, and consumes one retry if it had waited
     /// the full ceiling. `false` when the budget is spent.
+    ///
+    /// The backoff stops counting once the timeout reaches the longest
+    /// wait it may (the ceiling, for a sender): a long silence used to
+    /// leave it ten and more doublings up, so the
+    /// steps down on progress afterwards changed nothing, and the next
+    /// lost DATA waited the full ceiling again. Against U-Boot (5 s, the
+    /// same as its own timer, which it counts over the whole transfer)
+    /// that spent one of its timeouts per loss after every stall.
     pub fn retry(&mut self) -> bool {
         self.deadline = None;
         self.handshake_sent = None;
-        self.backoff = self.backoff.saturating_add(1);
+        if self.backed_off() < self.longest_wait() {
+            self.backoff = self.backoff.saturating_add(1);
+        }
         if self.armed_with < self.ceiling {
             return true;
         }
@@ -377,5 +401,32 @@ mod tests {
         assert_eq!(r.rto(), ms(5000), "never past the ceiling");
         let fixed = Timer::new(ms(1000), ms(1000), 3).patient();
         assert_eq!(fixed.rto(), ms(1000), "a fixed timer stays fixed");
+    }
+
+    #[test]
+    fn after_a_long_silence_one_advance_brings_a_sender_below_its_ceiling() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Timer::new(ms(5000), ms(20), 40);
+        t.sample(ms(2));
+        // 20 ms doubled: 40, ..., 5120 capped at 5 s after 8 timeouts;
+        // twenty more at the ceiling add nothing to climb down from.
+        for _ in 0..28 {
+            t.arm(now);
+            assert!(t.retry());
+        }
+        assert_eq!(t.rto(), ms(5000));
+        t.progress();
+        assert_eq!(t.rto(), ms(2560), "one step down, not one of twenty");
+        // A receiver backs off to its longer silence, and no further.
+        let mut r = Timer::new(ms(1000), ms(20), 40).patient();
+        r.sample(ms(2));
+        for _ in 0..28 {
+            r.arm(now);
+            assert!(r.retry());
+        }
+        assert_eq!(r.rto(), Timer::RECEIVER_SILENCE);
+        r.progress();
+        assert_eq!(r.rto(), ms(1000), "back under the ceiling in one step");
     }
 }
