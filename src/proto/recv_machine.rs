@@ -161,7 +161,16 @@ impl<K: Sink> RecvMachine<K> {
             }
             Packet::Oack { options } => {
                 let RecvPhase::Requesting(request) = &self.phase else {
-                    self.link.counters.ignored += 1;
+                    // The OACK again before any DATA: our ACK 0 was lost
+                    // (the server resends the OACK only on its timeout).
+                    // Answered at once, as a repeated block is; waiting for
+                    // our own timer, backed off to 8 s, let a few losses
+                    // outlast the server's retries.
+                    if matches!(self.phase, RecvPhase::Transferring) && self.window.blocks() == 0 {
+                        self.window.owe_ack();
+                    } else {
+                        self.link.counters.ignored += 1;
+                    }
                     return;
                 };
                 self.link.peer.lock_in(from);
