@@ -131,32 +131,43 @@ type Inbox = mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The frames of one direction that the fault plan delays, delivered by one
-/// task in the order the plan means: by due time, and in the order they
+/// thread in the order the plan means: by due time, and in the order they
 /// were sent where due times tie. (A tokio sleep per frame does not keep
 /// that order: sleeps that end in the same millisecond wake in any order,
 /// which reordered nearly every window of a burst when a `latency` range
-/// was in the plan.) A frame with no delay skips the line only when
-/// nothing is waiting in it, so it never overtakes one that is.
+/// was in the plan; and tokio's timer rounds a 200 us delay up to a
+/// millisecond, where this thread waits to the microsecond or so.) A frame
+/// with no delay skips the line only when nothing is waiting in it, so it
+/// never overtakes one that is.
 struct DelayLine {
-    queue: mpsc::UnboundedSender<(Instant, Job)>,
-    /// Jobs pushed and not yet run.
-    waiting: Arc<AtomicU64>,
+    shared: Arc<(Mutex<Line>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Line {
+    queue: BTreeMap<(Instant, u64), Job>,
+    seq: u64,
+    /// Jobs pushed and not yet run to the end.
+    pending: usize,
+    closed: bool,
 }
 
 impl DelayLine {
-    /// A line whose task runs on `runtime` until the line is dropped and
-    /// the jobs in it have run.
-    fn start(runtime: &tokio::runtime::Handle) -> DelayLine {
-        let (queue, rx) = mpsc::unbounded_channel();
-        let waiting = Arc::new(AtomicU64::new(0));
-        runtime.spawn(run_delay_line(rx, waiting.clone()));
-        DelayLine { queue, waiting }
+    /// A line and its thread, which runs until the line is dropped and the
+    /// jobs in it have run.
+    fn start(name: &str) -> io::Result<DelayLine> {
+        let shared = Arc::new((Mutex::new(Line::default()), std::sync::Condvar::new()));
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run_delay_line(&worker))?;
+        Ok(DelayLine { shared })
     }
 
     /// Whether a delivery due at `due` may happen right away: it is due
     /// and nothing is waiting in the line.
     fn clear(&self, due: Instant) -> bool {
-        due <= Instant::now() && self.waiting.load(Ordering::Acquire) == 0
+        due <= Instant::now() && self.shared.0.lock().is_ok_and(|l| l.pending == 0)
     }
 
     /// Runs `job` at `due`: now if the line is [clear](Self::clear), else
@@ -166,40 +177,62 @@ impl DelayLine {
             job();
             return;
         }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::error::SendError((_, job))) = self.queue.send((due, job)) {
-            // The task is gone only when the runtime is shutting down.
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            job();
-        }
+        let (lock, wake) = &*self.shared;
+        let Ok(mut line) = lock.lock() else {
+            return;
+        };
+        let seq = line.seq;
+        line.seq += 1;
+        line.pending += 1;
+        line.queue.insert((due, seq), job);
+        wake.notify_one();
     }
 }
 
-async fn run_delay_line(mut rx: mpsc::UnboundedReceiver<(Instant, Job)>, waiting: Arc<AtomicU64>) {
-    let mut line: BTreeMap<(Instant, u64), Job> = BTreeMap::new();
-    let mut seq = 0u64;
-    let mut open = true;
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.shared;
+        if let Ok(mut line) = lock.lock() {
+            line.closed = true;
+        }
+        wake.notify_one();
+    }
+}
+
+fn run_delay_line(shared: &(Mutex<Line>, std::sync::Condvar)) {
+    let (lock, wake) = shared;
+    let Ok(mut line) = lock.lock() else {
+        return;
+    };
     loop {
-        let next = line.keys().next().map(|&(due, _)| due);
-        if next.is_some_and(|due| due <= Instant::now()) {
-            if let Some((_, job)) = line.pop_first() {
+        let now = Instant::now();
+        let next = line.queue.keys().next().map(|&(due, _)| due);
+        match next {
+            Some(due) if due <= now => {
+                let Some((_, job)) = line.queue.pop_first() else {
+                    continue;
+                };
+                drop(line);
                 job();
-                waiting.fetch_sub(1, Ordering::AcqRel);
+                line = match lock.lock() {
+                    Ok(l) => l,
+                    Err(_) => return,
+                };
+                line.pending -= 1;
             }
-            continue;
-        }
-        if !open && line.is_empty() {
-            return;
-        }
-        tokio::select! {
-            pushed = rx.recv(), if open => match pushed {
-                Some((due, job)) => {
-                    line.insert((due, seq), job);
-                    seq += 1;
-                }
-                None => open = false,
-            },
-            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()), if next.is_some() => {}
+            Some(due) => {
+                line = match wake.wait_timeout(line, due - now) {
+                    Ok((l, _)) => l,
+                    Err(_) => return,
+                };
+            }
+            None if line.closed => return,
+            None => {
+                line = match wake.wait(line) {
+                    Ok(l) => l,
+                    Err(_) => return,
+                };
+            }
         }
     }
 }
@@ -300,11 +333,9 @@ fn open_channel(interface: String) -> io::Result<Halves> {
 }
 
 impl RawLink {
-    /// Opens the interface and starts the receive thread. Must be called
-    /// inside a tokio runtime (the delay lines run on it).
+    /// Opens the interface and starts the receive thread and one delay
+    /// line per direction.
     pub fn open(config: LinkConfig) -> io::Result<(RawLink, LinkHandle)> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| io::Error::other("RawLink::open needs a tokio runtime"))?;
         let interface = config.interface.clone();
         let (tx, rx, iface_mac) = match &config.netns {
             Some(ns) => in_netns(ns, move || open_channel(interface))?,
@@ -346,8 +377,8 @@ impl RawLink {
             ident: AtomicU16::new(1),
             next_port: AtomicU16::new(0),
             started: Instant::now(),
-            delay_out: DelayLine::start(&runtime),
-            delay_in: DelayLine::start(&runtime),
+            delay_out: DelayLine::start("tftplab-hw-delay-out")?,
+            delay_in: DelayLine::start("tftplab-hw-delay-in")?,
         });
         let link = RawLink(inner);
         let rx_link = link.clone();
