@@ -9,8 +9,11 @@
 //! - [`runner`]: one scenario on one board, judged like the simulator's.
 //! - [`report`]: summary table and JUnit XML.
 //! - [`jumpstarter`]: Jumpstarter's TFTP store example on a board.
+//! - [`conform`]: scripted fault patterns on a board and on its profile in
+//!   the simulator, the client's datagrams compared.
 
 pub mod boards;
+pub mod conform;
 pub mod console;
 pub mod frame;
 pub mod jumpstarter;

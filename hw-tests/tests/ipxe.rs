@@ -20,10 +20,10 @@
 
 mod common;
 
+use common::boards::ipxe_inventory;
 use common::netns_enabled;
 use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use std::path::PathBuf;
 use std::time::Instant;
 use tftplab_sim::lab::check::served_bytes;
 
@@ -34,23 +34,6 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 /// QEMU's default MAC for the first NIC.
 const CONFIG: &str = "config/52-54-00-12-34-56.ipxe";
 
-/// The iPXE board. Its console must show the script's own lines and
-/// iPXE's listing of every image with the served file's size.
-fn inventory(lab: &QemuLab) -> PathBuf {
-    let text = lab.board(BOARD, &format!("board = \"{BOARD}\""), "ipxe", "")
-        + r#"timeout = "120s"
-success = [
-  "ipxe-boot: no per-board config",
-  "boot.ipxe : {size:boot.ipxe} bytes [script]",
-  "vmlinuz : {size:vmlinuz} bytes",
-  "initrd.img : {size:initrd.img} bytes",
-  "ipxe-boot: all files fetched",
-]
-failure = "ipxe-boot: FAILED"
-"#;
-    lab.write_inventory(&text)
-}
-
 #[test]
 fn ipxe_rom_boots_a_script_and_fetches_its_files_clean_and_with_faults() {
     if !netns_enabled("ipxe_rom_boots_a_script_and_fetches_its_files_clean_and_with_faults") {
@@ -60,7 +43,7 @@ fn ipxe_rom_boots_a_script_and_fetches_its_files_clean_and_with_faults() {
     let out = common::run_outputs("ipxe");
     let mut lab = QemuLab::with(Firmware::Ipxe);
     lab.dhcp("boot.ipxe", true, &out.join("dnsmasq.log"));
-    let boards = inventory(&lab);
+    let boards = ipxe_inventory(&lab, BOARD);
     let s = load(SCENARIO);
 
     // Clean, through the command line, with JUnit.

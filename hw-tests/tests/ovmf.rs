@@ -15,31 +15,15 @@
 
 mod common;
 
+use common::boards::ovmf_inventory;
 use common::netns_enabled;
 use common::qemu::{require, Firmware, QemuLab, BOARD_IP};
 use common::standin::{clean_run, faulty_run, load, outcomes, output, pcap_datagrams};
-use std::path::PathBuf;
 use std::time::Instant;
 
 const SCENARIO: &str = "hw-tests/scenarios/ovmf-pxe-boot.toml";
 const BOARD: &str = "qemu-ovmf";
 const SEEDS: [u64; 3] = [1, 2, 3];
-
-/// The OVMF board. Its console must show EDK2's own report of the NBP
-/// (the size the probe learnt, then the download's success, both
-/// `PxeBcBoot.c`) and then iPXE's banner: the file OVMF loaded runs.
-fn inventory(lab: &QemuLab) -> PathBuf {
-    let text = lab.board(BOARD, &format!("board = \"{BOARD}\""), "uefi-pxe", "")
-        + r#"timeout = "60s"
-success = [
-  "NBP filesize is {size:ipxe.efi} Bytes",
-  "NBP file downloaded successfully.",
-  "Open Source Network Boot Firmware",
-]
-failure = "PXE-E"
-"#;
-    lab.write_inventory(&text)
-}
 
 #[test]
 fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
@@ -50,7 +34,7 @@ fn ovmf_pxe_boots_ipxe_efi_clean_and_with_faults() {
     let out = common::run_outputs("ovmf");
     let mut lab = QemuLab::with(Firmware::Ovmf);
     lab.dhcp("ipxe.efi", false, &out.join("dnsmasq.log"));
-    let boards = inventory(&lab);
+    let boards = ovmf_inventory(&lab, BOARD);
     let s = load(SCENARIO);
     let size = tftplab_sim::lab::check::served_bytes(&s, "ipxe.efi")
         .expect("ipxe.efi")

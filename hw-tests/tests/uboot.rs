@@ -17,44 +17,12 @@
 
 mod common;
 
+use common::boards::uboot_inventory;
 use common::netns_enabled;
 use common::qemu::{require_qemu, QemuLab};
 use common::standin::{clean_run, faulty_run, load, outcomes, output};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tftplab_sim::lab::scenario::Scenario;
-
-/// Two boards, the same emulated U-Boot with `tftpwindowsize` 1 and 8.
-fn inventory(lab: &QemuLab) -> PathBuf {
-    let mut text = String::new();
-    for window in [1, 8] {
-        let options = if window > 1 {
-            format!("options = {{ windowsize = {window} }}\n")
-        } else {
-            String::new()
-        };
-        text.push_str(&lab.board(
-            &format!("qemu-uboot-w{window}"),
-            &format!("board = \"qemu-uboot\", window = \"{window}\""),
-            "u-boot",
-            &options,
-        ));
-        text.push_str(&format!(
-            r#"timeout = "150s"
-success = ["==> {{crc32:dtbs/bcm2711-rpi-4-b.dtb}}", "==> {{crc32:Image}}"]
-failure = "Retry count exceeded"
-script = [
-  {{ expect = "Hit any key to stop autoboot", send = "\n" }},
-  {{ expect = "\n=> ", send = "setenv ipaddr {{board_ip}}; setenv serverip {{server_ip}}; setenv netmask 255.255.255.0; setenv tftpwindowsize {window}\n" }},
-  {{ expect = "\n=> ", send = "tftpboot 0x40200000 boot.scr.uimg\n" }},
-  {{ expect = "\n=> ", send = "tftpboot 0x40200000 dtbs/bcm2711-rpi-4-b.dtb && crc32 0x40200000 ${{filesize}}\n" }},
-  {{ expect = "\n=> ", send = "tftpboot 0x40200000 Image && crc32 0x40200000 ${{filesize}}\n" }},
-]
-
-"#
-        ));
-    }
-    lab.write_inventory(&text)
-}
 
 #[test]
 fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
@@ -63,7 +31,7 @@ fn uboot_in_qemu_netboots_with_window_1_and_8_clean_and_with_faults() {
     }
     require_qemu();
     let lab = QemuLab::new();
-    let boards = inventory(&lab);
+    let boards = uboot_inventory(&lab);
     let out = common::run_outputs("uboot");
     let inventory = tftplab_hw::boards::Inventory::load(&boards).expect("inventory");
     let rt = tokio::runtime::Runtime::new().expect("runtime");

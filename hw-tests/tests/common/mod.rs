@@ -18,6 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod boards;
 pub mod qemu;
 pub mod standin;
 

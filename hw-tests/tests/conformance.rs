@@ -1,0 +1,148 @@
+//! The conformance table: real U-Boot (windowsize 1 and 8), OVMF and iPXE
+//! in QEMU, each under the scripted fault patterns of
+//! [`tftplab_hw::conform::patterns`], against the same scenario and pattern
+//! on the firmware's profile in the simulator. Every cell must be "same"
+//! (the client's datagrams, in order), and the verdicts must agree. The table is printed and written to
+//! `target/tmp/hw-runs/conformance/table.txt`.
+//!
+//! `TFTPLAB_REQUIRE_NETNS=1 cargo test -p tftplab-hw --test conformance -- --nocapture`
+//! (`TFTPLAB_CONFORMANCE_ONLY=held` runs only the patterns whose name has
+//! that in it).
+
+mod common;
+
+use common::boards::{ipxe_inventory, ovmf_inventory, uboot_inventory};
+use common::netns_enabled;
+use common::qemu::{require, Firmware, QemuLab};
+use common::standin::load;
+use std::path::Path;
+use tftplab_hw::boards::{Board, Inventory};
+use tftplab_hw::conform::{
+    client_datagrams, compare, patterns, render_table, simulated_client_datagrams, variant, Cell,
+    Row,
+};
+use tftplab_hw::runner::{run_one, RunOptions};
+
+/// Runs every pattern of `window` for `scenario` on `board` and next to it
+/// in the simulator.
+fn table_rows(
+    rt: &tokio::runtime::Runtime,
+    firmware: &str,
+    board: &Board,
+    scenario: &str,
+    window: u16,
+    out: &Path,
+) -> Vec<Row> {
+    let s = load(scenario);
+    let mut rows = Vec::new();
+    let only = std::env::var("TFTPLAB_CONFORMANCE_ONLY").unwrap_or_default();
+    for p in patterns(window) {
+        if !p.name.contains(only.as_str()) {
+            continue;
+        }
+        let v = variant(&s, &p);
+        let tag =
+            format!("{firmware}-{}", p.name).replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let opts = RunOptions {
+            seed: 1,
+            out_dir: out.join(&tag),
+            faults: true,
+        };
+        let run = rt.block_on(run_one(board, &v, &opts));
+        let trace = std::fs::read_to_string(&run.trace_file).unwrap_or_default();
+        let board_datagrams = client_datagrams(&trace);
+        let sim = tftplab_sim::run(&v, 1, tftplab_sim::SimOptions::default());
+        let sim_datagrams = simulated_client_datagrams(&sim.trace);
+        let row = Row {
+            firmware: firmware.to_owned(),
+            pattern: p.name,
+            cell: compare(&board_datagrams, &sim_datagrams),
+            board_datagrams: board_datagrams.len(),
+            sim_datagrams: sim_datagrams.len(),
+            board_passed: run.passed(),
+            sim_passed: sim.passed(),
+        };
+        println!(
+            "{}",
+            render_table(std::slice::from_ref(&row))
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+        );
+        if !run.passed() {
+            println!("  board: {:?}", run.failures());
+        }
+        if !sim.passed() {
+            println!("  sim: {:?}", sim.verdict.failures);
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+fn select(boards: &Path, labels: &str) -> Board {
+    Inventory::load(boards)
+        .expect("inventory")
+        .select(labels)
+        .expect("select")[0]
+        .clone()
+}
+
+#[test]
+fn firmware_send_what_their_profiles_send_under_every_pattern() {
+    if !netns_enabled("firmware_send_what_their_profiles_send_under_every_pattern") {
+        return;
+    }
+    let out = common::run_outputs("conformance");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut rows = Vec::new();
+    {
+        require(Firmware::UBoot);
+        let lab = QemuLab::new();
+        let boards = uboot_inventory(&lab);
+        for (window, scenario) in [
+            (1, "scenarios/uboot-kernel-lockstep.toml"),
+            (8, "scenarios/uboot-kernel-window8.toml"),
+        ] {
+            let board = select(&boards, &format!("board=qemu-uboot,window={window}"));
+            let firmware = format!("u-boot w{window}");
+            rows.extend(table_rows(&rt, &firmware, &board, scenario, window, &out));
+        }
+    }
+    {
+        require(Firmware::Ovmf);
+        let mut lab = QemuLab::with(Firmware::Ovmf);
+        lab.dhcp("ipxe.efi", false, &out.join("dnsmasq-ovmf.log"));
+        let boards = ovmf_inventory(&lab, "qemu-ovmf");
+        let board = select(&boards, "board=qemu-ovmf");
+        let scenario = "hw-tests/scenarios/ovmf-pxe-boot.toml";
+        rows.extend(table_rows(&rt, "ovmf (w4)", &board, scenario, 4, &out));
+    }
+    {
+        require(Firmware::Ipxe);
+        let mut lab = QemuLab::with(Firmware::Ipxe);
+        lab.dhcp("boot.ipxe", true, &out.join("dnsmasq-ipxe.log"));
+        let boards = ipxe_inventory(&lab, "qemu-ipxe");
+        let board = select(&boards, "board=qemu-ipxe");
+        let scenario = "hw-tests/scenarios/ipxe-boot.toml";
+        rows.extend(table_rows(&rt, "ipxe", &board, scenario, 1, &out));
+    }
+    let table = render_table(&rows);
+    println!("\n{table}");
+    std::fs::write(out.join("table.txt"), &table).expect("table");
+    for r in &rows {
+        assert_eq!(
+            r.board_passed, r.sim_passed,
+            "{} / {}: the board and the simulator disagree on the verdict",
+            r.firmware, r.pattern
+        );
+        assert_eq!(
+            r.cell,
+            Cell::Same,
+            "{} / {}: the firmware and its profile part ({})",
+            r.firmware,
+            r.pattern,
+            r.cell
+        );
+    }
+}
