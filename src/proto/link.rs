@@ -105,7 +105,8 @@ impl Peer {
 }
 
 /// The ERROR this side ends the transfer with. A transfer ends once: the
-/// first ERROR owed is the one sent, and it is sent once.
+/// first ERROR owed is the one sent, and it is sent once, unless the peer's
+/// retransmissions show it was lost ([`Outbox::repeat`]).
 #[derive(Debug, Default)]
 pub(crate) enum Outbox {
     #[default]
@@ -118,6 +119,15 @@ impl Outbox {
     /// Owes `error` to the peer, unless an ERROR was owed before.
     pub fn owe(&mut self, error: LocalError) {
         if let Outbox::Empty = self {
+            *self = Outbox::Owed(error);
+        }
+    }
+
+    /// Owes the ERROR already sent once more (see
+    /// `RecvPhase::Failed`'s echo): the peer's retransmission says it was
+    /// lost.
+    pub fn repeat(&mut self, error: LocalError) {
+        if let Outbox::Sent = self {
             *self = Outbox::Owed(error);
         }
     }

@@ -37,7 +37,14 @@ pub(crate) enum RecvPhase {
     /// nothing more is accepted or sent but an ERROR still in the outbox.
     /// `unanswered_request`: it ended while the client's request waited for
     /// the server's answer, so any datagram size may still arrive.
-    Failed { unanswered_request: bool },
+    /// `echo`: a failure on a block the peer sent (a write, or an upload's
+    /// commit) answers the peer's resends with the ERROR again until then:
+    /// the peer waits for an ACK, and with the one ERROR lost it would time
+    /// out not knowing why.
+    Failed {
+        unanswered_request: bool,
+        echo: Option<(LocalError, Instant)>,
+    },
     /// The dally is over.
     Closed,
 }
@@ -91,7 +98,8 @@ impl<K: Sink> RecvMachine<K> {
             self.phase,
             RecvPhase::Requesting(_)
                 | RecvPhase::Failed {
-                    unanswered_request: true
+                    unanswered_request: true,
+                    ..
                 }
         )
     }
@@ -100,7 +108,10 @@ impl<K: Sink> RecvMachine<K> {
     /// reports why.
     fn end_in_failure(&mut self) {
         let unanswered_request = self.awaits_answer();
-        self.phase = RecvPhase::Failed { unanswered_request };
+        self.phase = RecvPhase::Failed {
+            unanswered_request,
+            echo: None,
+        };
         self.window.abort_sink();
     }
 
@@ -111,6 +122,18 @@ impl<K: Sink> RecvMachine<K> {
         self.end_in_failure();
         self.link.outbox.owe(error.clone());
         self.link.events.push(Event::Finished(Err(error.into())));
+    }
+
+    /// Fails on a block the peer sent (a write or an upload's commit that
+    /// failed): the peer waits for that block's ACK and resends it if our
+    /// ERROR is lost, so each resend gets the ERROR again, for as long as
+    /// a dally lasts.
+    fn fail_echoing(&mut self, now: Instant, error: LocalError) {
+        let until = now + 2 * self.rto();
+        self.fail(error.clone());
+        if let RecvPhase::Failed { echo, .. } = &mut self.phase {
+            *echo = Some((error, until));
+        }
     }
 
     fn time_out(&mut self) {
@@ -197,6 +220,13 @@ impl<K: Sink> RecvMachine<K> {
                         self.window.answered_by_data(now);
                         self.settle(Negotiated::default());
                     }
+                    RecvPhase::Failed {
+                        echo: Some((ref error, until)),
+                        ..
+                    } if now < until && !self.window.acknowledged(block) => {
+                        self.link.outbox.repeat(error.clone());
+                        return;
+                    }
                     RecvPhase::Failed { .. } | RecvPhase::Closed => {
                         self.link.counters.ignored += 1;
                         return;
@@ -211,7 +241,7 @@ impl<K: Sink> RecvMachine<K> {
                 match self.window.handle_data(now, block, data, counters) {
                     Ok(DataOutcome::Complete) => self.complete(now),
                     Ok(DataOutcome::Continue) => {}
-                    Err(error) => self.fail(error),
+                    Err(error) => self.fail_echoing(now, error),
                 }
             }
             _ => self.link.counters.ignored += 1,
@@ -271,7 +301,8 @@ impl<K: Sink> Transfer for RecvMachine<K> {
             RecvPhase::Requesting(_) | RecvPhase::Transferring => self.window.deadline(),
             RecvPhase::Committing { at } => Some(at),
             RecvPhase::Dallying { until } => Some(until),
-            RecvPhase::Failed { .. } | RecvPhase::Closed => None,
+            RecvPhase::Failed { ref echo, .. } => echo.as_ref().map(|e| e.1),
+            RecvPhase::Closed => None,
         }
     }
 
@@ -297,6 +328,9 @@ impl<K: Sink> Transfer for RecvMachine<K> {
                 }
             }
             RecvPhase::Dallying { until } if now >= *until => self.phase = RecvPhase::Closed,
+            RecvPhase::Failed { echo, .. } if echo.as_ref().is_some_and(|e| now >= e.1) => {
+                *echo = None;
+            }
             // Not yet. (The window's timer, armed by the last block, runs
             // out after `at`: there is nothing else to do while committing.)
             RecvPhase::Committing { .. }
@@ -311,7 +345,10 @@ impl<K: Sink> Transfer for RecvMachine<K> {
     }
 
     fn is_closed(&self) -> bool {
-        let done = matches!(self.phase, RecvPhase::Failed { .. } | RecvPhase::Closed);
+        let done = matches!(
+            self.phase,
+            RecvPhase::Failed { echo: None, .. } | RecvPhase::Closed
+        );
         done && self.link.idle()
     }
 
@@ -384,7 +421,8 @@ mod tests {
         assert!(matches!(
             m.phase,
             RecvPhase::Failed {
-                unanswered_request: false
+                unanswered_request: false,
+                echo: None
             }
         ));
         assert_eq!(m.poll_timeout(), None, "no commit after a failure");
@@ -401,7 +439,8 @@ mod tests {
         assert!(matches!(
             m.phase,
             RecvPhase::Failed {
-                unanswered_request: true
+                unanswered_request: true,
+                echo: None
             }
         ));
         assert_eq!(m.max_datagram(), MAX_DATAGRAM);

@@ -476,6 +476,57 @@ fn a_repeated_oack_is_answered_with_ack_0_at_once() {
     assert_eq!(sent(&mut m, later), vec![]);
 }
 
+/// A sink whose commit fails, as a create-mode upload's does when the
+/// name appeared while it ran.
+struct NameTaken;
+
+impl crate::data::Sink for NameTaken {
+    fn write_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::AlreadyExists.into())
+    }
+    fn abort(&mut self) {}
+}
+
+/// An upload whose commit fails owes the sender an ERROR instead of the
+/// final ACK. Sent once and lost, the sender resends its last block and
+/// times out not knowing why (upload-race, 2 of 100 seeds): each resend is
+/// answered with the ERROR again, for as long as a dally lasts.
+#[test]
+fn a_failed_commit_repeats_its_error_to_a_resent_last_block() {
+    let now = t0();
+    let client = addr(CLIENT);
+    let config = ServerConfig::default(); // timeout 1 s
+    let mut m = ServerWrite::new(now, client, &request(&[]), NameTaken, &config).unwrap();
+    assert_eq!(sent(&mut m, now), vec![(client, ack(0))]);
+    m.handle_datagram(now, client, &data(1, b"short"));
+    while let Some(d) = m.poll_timeout().filter(|&d| d <= now) {
+        m.handle_timeout(d);
+    }
+    let out = sent(&mut m, now);
+    assert_eq!(out.len(), 1);
+    let error = out[0].1.clone();
+    assert_eq!(&error[..4], b"\x00\x05\x00\x06", "ERROR 6: {error:?}");
+    assert!(matches!(
+        finished(&mut m),
+        Some(Err(TransferError::Local { .. }))
+    ));
+    // The ERROR was lost: the client's resend gets it again.
+    let resend = now + Duration::from_secs(1);
+    m.handle_datagram(resend, client, &data(1, b"short"));
+    assert_eq!(sent(&mut m, resend), vec![(client, error)]);
+    assert!(!m.is_closed());
+    // Twice the timeout after the failure, the transfer is gone.
+    let end = m.poll_timeout().expect("the echo's end");
+    assert_eq!(end, now + Duration::from_secs(2));
+    m.handle_timeout(end);
+    assert!(m.is_closed());
+    m.handle_datagram(end, client, &data(1, b"short"));
+    assert_eq!(sent(&mut m, end), vec![]);
+}
+
 #[test]
 fn server_write_answers_with_oack_and_rejects_mail_mode() {
     let now = t0();

@@ -148,6 +148,14 @@ impl<K: Sink> WindowRx<K> {
         self.expected - 1
     }
 
+    /// Whether wire block `block` is at or behind the last ACK sent: a
+    /// stale copy, not a resend of what the sender still waits to hear
+    /// about.
+    pub fn acknowledged(&self, block: u16) -> bool {
+        let ahead = block.wrapping_sub(Self::wire_ack(self.last_acked));
+        ahead == 0 || ahead >= 0x8000
+    }
+
     /// Owes an ACK of the last in-order block (ACK 0 before any DATA).
     pub fn owe_ack(&mut self) {
         self.ack_owed = true;

@@ -495,6 +495,9 @@ pub(crate) struct Harness {
     pub(crate) negotiated: Option<Negotiated>,
     pub(crate) finished: Option<Result<Summary, TransferError>>,
     own_errors: u32,
+    /// The first ERROR of its own, as sent: a receiver failed on a block
+    /// repeats exactly that to the peer's resends.
+    own_error: Option<Vec<u8>>,
     closed_seen: bool,
     /// When a stranger last got ERROR 5: at most one per interval.
     last_error5: Cell<Option<Instant>>,
@@ -551,6 +554,7 @@ impl Harness {
             negotiated: None,
             finished: None,
             own_errors: 0,
+            own_error: None,
             closed_seen: false,
             last_error5: Cell::default(),
             acked_before: 0,
@@ -948,12 +952,22 @@ impl Harness {
             self.check_dest(*dest, &p);
             if b.finished {
                 // After Finished only a dallying receiver speaks: it
-                // re-acknowledges a repeated last block.
+                // re-acknowledges a repeated last block, or, when a block
+                // failed it, answers the peer's resend with the same ERROR.
                 let dally_ack = !role.sends_data()
                     && matches!(self.finished, Some(Ok(_)))
                     && matches!(act, Act::Dgram(..))
                     && matches!(p, Packet::Ack { block } if Some(block) == self.final_ack);
-                self.ensure(dally_ack, || {
+                let echo = !role.sends_data()
+                    && matches!(act, Act::Dgram(..))
+                    && matches!(
+                        (&self.finished, &p),
+                        (
+                            Some(Err(TransferError::Local { code, message })),
+                            Packet::Error { code: c, message: m },
+                        ) if c == code && *m == message.as_str()
+                    );
+                self.ensure(dally_ack || echo, || {
                     format!(
                         "emitted {p} after Finished (final ACK {:?})",
                         self.final_ack
@@ -998,12 +1012,21 @@ impl Harness {
                     t.handshake += 1;
                     self.check_request(bytes, &p);
                 }
+                (Packet::Error { .. }, _)
+                    if self.own_error.as_ref() == Some(bytes)
+                        && !role.sends_data()
+                        && matches!(act, Act::Dgram(..)) =>
+                {
+                    // The echo of a failure on a block, to the peer's resend.
+                    t.error += 1;
+                }
                 (Packet::Error { code, message }, _) => {
                     t.error += 1;
                     self.own_errors += 1;
                     self.ensure(self.own_errors == 1, || {
                         "sent a second ERROR of its own".into()
                     });
+                    self.own_error = Some(bytes.clone());
                     self.check_own_error(act, *code, message, finished_now);
                 }
                 _ => self.fail(format!("{role:?} must never emit {p}")),
