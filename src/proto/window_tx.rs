@@ -17,16 +17,19 @@
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
 //!   the timer, which runs from the last transmission.
-//! - On a window's first timeout only its last block sent goes out again, a
-//!   probe: a lost ACK is the likelier cause, and a receiver that has the
-//!   whole window answers a repeat of its last block with that ACK (RFC
-//!   7440 receivers, U-Boot, EDK2 and tftplab's own client all do), where
+//! - On a window's first timeout only its first and last blocks go out
+//!   again, a probe: a lost ACK is the likelier cause, and a receiver that
+//!   has the whole window answers a repeat with that ACK (RFC 7440
+//!   receivers, U-Boot, EDK2 and tftplab's own client all do), where
 //!   resending the window cost up to windowsize blocks it already had. A
-//!   receiver missing a block answers the probe, a block ahead of it, with
-//!   an ACK of where it stands, and the window is resent from there. On
-//!   the window's next timeout (the probe or its answer lost too, or a
-//!   receiver that says nothing) the window is resent from its first
-//!   unacknowledged block. Lock-step (windowsize 1) resends that block.
+//!   receiver that lacks the first block takes it in order and answers the
+//!   last, now ahead of it, with a gap ACK; one that lacks a later block
+//!   answers the first, already acknowledged, with where it stands; either
+//!   way the window is resent from there at once. (The last block alone
+//!   drew nothing from a receiver whose gap ACK had been lost, and cost a
+//!   second, doubled timeout.) On the window's next timeout the window is
+//!   resent from its first unacknowledged block. Lock-step (windowsize 1)
+//!   resends that block.
 //! - The timeout adapts to the measured round trip ([`Timer`]): one block at
 //!   a time is timed from its first transmission to the ACK that covers it
 //!   and everything sent after it; a timeout cancels the measurement (Karn's
@@ -107,9 +110,11 @@ pub(crate) struct WindowTx<S: Source> {
     /// A gap ACK that came too soon after a rewind to act on: the first
     /// block index it says is missing.
     deferred_gap: Option<u64>,
-    /// The window starting at this block index timed out once and its
-    /// last block went out alone as a probe.
+    /// The window starting at this block index timed out once and went
+    /// out as a probe: its first block, then its last.
     probed: Option<u64>,
+    /// The probe's last block, sent right after its first.
+    probe_tail: Option<u64>,
     /// The machine's retransmission timer, the handshake's included: only
     /// the window arms and disarms it.
     timer: Timer,
@@ -130,6 +135,7 @@ impl<S: Source> WindowTx<S> {
             rewound_at: None,
             deferred_gap: None,
             probed: None,
+            probe_tail: None,
             timer,
         }
     }
@@ -212,6 +218,9 @@ impl<S: Source> WindowTx<S> {
         }
         self.sent_max = self.sent_max.max(self.next);
         self.next += 1;
+        if let Some(tail) = self.probe_tail.take() {
+            self.next = self.next.max(tail);
+        }
         self.timer.arm(now);
         Ok(Some(DATA_HEADER_LEN + n))
     }
@@ -273,6 +282,7 @@ impl<S: Source> WindowTx<S> {
     /// Resends from the window's first unacknowledged block. A block being
     /// timed goes out again, so its ACK could answer either copy (Karn).
     fn rewind(&mut self, now: Instant) {
+        self.probe_tail = None;
         if self.timing.is_some_and(|(block, _)| block >= self.base) {
             self.timing = None;
         }
@@ -310,7 +320,8 @@ impl<S: Source> WindowTx<S> {
                     // The probe: no rewind recorded, so the gap ACK it
                     // draws rewinds at once.
                     self.probed = Some(self.base);
-                    self.next = self.sent_max;
+                    self.next = self.base;
+                    self.probe_tail = Some(self.sent_max);
                     self.deferred_gap = None;
                 } else {
                     self.rewind(now);
@@ -449,11 +460,11 @@ mod tests {
         let (t, mut c) = (Instant::now(), Counters::default());
         let mut s = sender();
         assert_eq!(send(&mut s, t, &mut c), vec![1, 2, 3, 4]);
-        // ACK 4 lost: the first timeout sends block 4 alone.
+        // ACK 4 lost: the first timeout sends blocks 1 and 4 alone.
         let first = s.deadline().unwrap();
         assert!(s.handle_timeout(first, &mut c));
-        assert_eq!(send(&mut s, first, &mut c), vec![4]);
-        assert_eq!(c.data_retransmitted, 1);
+        assert_eq!(send(&mut s, first, &mut c), vec![1, 4]);
+        assert_eq!(c.data_retransmitted, 2);
         // No answer: the second timeout resends the window from its start.
         let second = s.deadline().unwrap();
         assert!(second > first);
@@ -465,7 +476,7 @@ mod tests {
         assert_eq!(send(&mut s, second + MS, &mut c), vec![5, 6, 7, 8]);
         let third = s.deadline().unwrap();
         assert!(s.handle_timeout(third, &mut c));
-        assert_eq!(send(&mut s, third, &mut c), vec![8]);
+        assert_eq!(send(&mut s, third, &mut c), vec![5, 8]);
     }
 
     #[test]
@@ -478,9 +489,10 @@ mod tests {
         assert_eq!(send(&mut s, t + MS, &mut c), vec![5, 6, 7, 8]);
         let due = s.deadline().unwrap();
         assert!(s.handle_timeout(due, &mut c));
-        assert_eq!(send(&mut s, due, &mut c), vec![8]);
-        // Block 8, ahead of the receiver, draws ACK 5: resend from 6 now,
-        // not a round trip later as after a rewind.
+        assert_eq!(send(&mut s, due, &mut c), vec![5, 8]);
+        // The receiver had 5 and said so (ACK 5, lost with the gap it saw
+        // at 7); block 5 again draws ACK 5: resend from 6 now, not a round
+        // trip later as after a rewind.
         assert_eq!(s.handle_ack(due + MS, 5, &mut c), AckOutcome::Progress);
         assert_eq!(send(&mut s, due + MS, &mut c), vec![6, 7, 8, 9]);
     }
