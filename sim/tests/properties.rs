@@ -651,6 +651,22 @@ proptest! {
     }
 }
 
+/// A download by `profile` (blksize `blksize` if given) of `size` bytes,
+/// starting at `start`: the regression tests' transfers.
+fn download(profile: Profile, blksize: Option<u16>, size: u64, start: Duration) -> Transfer {
+    Transfer {
+        profile,
+        options: ClientOptions {
+            blksize,
+            ..ClientOptions::default()
+        },
+        put: false,
+        probe_first: false,
+        size,
+        start,
+    }
+}
+
 fn clean() -> LinkFaults {
     LinkFaults::default()
 }
@@ -891,17 +907,7 @@ fn uboot_out_of_whole_transfer_timeouts_is_the_plans_verdict() {
         },
         script: Vec::new(),
         outage: None,
-        transfers: vec![Transfer {
-            profile: Profile::UBoot,
-            options: ClientOptions {
-                blksize: Some(8),
-                ..ClientOptions::default()
-            },
-            put: false,
-            probe_first: false,
-            size: 3880,
-            start: ms(0),
-        }],
+        transfers: vec![download(Profile::UBoot, Some(8), 3880, ms(0))],
         seed: 3923682150420522935,
     };
     let r = run(&scenario(&case).0, case.seed, SimOptions::default());
@@ -943,14 +949,7 @@ fn uefi_probe_abort_lost_keeps_the_probe_resending_within_the_bound() {
         },
         script: Vec::new(),
         outage: None,
-        transfers: vec![Transfer {
-            profile: Profile::UefiPxe,
-            options: ClientOptions::default(),
-            put: false,
-            probe_first: false,
-            size: 14680,
-            start: ms(0),
-        }],
+        transfers: vec![download(Profile::UefiPxe, None, 14680, ms(0))],
         seed: 16893863632920316520,
     };
     let r = run(&scenario(&case).0, case.seed, SimOptions::default());
@@ -988,25 +987,8 @@ fn uboot_timeouts_forced_by_lost_data_are_the_plans_verdict_too() {
         script: Vec::new(),
         outage: None,
         transfers: vec![
-            Transfer {
-                profile: Profile::UBoot,
-                options: ClientOptions::default(),
-                put: false,
-                probe_first: false,
-                size: 8807,
-                start: ms(109),
-            },
-            Transfer {
-                profile: Profile::UBoot,
-                options: ClientOptions {
-                    blksize: Some(8),
-                    ..ClientOptions::default()
-                },
-                put: false,
-                probe_first: false,
-                size: 9600,
-                start: ms(0),
-            },
+            download(Profile::UBoot, None, 8807, ms(109)),
+            download(Profile::UBoot, Some(8), 9600, ms(0)),
         ],
         seed: 628856551918847325,
     };
