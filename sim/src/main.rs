@@ -38,12 +38,13 @@ struct RunArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
     /// Run only this seed (replays a failure).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
     /// Run everything twice and fail if any trace differs.
     #[arg(long)]
     check_determinism: bool,
-    /// Write the text trace of the (last) run here (one line per datagram).
+    /// Write the text trace of the run here (one line per datagram; needs
+    /// exactly one run: one scenario and --seed).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Write the trace as JSON here.
@@ -105,6 +106,15 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Some(s) => vec![s],
         None => (1..=args.seeds).collect(),
     };
+    let one_run_outputs = [&args.trace, &args.json, &args.mermaid];
+    if !args.bench && one_run_outputs.iter().any(|o| o.is_some()) {
+        let runs = scenarios.len() * seeds.len();
+        if runs != 1 {
+            return Err(format!(
+                "--trace, --json and --mermaid write one run, and this is {runs}: name one scenario file and one --seed (a failure line prints that command)"
+            ));
+        }
+    }
     if args.bench {
         let ticks: Vec<std::time::Duration> = args
             .tick_ms
