@@ -50,7 +50,8 @@ struct RunArgs {
     /// Write the trace as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Write a Mermaid sequence diagram of the trace here.
+    /// Write a Mermaid sequence diagram of the run here (a raw `.mmd`; a
+    /// long run shows its first and last 200 datagrams).
     #[arg(long, value_name = "FILE")]
     mermaid: Option<PathBuf>,
     /// Write a JUnit XML report here.
@@ -183,10 +184,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         };
         write(&args.trace, render_text(&last.trace))?;
         write(&args.json, render_json(&last.trace))?;
-        write(
-            &args.mermaid,
-            format!("```mermaid\n{}```\n", render_mermaid(&last.trace, 400)),
-        )?;
+        write(&args.mermaid, render_mermaid(&last.trace, 400))?;
     }
     if let Some(p) = &args.junit {
         std::fs::write(p, junit(&runs))

@@ -155,8 +155,11 @@ pub fn render_json(events: &[TraceEvent]) -> String {
     serde_json::to_string_pretty(events).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-/// A Mermaid `sequenceDiagram` (GitHub renders it). Dropped datagrams are
-/// drawn as crossed arrows. Long traces are cut at `max_events` with a note.
+/// The trace as a Mermaid sequence diagram (a raw `.mmd` file: no Markdown
+/// fences), participants under their own names. A trace longer than
+/// `max_events` shows its first and last halves with a note of how many
+/// datagrams are left out between them: a failing run's end, where its
+/// failure shows, is never cut.
 pub fn render_mermaid(events: &[TraceEvent], max_events: usize) -> String {
     let mut out = String::from("sequenceDiagram\n");
     let mut participants: Vec<&str> = Vec::new();
@@ -168,9 +171,14 @@ pub fn render_mermaid(events: &[TraceEvent], max_events: usize) -> String {
         }
     }
     for p in &participants {
-        let _ = writeln!(out, "    participant {}", mermaid_id(p));
+        let id = mermaid_id(p);
+        if id == *p {
+            let _ = writeln!(out, "    participant {id}");
+        } else {
+            let _ = writeln!(out, "    participant {id} as {p}");
+        }
     }
-    for e in events.iter().take(max_events) {
+    let arrow_line = |out: &mut String, e: &TraceEvent| {
         let arrow = if matches!(e.fate, TraceFate::Dropped { .. }) {
             "-x"
         } else {
@@ -189,15 +197,27 @@ pub fn render_mermaid(events: &[TraceEvent], max_events: usize) -> String {
             mermaid_id(&e.to),
             label.replace([';', '#', ':'], " ")
         );
+    };
+    if events.len() <= max_events {
+        for e in events {
+            arrow_line(&mut out, e);
+        }
+        return out;
     }
-    if events.len() > max_events {
-        let first = participants.first().map_or("a", |p| p);
-        let _ = writeln!(
-            out,
-            "    Note over {}: {} more datagrams not shown",
-            mermaid_id(first),
-            events.len() - max_events
-        );
+    let head = max_events / 2;
+    let tail = max_events - head;
+    for e in &events[..head] {
+        arrow_line(&mut out, e);
+    }
+    let first = participants.first().map_or("a", |p| p);
+    let _ = writeln!(
+        out,
+        "    Note over {}: {} more datagrams not shown",
+        mermaid_id(first),
+        events.len() - max_events
+    );
+    for e in &events[events.len() - tail..] {
+        arrow_line(&mut out, e);
     }
     out
 }
@@ -261,10 +281,28 @@ mod tests {
     }
 
     #[test]
-    fn mermaid_draws_drops_as_crosses_and_cuts_long_traces() {
+    fn mermaid_draws_drops_as_crosses_and_keeps_both_ends_of_long_traces() {
         let m = render_mermaid(&sample(), 2);
         assert!(m.starts_with("sequenceDiagram\n    participant rpi4\n    participant server\n"));
-        assert!(m.contains("server-xrpi4: 1.5ms OACK tsize=10 [dropped  loss]"));
-        assert!(m.contains("Note over rpi4: 1 more datagrams not shown"));
+        assert_eq!(
+            m.lines().skip(3).collect::<Vec<_>>(),
+            [
+                "    rpi4->>server: 0.0ms RRQ \"start4.elf\" octet tsize=0",
+                "    Note over rpi4: 1 more datagrams not shown",
+                "    server->>rpi4: 2001.5ms DATA  1 (3 B) [duplicated x2]",
+            ]
+        );
+        let all = render_mermaid(&sample(), 3);
+        assert!(all.contains("server-xrpi4: 1.5ms OACK tsize=10 [dropped  loss]"));
+        assert!(!all.contains("Note"));
+    }
+
+    #[test]
+    fn mermaid_keeps_participant_names() {
+        let mut t = sample();
+        t[0].from = "rack1-1".into();
+        let m = render_mermaid(&t, 10);
+        assert!(m.contains("    participant rack1_1 as rack1-1\n"), "{m}");
+        assert!(m.contains("    rack1_1->>server: "), "{m}");
     }
 }
