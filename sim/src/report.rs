@@ -42,16 +42,16 @@ pub fn summary_table(runs: &[ScenarioRuns], wall: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>5} {:>6} {:>6} {:>10} {:>10} {:>9} {:>8} {:>11}",
+        "{:<32} {:>5} {:>6} {:>6} {:>10} {:>10} {:>9} {:>10} {:>15}",
         "scenario",
         "seeds",
         "passed",
         "failed",
         "sim mean",
         "sim max",
-        "packets",
-        "resent",
-        "no last ACK"
+        "pkts/run",
+        "resent/run",
+        "no last ACK (all)"
     );
     let (mut total_runs, mut total_failed, mut sim_total) = (0, 0, Duration::ZERO);
     for sr in runs {
@@ -68,7 +68,7 @@ pub fn summary_table(runs: &[ScenarioRuns], wall: Duration) -> String {
         sim_total += sim.iter().sum::<Duration>();
         let _ = writeln!(
             out,
-            "{:<32} {:>5} {:>6} {:>6} {:>9.2}s {:>9.2}s {:>9} {:>8} {:>11}",
+            "{:<32} {:>5} {:>6} {:>6} {:>9.2}s {:>9.2}s {:>9} {:>10} {:>15}",
             truncate(&sr.scenario.name, 32),
             sr.runs.len(),
             sr.passed(),

@@ -278,3 +278,22 @@ fn passing_run(text: &str, name: &str) -> tftplab_sim::SimRun {
     );
     r
 }
+
+#[test]
+fn a_run_over_its_packet_bound_says_by_how_much() {
+    let mut s = load("uboot-kernel-window8.toml");
+    s.expect.max_packet_ratio = 1.0;
+    let r = run(&s, 1, SimOptions::default());
+    let line = r
+        .verdict
+        .failures
+        .iter()
+        .find(|f| f.contains("datagrams sent; the bound is"))
+        .expect("over the bound");
+    let sent: f64 = line.split(' ').next().unwrap().parse().unwrap();
+    let ratio = sent / r.verdict.minimum_datagrams as f64;
+    assert!(
+        line.ends_with(&format!("this run sent {ratio:.2}x the minimum")),
+        "{line}"
+    );
+}

@@ -152,8 +152,11 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Verdict {
     let allowed = (scenario.expect.max_packet_ratio * v.minimum_datagrams as f64) as u64 + 10;
     if record.datagrams > allowed {
         v.failures.push(format!(
-            "{} datagrams sent; the bound is {allowed} ({}x the minimum of {} + 10)",
-            record.datagrams, scenario.expect.max_packet_ratio, v.minimum_datagrams
+            "{} datagrams sent; the bound is {allowed} ({}x the minimum of {} + 10); this run sent {:.2}x the minimum",
+            record.datagrams,
+            scenario.expect.max_packet_ratio,
+            v.minimum_datagrams,
+            record.datagrams as f64 / v.minimum_datagrams.max(1) as f64
         ));
     }
     v
