@@ -297,3 +297,17 @@ fn a_run_over_its_packet_bound_says_by_how_much() {
         "{line}"
     );
 }
+
+#[test]
+fn an_action_failure_says_when_the_action_ended() {
+    let mut s = load("lost-oack.toml");
+    s.clients[0].actions[0].expect = tftplab_sim::lab::scenario::Outcome::Fails;
+    let r = run(&s, 1, SimOptions::default());
+    let ended = r.record.results[0].ended_at.as_secs_f64();
+    let line = r.verdict.failures.first().expect("a failure");
+    assert!(
+        line.contains("client rpi4 action 1:")
+            && line.ends_with(&format!("(ended at {ended:.3}s)")),
+        "{line}"
+    );
+}

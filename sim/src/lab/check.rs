@@ -118,12 +118,14 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Verdict {
             v.minimum_datagrams += minimum(spec, r, scenario);
         }
         if let Err(why) = check_action(scenario, r) {
+            // The time finds the end of the action in the trace.
             v.failures.push(format!(
-                "{}:{}: client {} action {}: {why}",
+                "{}:{}: client {} action {}: {why} (ended at {:.3}s)",
                 scenario.path.display(),
                 r.action.line,
                 r.client,
-                r.index + 1
+                r.index + 1,
+                r.ended_at.as_secs_f64()
             ));
         }
         if r.ended_at > scenario.expect.within {
