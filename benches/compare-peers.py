@@ -384,11 +384,13 @@ def main():
     size.add_argument("--size-mib", type=int,
                       help="file size in MiB (default 64, or 1 with --loss)")
     size.add_argument("--size-kib", type=int, help="file size in KiB")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5,
+                    help="downloads per server and configuration (default 5; the median is shown)")
     ap.add_argument("--timeout", type=float,
                     help="seconds before one download counts as stalled "
                          "(default 120, or 300 with --loss)")
-    ap.add_argument("--tftplab", default=str(REPO / "target/release/tftplab"))
+    ap.add_argument("--tftplab", default=str(REPO / "target/release/tftplab"),
+                    help="the tftplab binary to measure (default: the release build)")
     ap.add_argument("--only", action="append", default=[], metavar="SUBSTRING",
                     help="keep configurations whose label contains this (repeatable)")
     ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,

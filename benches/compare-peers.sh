@@ -20,6 +20,10 @@
 # root) and iperf3 (for the ceiling), and builds tftplab in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do
+    # Help first: nothing installed, nothing built.
+    case "$arg" in -h | --help) exec python3 benches/compare-peers.py --help ;; esac
+done
 if [ "$(id -u)" -eq 0 ]; then
     bash .ci/install-peers.sh
     if ! command -v iperf3 >/dev/null; then
