@@ -305,7 +305,7 @@ impl<S: Source> WindowTx<S> {
     }
 
     /// Time passed: act on a deferred gap ACK, or, when the retransmission
-    /// timer fired, probe with the window's last block or rewind to its
+    /// timer fired, probe with the window's first and last blocks or rewind to its
     /// start. Returns `false` when the retry budget is spent.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) -> bool {
         if self.deferred_rewind_at().is_some_and(|d| now >= d) {
@@ -456,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn a_windows_first_timeout_probes_with_its_last_block_then_resends_it_all() {
+    fn a_windows_first_timeout_probes_with_its_first_and_last_blocks_then_resends_it_all() {
         let (t, mut c) = (Instant::now(), Counters::default());
         let mut s = sender();
         assert_eq!(send(&mut s, t, &mut c), vec![1, 2, 3, 4]);
