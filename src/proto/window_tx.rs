@@ -11,8 +11,10 @@
 //!   Within a round trip of a rewind (smoothed, plus its variation) an ACK
 //!   only moves the window on: the blocks already sent past it are in
 //!   flight. Such a gap ACK is not forgotten, though: if the window has not
-//!   moved past its gap once that round trip is over, the sender rewinds
-//!   then, without waiting for the timer (a block lost from a resent window
+//!   moved past its gap a round trip after the last DATA went out (a block
+//!   sent after the rewind may be the one that completes the receiver's
+//!   window and draws its ACK), the sender rewinds then, without waiting
+//!   for the timer (a block lost from a resent window
 //!   used to cost a full timeout, 20 ms and more, instead of a round trip).
 //! - An ACK that acknowledges nothing new (a duplicate) is ignored: it neither
 //!   triggers a resend (Sorcerer's Apprentice, RFC 1123 4.2.3.1) nor restarts
@@ -107,6 +109,8 @@ pub(crate) struct WindowTx<S: Source> {
     timing: Option<(u64, Instant)>,
     /// When the window was last rewound (by a gap ACK or a timeout).
     rewound_at: Option<Instant>,
+    /// When the last DATA went out, resend or not.
+    last_sent: Option<Instant>,
     /// A gap ACK that came too soon after a rewind to act on: the first
     /// block index it says is missing.
     deferred_gap: Option<u64>,
@@ -133,6 +137,7 @@ impl<S: Source> WindowTx<S> {
             last: None,
             timing: None,
             rewound_at: None,
+            last_sent: None,
             deferred_gap: None,
             probed: None,
             probe_tail: None,
@@ -218,6 +223,7 @@ impl<S: Source> WindowTx<S> {
         }
         self.sent_max = self.sent_max.max(self.next);
         self.next += 1;
+        self.last_sent = Some(now);
         if let Some(tail) = self.probe_tail.take() {
             self.next = self.next.max(tail);
         }
@@ -292,10 +298,14 @@ impl<S: Source> WindowTx<S> {
     }
 
     /// When a deferred gap ACK is acted on, if one is waiting and the
-    /// window has not moved past its gap.
+    /// window has not moved past its gap: a round trip after the last DATA
+    /// went out. The ACK that moves the window may need a block sent after
+    /// the rewind (one that fills the receiver's window count), so timing
+    /// from the rewind itself resent a window whose ACK was on its way.
     fn deferred_rewind_at(&self) -> Option<Instant> {
         self.deferred_gap.filter(|&g| g == self.base)?;
-        Some(self.rewound_at? + self.timer.round_trip_bound())
+        let from = self.rewound_at?.max(self.last_sent?);
+        Some(from + self.timer.round_trip_bound())
     }
 
     /// The next moment [`WindowTx::handle_timeout`] has something to do.
@@ -421,10 +431,11 @@ mod tests {
         let early = t + 2 * MS + MS / 10;
         s.handle_ack(early, 6, &mut c);
         assert_eq!(send(&mut s, early, &mut c), vec![10]);
-        // A round trip (the 3 ms bound) after the rewind, not the 20 ms
-        // floor timeout: the sender rewinds to 7 without a timeout.
+        // A round trip (the 3 ms bound) after the last DATA (10, sent
+        // after the rewind), not the 20 ms floor timeout: the sender
+        // rewinds to 7 without a timeout.
         let due = s.deadline().unwrap();
-        assert_eq!(due, t + 5 * MS);
+        assert_eq!(due, early + 3 * MS);
         assert!(s.handle_timeout(due, &mut c));
         assert_eq!(send(&mut s, due, &mut c), vec![7, 8, 9, 10]);
         assert_eq!(c.timeouts, 0);
