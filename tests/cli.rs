@@ -145,7 +145,7 @@ fn serve_get_put_and_graceful_stop() {
         .args(["put", &served.addr])
         .arg(&local)
         .arg("copy.elf"));
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "the server refused: the file exists");
     assert_eq!(
         err.trim(),
         format!(
@@ -224,7 +224,7 @@ fn get_names_the_local_path_when_that_is_the_problem_and_saves_into_a_directory(
     // is needed to see it, and the remote name is not blamed.
     let (code, _, err) =
         run(bin().args(["get", "127.0.0.1:9", "config.txt", "/nonexistent/dir/x"]));
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "a local problem");
     assert_eq!(
         err,
         "tftplab: cannot save to `/nonexistent/dir/x`: `/nonexistent/dir` is not a directory; \
@@ -279,19 +279,38 @@ fn get_into_a_fifo_or_dev_null_streams_and_leaves_the_node() {
 }
 
 #[test]
-fn failures_exit_non_zero_with_one_line() {
+fn failures_exit_with_their_status_and_one_line() {
     let root = tempfile::tempdir().unwrap();
     let served = Served::start(root.path(), &[]);
-    let cases: [(&[&str], &str); 4] = [
+    // Bound and silent: requests to it are neither answered nor refused.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let cases: [(&[&str], i32, String); 5] = [
         (
             &["get", &served.addr, "missing.bin", "/dev/null"],
-            "ERROR 1: File not found",
+            3,
+            format!(
+                "{} refused `missing.bin`: ERROR 1: File not found",
+                served.addr
+            ),
         ),
         (
             &["get", &served.addr, "../etc/passwd", "/dev/null"],
-            "ERROR 2: Access violation",
+            3,
+            "ERROR 2: Access violation".into(),
         ),
-        (&["put", &served.addr, "Cargo.toml", "x"], "ERROR 2"),
+        (
+            &["put", &served.addr, "Cargo.toml", "x"],
+            3,
+            "ERROR 2: Access violation: uploads are disabled".into(),
+        ),
+        // Nothing listening: the ICMP answer ends it at once, no retries.
+        (
+            &["get", &closed, "x", "/dev/null"],
+            4,
+            format!("nothing is listening on {closed} (port unreachable)"),
+        ),
         (
             &[
                 "get",
@@ -299,19 +318,90 @@ fn failures_exit_non_zero_with_one_line() {
                 "1",
                 "--timeout",
                 "1",
-                "127.0.0.1:9",
+                &silent_addr,
                 "x",
                 "/dev/null",
             ],
-            "no answer from 127.0.0.1:9",
+            4,
+            format!("no answer from {silent_addr} after 1 retries"),
         ),
     ];
-    for (args, expected) in cases {
+    for (args, status, expected) in cases {
         let (code, _, err) = run(bin().args(args).current_dir(env!("CARGO_MANIFEST_DIR")));
-        assert_eq!(code, 1, "{args:?}: {err}");
+        assert_eq!(code, status, "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(err.contains(&expected), "{args:?}: {err}");
     }
+}
+
+/// A server that sends one full block of 512 bytes, then, on its ACK,
+/// ERROR 0: a transfer aborted midway, not a refused request.
+#[test]
+fn an_error_after_data_is_an_abort_not_a_refusal() {
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fake.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 600];
+        let (_, client) = fake.recv_from(&mut buf).unwrap();
+        let mut data = vec![0, 3, 0, 1];
+        data.extend([7u8; 512]);
+        fake.send_to(&data, client).unwrap();
+        let (n, _) = fake.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"\x00\x04\x00\x01", "ACK 1");
+        fake.send_to(b"\x00\x05\x00\x00server shutting down\x00", client)
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(bin()
+        .args(["get", "--quiet", &addr, "kernel.img"])
+        .current_dir(dir.path()));
+    server.join().unwrap();
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "tftplab: {addr} aborted `kernel.img` after 512 bytes: ERROR 0: server shutting down\n"
+        )
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn an_interrupted_get_exits_130_and_leaves_no_file() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args(["get", "--quiet", &addr, "kernel.img"])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The request came: the client is waiting for its answer.
+    let mut buf = [0u8; 600];
+    silent.recv_from(&mut buf).unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tftplab: interrupted; `kernel.img` was not written\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
 }
 
 #[test]
@@ -326,13 +416,13 @@ fn bad_arguments_exit_2_and_say_what_is_wrong() {
         "--bind",
         "127.0.0.1:0",
     ]));
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "a local problem");
     assert!(
         err.starts_with("tftplab: cannot serve /nonexistent/dir"),
         "{err}"
     );
     let (code, _, err) = run(bin().args(["get", "no-such-host.invalid", "f"]));
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "no answer");
     assert!(
         err.contains("cannot resolve `no-such-host.invalid`"),
         "{err}"
@@ -366,7 +456,7 @@ fn store_commands_manage_the_root() {
     let (_, out, _) = store(&["ls"]);
     assert_eq!(out, "");
     let (code, _, err) = store(&["rm", "test.bin"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "not there");
     assert_eq!(err.lines().count(), 1);
 }
 
@@ -458,11 +548,11 @@ fn serve_events_json_reports_ready_transfers_and_stop() {
     ]));
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = run(bin().args(["get", "-q", &addr, "../x\"y", "/dev/null"]));
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let (code, _, _) = run(bin()
         .args(["put", "-q", &addr, "Cargo.toml", "new.txt"])
         .current_dir(env!("CARGO_MANIFEST_DIR")));
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
 
     let transfer = normalize_event(&lines.next().unwrap().unwrap());
     assert_eq!(
@@ -477,7 +567,7 @@ fn serve_events_json_reports_ready_transfers_and_stop() {
     let refused = normalize_event(&lines.next().unwrap().unwrap());
     assert_eq!(
         refused,
-        r#"{"event":"refused","file":"new.txt","peer":"127.0.0.1:PORT","code":2,"message":"Access violation"}"#
+        r#"{"event":"refused","file":"new.txt","peer":"127.0.0.1:PORT","code":2,"message":"Access violation: uploads are disabled"}"#
     );
 
     terminate(&child);
@@ -497,4 +587,45 @@ fn serve_prints_nothing_on_stdout_by_default() {
     let out = served.stop();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"");
+}
+
+#[test]
+fn serve_warns_when_uploads_are_on_and_the_root_is_read_only() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root writes anywhere: run the server as nobody to see the warning.
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tftplab"));
+        c
+    } else {
+        bin()
+    };
+    let mut child = cmd
+        .args(["serve", "--root"])
+        .arg(root.path())
+        .args(["--bind", "127.0.0.1:0", "--write", "create"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("tftplab: warning: --write create, but ")
+            && first.ends_with("every upload will be refused until it is"),
+        "{first}"
+    );
+    assert!(second.starts_with("tftplab: serving "), "{second}");
+}
+
+/// `/proc/self` belongs to the process's effective uid.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -845,7 +845,13 @@ fn our_server_refuses_uploads_with_error_2_when_writes_are_off() {
     let local = temp_dir();
     let upload = local.path().join("upload");
     make_file(&upload, 2000, 2);
-    every_client_put_gets_error(&server, &upload, "new.bin", 2, "Access violation");
+    every_client_put_gets_error(
+        &server,
+        &upload,
+        "new.bin",
+        2,
+        "Access violation: uploads are disabled",
+    );
     assert!(!server.path("new.bin").exists(), "an upload was stored");
 }
 

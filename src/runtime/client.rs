@@ -20,6 +20,11 @@ pub enum ClientError {
     /// A local problem before or after the transfer (socket, file).
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The server's port is unreachable: the host answered a datagram with
+    /// an ICMP error (nothing listens on that port, or a firewall rejects
+    /// it), so the transfer ended without waiting out its retries.
+    #[error("port unreachable: {0}")]
+    Unreachable(io::Error),
 }
 
 impl ClientError {
@@ -28,7 +33,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Transfer(e) => e.code(),
-            ClientError::Io(_) => None,
+            ClientError::Io(_) | ClientError::Unreachable(_) => None,
         }
     }
 }
@@ -157,13 +162,22 @@ impl<N: Network> Client<N> {
 }
 
 /// Binds a socket for talking to `server`: its address family, an
-/// OS-chosen port (a client's TID).
+/// OS-chosen port (a client's TID), with [`Network::bind_client`].
 pub async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Result<N::Socket> {
     let any = match server.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    net.bind_transfer(SocketAddr::new(any, 0)).await
+    net.bind_client(SocketAddr::new(any, 0)).await
+}
+
+/// How a client's drive ended.
+enum Ended {
+    Outcome(Result<Summary, TransferError>),
+    /// The server's port is unreachable (see [`Network::bind_client`]).
+    Unreachable(io::Error),
+    /// The machine closed without reporting an outcome.
+    Silent,
 }
 
 /// Drives a client machine on `socket` until it reports its outcome, then
@@ -171,14 +185,31 @@ pub async fn bind_any<N: Network>(net: &N, server: SocketAddr) -> io::Result<N::
 /// answered. The hooks see every event and the byte count after every
 /// datagram, and may end the transfer from this side ([`Control::Abort`]),
 /// as probing firmware does. `None` if the machine closed without an
-/// outcome. This is the loop [`Client`] runs; it is public for drivers that
-/// build their own client machines (the lab's firmware profiles).
+/// outcome, or if the server's port turned out unreachable. This is the
+/// loop [`Client`] runs; it is public for drivers that build their own
+/// client machines (the lab's firmware profiles).
 pub async fn drive_to_outcome<T, S>(
+    machine: T,
+    socket: S,
+    on_event: impl FnMut(&Event) -> Control,
+    on_progress: impl FnMut(u64) -> Control,
+) -> Option<Result<Summary, TransferError>>
+where
+    T: Transfer + Send + 'static,
+    S: DatagramSocket,
+{
+    match drive_client(machine, socket, on_event, on_progress).await {
+        Ended::Outcome(r) => Some(r),
+        Ended::Unreachable(_) | Ended::Silent => None,
+    }
+}
+
+async fn drive_client<T, S>(
     mut machine: T,
     socket: S,
     mut on_event: impl FnMut(&Event) -> Control,
     on_progress: impl FnMut(u64) -> Control,
-) -> Option<Result<Summary, TransferError>>
+) -> Ended
 where
     T: Transfer + Send + 'static,
     S: DatagramSocket,
@@ -193,7 +224,7 @@ where
         control
     };
     let until = Until::Finished;
-    drive(
+    let failed = drive(
         &mut machine,
         &socket,
         &mut cancel,
@@ -203,6 +234,9 @@ where
         on_progress,
     )
     .await;
+    if let Some(e) = failed {
+        return Ended::Unreachable(e);
+    }
     if !machine.is_closed() {
         tokio::spawn(async move {
             let (_keep, mut cancel) = watch::channel(Cancel::Run);
@@ -219,7 +253,7 @@ where
             .await;
         });
     }
-    result
+    result.map_or(Ended::Silent, Ended::Outcome)
 }
 
 /// Runs a transfer for the public API: progress reports carry the total
@@ -254,9 +288,10 @@ where
         }
         Control::Continue
     };
-    match drive_to_outcome(machine, socket, on_event, on_progress).await {
-        Some(Ok(summary)) => Ok(summary),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(io::Error::other("transfer ended without an outcome").into()),
+    match drive_client(machine, socket, on_event, on_progress).await {
+        Ended::Outcome(Ok(summary)) => Ok(summary),
+        Ended::Outcome(Err(e)) => Err(e.into()),
+        Ended::Unreachable(e) => Err(ClientError::Unreachable(e)),
+        Ended::Silent => Err(io::Error::other("transfer ended without an outcome").into()),
     }
 }

@@ -169,6 +169,11 @@ async fn send<S: DatagramSocket>(socket: &S, out: Outgoing<'_>) {
 /// Every timer it arms is published on the socket
 /// ([`DatagramSocket::next_wake`]): the earlier of the machine's deadline
 /// and the lifetime, whenever that changes, and `None` when it returns.
+///
+/// Returns the receive error that ended it early, if one did: the peer's
+/// port is unreachable (an ICMP error, on sockets that report them, see
+/// [`super::Network::bind_client`]). The machine is left as it was: there
+/// is nobody to send an ERROR to.
 pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     machine: &mut T,
     socket: &S,
@@ -177,8 +182,8 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     lifetime: Option<Instant>,
     on_event: impl FnMut(Event) -> Control,
     on_progress: impl FnMut(u64) -> Control,
-) {
-    drive_loop(
+) -> Option<std::io::Error> {
+    let ended = drive_loop(
         machine,
         socket,
         cancel,
@@ -189,6 +194,7 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     )
     .await;
     socket.next_wake(None);
+    ended
 }
 
 async fn drive_loop<T: Transfer, S: DatagramSocket>(
@@ -199,7 +205,7 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
     lifetime_at: Option<Instant>,
     mut on_event: impl FnMut(Event) -> Control,
     mut on_progress: impl FnMut(u64) -> Control,
-) {
+) -> Option<std::io::Error> {
     let mut batch = Batch::new();
     // Sized from the machine as it goes (see `receive_room`).
     let mut rx = Vec::new();
@@ -253,7 +259,7 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
             continue; // collect the outcome of the abort first
         }
         if aborting || machine.is_closed() || (finished && until == Until::Finished) {
-            return;
+            return None;
         }
         let deadline = machine.poll_timeout().map(tokio::time::Instant::from_std);
         if let Some(d) = deadline.filter(|&d| armed != Some(d)) {
@@ -282,6 +288,9 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
                     if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
                         machine.abort(code, message);
                     }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && !finished => {
+                    return Some(e);
                 }
                 Err(e) => {
                     // A broken socket must not spin: give up after a run of errors.

@@ -99,6 +99,19 @@ pub trait Network: Clone + Send + Sync + 'static {
         self.bind(addr)
     }
 
+    /// Binds a client's socket (its TID). Where the host can, the socket
+    /// reports an ICMP "port unreachable" for what it sent as a receive
+    /// error of kind [`io::ErrorKind::ConnectionRefused`], so a client
+    /// asking a port where nothing listens learns it at once instead of
+    /// after its retries. By default the same as
+    /// [`Network::bind_transfer`].
+    fn bind_client(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        self.bind_transfer(addr)
+    }
+
     /// Runs `work`, which may block (resolving a name and opening a file),
     /// without blocking the task that awaits it. By default on tokio's pool
     /// of blocking threads; a simulated host runs it inline, since its file
@@ -148,17 +161,29 @@ pub struct HostSocket {
     fd: tokio::io::unix::AsyncFd<std::net::UdpSocket>,
     /// Receive offload is on: one read may hold a window of datagrams.
     gro: bool,
+    /// What a read waits for: readable, and for a client socket with
+    /// `IP_RECVERR` on, an error too (an ICMP error makes the socket
+    /// report `EPOLLERR` alone, never readable).
+    interest: tokio::io::Interest,
 }
 
 #[cfg(target_os = "linux")]
 impl HostSocket {
     fn new(socket: std::net::UdpSocket, gro: bool) -> io::Result<Self> {
-        use tokio::io::{unix::AsyncFd, Interest};
+        Self::with_interest(socket, gro, tokio::io::Interest::READABLE)
+    }
+
+    fn with_interest(
+        socket: std::net::UdpSocket,
+        gro: bool,
+        interest: tokio::io::Interest,
+    ) -> io::Result<Self> {
+        use tokio::io::unix::AsyncFd;
         // SAFETY: the std socket owns its descriptor and keeps it open, and
         // the same, until the AsyncFd that owns the socket is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        let fd = unsafe { AsyncFd::register_with_interest(socket, interest) }
             .map_err(io::Error::from)?;
-        Ok(HostSocket { fd, gro })
+        Ok(HostSocket { fd, gro, interest })
     }
 
     /// Runs a non-blocking read until it finds a datagram.
@@ -167,7 +192,7 @@ impl HostSocket {
         mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>,
     ) -> io::Result<T> {
         loop {
-            let mut ready = self.fd.readable().await?;
+            let mut ready = self.fd.ready(self.interest).await?;
             match ready.try_io(|fd| op(fd.get_ref())) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
@@ -355,6 +380,52 @@ impl Network for TokioNet {
             HostSocket::new(s, gro)
         });
         std::future::ready(socket)
+    }
+
+    fn bind_client(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Socket>> + Send {
+        let socket = bind_std(addr).and_then(|s| {
+            #[cfg(target_os = "linux")]
+            if recverr::enable(&s, addr.is_ipv4()) {
+                use tokio::io::Interest;
+                return HostSocket::with_interest(s, false, Interest::READABLE | Interest::ERROR);
+            }
+            HostSocket::new(s, false)
+        });
+        std::future::ready(socket)
+    }
+}
+
+/// ICMP errors on an unconnected UDP socket: Linux reports them only with
+/// `IP_RECVERR` (`IPV6_RECVERR`) on; then the next receive fails with the
+/// error (`ECONNREFUSED` for port unreachable). The queued error messages
+/// are freed with the socket, which a client closes after one transfer.
+#[cfg(target_os = "linux")]
+mod recverr {
+    use std::os::fd::AsRawFd;
+
+    /// Best effort: without it a closed port costs the client its retries.
+    /// True if the option is on.
+    pub(super) fn enable(socket: &std::net::UdpSocket, v4: bool) -> bool {
+        let (level, name) = if v4 {
+            (libc::IPPROTO_IP, libc::IP_RECVERR)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor, and a pointer to an int with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
     }
 }
 

@@ -338,6 +338,29 @@ async fn stop_aborts_stalled_transfers_after_the_grace_period() {
     assert!(matches!(finished, Some(Err(TransferError::Local { .. }))));
 }
 
+/// Nothing listens on the port: the host's ICMP answer ends the request
+/// as unreachable, where a silent server costs the retries (the timeout
+/// here is a minute, so a client that missed the ICMP error hangs the test
+/// instead of passing it).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_closed_port_is_unreachable_not_a_timeout() {
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let c = Client::new(
+        TokioNet,
+        ClientConfig {
+            timeout: Duration::from_secs(60),
+            ..ClientConfig::default()
+        },
+    );
+    let err = c.get_bytes(closed, "f").await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable(_)), "{err}");
+    assert_eq!(err.code(), None);
+}
+
 #[tokio::test]
 async fn client_times_out_against_a_silent_server() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::wire::ErrorCode;
 
 /// Why a request was refused with ERROR 2. Kept apart from the error so a
-/// log line can say exactly which rule fired while the client only learns
-/// "access violation".
+/// log line can say exactly which rule fired, while the client learns only
+/// what is no help to someone probing the root ([`DenyReason::public`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
     /// A `..` that would climb above the root, or a symlink whose target lies
@@ -33,6 +33,26 @@ pub enum DenyReason {
     DanglingLink,
 }
 
+impl DenyReason {
+    /// What the ERROR packet may say about this refusal: the server's
+    /// policy and what the OS said are the client's business (a lab user
+    /// whose upload fails wants to know that uploads are off, not guess);
+    /// whether a name leads outside the root, through which symlink, or onto
+    /// a temporary file or a directory is not, since it would map the root
+    /// for whoever asks.
+    pub fn public(self) -> Option<&'static str> {
+        match self {
+            DenyReason::WritesDisabled => Some("uploads are disabled"),
+            DenyReason::Permission => Some("permission denied"),
+            DenyReason::NulByte | DenyReason::BadComponent => Some("invalid file name"),
+            DenyReason::OutsideRoot
+            | DenyReason::Reserved
+            | DenyReason::NotRegularTarget
+            | DenyReason::DanglingLink => None,
+        }
+    }
+}
+
 impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -55,6 +75,10 @@ impl fmt::Display for DenyReason {
 pub enum StoreError {
     #[error("{name:?}: file not found")]
     NotFound { name: String },
+    /// An upload into a directory that does not exist, while the store
+    /// creates none ([`super::StoreConfig::create_dirs`] off).
+    #[error("{name:?}: its directory does not exist, and uploads may not create directories (serve --create-dirs allows it)")]
+    NoDirectory { name: String },
     /// A directory, the root itself, a FIFO or a device asked for by a read.
     #[error("{name:?}: not a regular file")]
     NotAFile { name: String },
@@ -93,6 +117,7 @@ impl StoreError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             StoreError::NotFound { .. }
+            | StoreError::NoDirectory { .. }
             | StoreError::NotAFile { .. }
             | StoreError::NameTooLong { .. } => ErrorCode::FILE_NOT_FOUND,
             StoreError::Denied { .. } => ErrorCode::ACCESS_VIOLATION,
@@ -103,14 +128,20 @@ impl StoreError {
         }
     }
 
-    /// The text for the ERROR packet: short, and free of host paths and of
-    /// which rule fired (that would help someone probing the root).
+    /// The text for the ERROR packet: short, free of host paths, and saying
+    /// which rule fired only where [`DenyReason::public`] allows.
     pub fn message(&self) -> String {
         match self {
             StoreError::NotFound { .. }
             | StoreError::NotAFile { .. }
             | StoreError::NameTooLong { .. } => "File not found".into(),
-            StoreError::Denied { .. } => "Access violation".into(),
+            // Only an upload gets here, and writes are on: the uploader
+            // may know that its directory is what is missing.
+            StoreError::NoDirectory { .. } => "Directory not found".into(),
+            StoreError::Denied { reason, .. } => match reason.public() {
+                Some(why) => format!("Access violation: {why}"),
+                None => "Access violation".into(),
+            },
             StoreError::Exists { .. } => "File already exists".into(),
             StoreError::Io { source, .. } | StoreError::Local { source, .. } => io_message(source),
         }
@@ -121,6 +152,7 @@ impl StoreError {
     pub fn name(&self) -> &str {
         match self {
             StoreError::NotFound { name }
+            | StoreError::NoDirectory { name }
             | StoreError::NameTooLong { name, .. }
             | StoreError::NotAFile { name }
             | StoreError::Denied { name, .. }

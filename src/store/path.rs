@@ -118,6 +118,9 @@ pub(crate) enum Reached {
 pub(crate) enum WalkError {
     OutsideRoot,
     NotFound,
+    /// An upload into a directory that does not exist, with creating
+    /// directories off.
+    NoDirectory,
     /// A link whose target is missing, a loop, or too many links.
     Dangling,
     /// A directory, FIFO, socket or device where a file was wanted.
@@ -148,6 +151,7 @@ impl WalkError {
                 reason: DenyReason::NotRegularTarget,
             },
             (WalkError::NotAFile, Goal::Read) => StoreError::NotAFile { name },
+            (WalkError::NoDirectory, _) => StoreError::NoDirectory { name },
             (WalkError::NotFound | WalkError::Dangling | WalkError::NotAFile, _) => {
                 StoreError::NotFound { name }
             }
@@ -360,7 +364,7 @@ impl<'s> Walker<'s> {
             return Err(WalkError::NotFound);
         };
         if !self.pending.is_empty() && !new_dirs {
-            return Err(WalkError::NotFound);
+            return Err(WalkError::NoDirectory);
         }
         let mut rest: Vec<OsString> = std::iter::once(c.name)
             .chain(self.pending.drain(..).rev().map(|p| p.name))

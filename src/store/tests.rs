@@ -282,7 +282,13 @@ fn write_to_directory_root_or_escape_is_access_violation() {
 #[test]
 fn missing_upload_directory_needs_create_dirs() {
     let (_t, store) = setup(writable(WritePolicy::Create));
-    assert_eq!(code(store.open_write("serial/x")), 1);
+    let err = store.open_write("serial/x").err().unwrap();
+    // ERROR 1, saying it is the directory, and the log says what to do.
+    assert_eq!(
+        (err.error_code().0, err.message().as_str()),
+        (1, "Directory not found")
+    );
+    assert!(err.to_string().contains("serve --create-dirs"), "{err}");
     assert!(dir_names(store.root()).is_empty());
     let store = Store::new(store.config().clone().create_dirs(true)).unwrap();
     upload(&store, "serial/sub/x", b"data").unwrap();

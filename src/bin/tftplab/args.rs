@@ -11,8 +11,20 @@ use std::path::PathBuf;
 ///   tftplab get 192.168.1.10 9ffefdef/start4.elf --blksize 1468
 ///   tftplab put --windowsize 16 192.168.1.10:6969 ./kernel.img boot/kernel.img
 ///   tftplab store --root /srv/tftp ls
+/// The exit statuses, as `main.rs`'s `Exit` gives them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    done
+  1    any other failure
+  2    bad command line
+  3    the server refused or aborted (a TFTP ERROR: not found, access violation, ...);
+       `store`: the name is not there, exists, or is not allowed
+  4    no answer: nothing listening (port unreachable), timed out, unknown host
+  5    a local problem: a file or directory here, the served root, a socket
+  130  interrupted (Ctrl-C or SIGTERM); a download leaves no file behind";
+
 #[derive(Debug, Parser)]
-#[command(name = "tftplab", version, about, verbatim_doc_comment)]
+#[command(name = "tftplab", version, about, verbatim_doc_comment, after_help = EXIT_STATUS)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

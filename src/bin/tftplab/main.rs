@@ -16,14 +16,57 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tftplab::data::SharedSink;
 use tftplab::options::{Limits, OptionRequest};
 use tftplab::proto::{ClientConfig, ServerConfig, Summary, TransferError};
 use tftplab::runtime::{serve, Client, ClientError, Progress, ServerOptions, TokioNet};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
 use tftplab::wire::Mode;
 
-/// A failure to report: one line, and what to do about it where that helps.
-type Failure = String;
+/// How `tftplab` exits: documented in `tftplab --help` (see `args.rs`), so
+/// a script can tell a missing file from a dead server from a full disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Anything not below.
+    Other = 1,
+    /// A bad command line: clap's own code for its errors, and ours.
+    Usage = 2,
+    /// The server answered with a TFTP ERROR: not found, access violation,
+    /// file exists, disk full, or it aborted the transfer midway.
+    Refused = 3,
+    /// No answer: nothing listening, timed out, unreachable, unknown host.
+    NoAnswer = 4,
+    /// A local file, directory or socket problem.
+    Local = 5,
+    /// Ctrl-C (SIGINT) or SIGTERM ended a transfer; nothing was written.
+    Interrupted = 130,
+}
+
+/// A failure to report: one line, and what to do about it where that
+/// helps, with the exit status it means.
+#[derive(Debug)]
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(Exit::Usage, message)
+    }
+    fn local(message: impl Into<String>) -> Failure {
+        Failure::new(Exit::Local, message)
+    }
+    fn other(message: impl Into<String>) -> Failure {
+        Failure::new(Exit::Other, message)
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,7 +100,11 @@ fn main() -> ExitCode {
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(Failure::other(format!(
+                "cannot start the async runtime: {e}"
+            )))
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,9 +112,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn fail(message: Failure) -> ExitCode {
-    eprintln!("tftplab: {message}");
-    ExitCode::FAILURE
+fn fail(failure: Failure) -> ExitCode {
+    eprintln!("tftplab: {}", failure.message);
+    ExitCode::from(failure.exit as u8)
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -80,6 +127,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
+    // Caught from the start, so a signal during start-up stops cleanly.
+    let mut signals = Signals::listen();
     let policy = match a.write {
         WriteArg::Off => WritePolicy::Off,
         WriteArg::Create => WritePolicy::Create,
@@ -90,8 +139,17 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         .max_upload(a.max_upload)
         .create_dirs(a.create_dirs)
         .backslash_to_slash(a.backslash);
-    let store =
-        Store::new(config).map_err(|e| format!("cannot serve {}: {e}", a.root.display()))?;
+    let store = Store::new(config)
+        .map_err(|e| Failure::local(format!("cannot serve {}: {e}", a.root.display())))?;
+    if policy != WritePolicy::Off {
+        if let Err(e) = probe_writable(store.root()) {
+            eprintln!(
+                "tftplab: warning: --write {policy}, but {} is not writable here ({e}); \
+                 every upload will be refused until it is",
+                store.root().display()
+            );
+        }
+    }
     let options = ServerOptions {
         bind: a.bind,
         transfer: ServerConfig {
@@ -117,7 +175,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         } else {
             ""
         };
-        format!("cannot listen on {}: {e}{hint}", a.bind)
+        Failure::local(format!("cannot listen on {}: {e}{hint}", a.bind))
     })?;
     eprintln!(
         "tftplab: serving {} on {} (write: {policy}); Ctrl-C to stop",
@@ -135,7 +193,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         );
         tokio::spawn(events::print(rx))
     });
-    wait_for_shutdown_signal().await;
+    signals.recv().await;
     let active = server.stats().active;
     if active > 0 {
         eprintln!(
@@ -150,7 +208,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     tokio::pin!(stopping);
     let report = tokio::select! {
         report = &mut stopping => report,
-        _ = wait_for_shutdown_signal() => {
+        _ = signals.recv() => {
             eprintln!("tftplab: stopped at once; running transfers were cut off");
             std::process::exit(130);
         }
@@ -172,51 +230,128 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// SIGINT and SIGTERM, caught from the moment of [`Signals::listen`]: a
+/// signal that comes before anything awaits them is kept, not lost to the
+/// default action (which would end the process with a temporary file left
+/// behind).
 #[cfg(unix)]
-async fn wait_for_shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.int) => {}
+            _ = one(&mut self.term) => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> Signals {
+        Signals
+    }
+
+    async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
-/// Parses HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address; port 69 by
-/// default.
-fn resolve(server: &str) -> Result<SocketAddr, Failure> {
+/// Creates and removes a file in `root`: the only check that sees
+/// permissions, ACLs and read-only mounts alike. `create_new` never
+/// touches an existing file.
+fn probe_writable(root: &Path) -> std::io::Result<()> {
+    let probe = root.join(format!(".tftplab-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Parses HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address (port 69 by
+/// default) into the addresses to try, IPv4 first: `localhost` is
+/// 127.0.0.1 and ::1, and a server may listen on either.
+fn resolve(server: &str) -> Result<Vec<SocketAddr>, Failure> {
     if let Ok(addr) = server.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(vec![addr]);
     }
     let bare = server.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 69));
+        return Ok(vec![SocketAddr::new(ip, 69)]);
     }
     let (host, port) = match server.rsplit_once(':') {
         Some((h, p)) => (
             h,
             p.parse::<u16>()
-                .map_err(|_| format!("`{p}` in `{server}` is not a port number"))?,
+                .map_err(|_| Failure::usage(format!("`{p}` in `{server}` is not a port number")))?,
         ),
         None => (server, 69),
     };
     let mut addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .map_err(|e| Failure::new(Exit::NoAnswer, format!("cannot resolve `{host}`: {e}")))?
         .collect::<Vec<_>>();
     addrs.sort_by_key(|a| !a.is_ipv4());
-    addrs
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("`{host}` has no address"))
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(Failure::new(
+            Exit::NoAnswer,
+            format!("`{host}` has no address"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Runs `attempt` on each of `servers` in turn while the last one's port
+/// was unreachable (an ICMP answer: nothing listens there); any other
+/// outcome, success or failure, is final.
+async fn first_reachable<T, F, Fut>(
+    servers: &[SocketAddr],
+    mut attempt: F,
+) -> (SocketAddr, Result<T, ClientError>)
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut last = None;
+    for &server in servers {
+        match attempt(server).await {
+            Err(ClientError::Unreachable(e)) => last = Some((server, e)),
+            result => return (server, result),
+        }
+    }
+    match last {
+        Some((server, e)) => (server, Err(ClientError::Unreachable(e))),
+        // `resolve` never gives an empty list.
+        None => (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            Err(ClientError::Io(std::io::Error::other("no address to try"))),
+        ),
+    }
 }
 
 fn client_config(t: &TransferArgs) -> ClientConfig {
@@ -237,24 +372,54 @@ fn client_config(t: &TransferArgs) -> ClientConfig {
     }
 }
 
-/// One readable line for a failed transfer.
-fn explain(e: ClientError, server: SocketAddr, name: &str) -> Failure {
+/// One readable line for a failed transfer of `name`, which had moved
+/// `bytes` when it ended (an ERROR after data is an abort, not a refusal).
+fn explain(e: ClientError, server: SocketAddr, name: &str, bytes: u64) -> Failure {
     match e {
-        ClientError::Transfer(TransferError::Peer { code, message }) => {
-            format!("{server} refused `{name}`: ERROR {}: {message}", code.0)
-        }
-        ClientError::Transfer(TransferError::TimedOut { retries }) => format!(
-            "no answer from {server} after {retries} retries; is a TFTP server running there, \
-             and does a firewall let UDP through?"
+        ClientError::Transfer(TransferError::Peer { code, message }) if bytes > 0 => Failure::new(
+            Exit::Refused,
+            format!(
+                "{server} aborted `{name}` after {bytes} bytes: ERROR {}: {message}",
+                code.0
+            ),
         ),
-        ClientError::Transfer(TransferError::Unconfirmed { retries }) => format!(
-            "sent all of `{name}`, but {server} never acknowledged the last block after \
-             {retries} retries; it may have the whole file: check with `tftplab get`"
+        ClientError::Transfer(TransferError::Peer { code, message }) => Failure::new(
+            Exit::Refused,
+            format!("{server} refused `{name}`: ERROR {}: {message}", code.0),
         ),
-        ClientError::Transfer(TransferError::Local { code, message }) => {
-            format!("gave up on `{name}` (sent ERROR {}): {message}", code.0)
-        }
-        ClientError::Io(e) => format!("`{name}`: {e}"),
+        ClientError::Transfer(TransferError::TimedOut { retries }) if bytes > 0 => Failure::new(
+            Exit::NoAnswer,
+            format!(
+                "{server} went silent after {bytes} bytes of `{name}` ({retries} retries); \
+                 the server or the network between went away"
+            ),
+        ),
+        ClientError::Transfer(TransferError::TimedOut { retries }) => Failure::new(
+            Exit::NoAnswer,
+            format!(
+                "no answer from {server} after {retries} retries; is a TFTP server running \
+                 there, and does a firewall let UDP through?"
+            ),
+        ),
+        ClientError::Transfer(TransferError::Unconfirmed { retries }) => Failure::new(
+            Exit::NoAnswer,
+            format!(
+                "sent all of `{name}`, but {server} never acknowledged the last block after \
+                 {retries} retries; it may have the whole file: check with `tftplab get`"
+            ),
+        ),
+        ClientError::Transfer(TransferError::Local { code, message }) => Failure::local(format!(
+            "gave up on `{name}` (sent ERROR {}): {message}",
+            code.0
+        )),
+        ClientError::Unreachable(_) => Failure::new(
+            Exit::NoAnswer,
+            format!(
+                "nothing is listening on {server} (port unreachable); is the server running, \
+                 and on that port?"
+            ),
+        ),
+        ClientError::Io(e) => Failure::local(format!("`{name}`: {e}")),
     }
 }
 
@@ -338,63 +503,107 @@ fn local_target(remote: &str, local: Option<&Path>) -> Result<std::path::PathBuf
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
-        return Err(format!(
+        return Err(Failure::local(format!(
             "cannot save to `{}`: `{}` is not a directory; create it or choose another LOCAL",
             target.display(),
             parent.display()
-        ));
+        )));
     }
     Ok(target)
 }
 
+/// Runs `transfer` until it ends or Ctrl-C (or SIGTERM) comes; then the
+/// transfer is dropped, which removes its temporary file, and the exit
+/// status is 130.
+async fn interruptible<T>(
+    what: &str,
+    transfer: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    let mut signals = Signals::listen();
+    tokio::select! {
+        biased;
+        _ = signals.recv() => Err(Failure::new(
+            Exit::Interrupted,
+            format!("interrupted; {what}"),
+        )),
+        done = transfer => Ok(done),
+    }
+}
+
 async fn run_get(a: GetArgs) -> Result<(), Failure> {
-    let server = resolve(&a.server)?;
+    let servers = resolve(&a.server)?;
     let client = Client::new(TokioNet, client_config(&a.transfer)).sync_files(a.sync);
     let quiet = a.transfer.quiet;
+    let bytes = std::cell::Cell::new(0);
     if a.local.as_deref() == Some(Path::new("-")) {
-        let data = client
-            .get_bytes(server, &a.remote)
-            .await
-            .map_err(|e| explain(e, server, &a.remote))?;
+        let sink = SharedSink::new();
+        let fetch = first_reachable(&servers, |server| {
+            client.get(server, &a.remote, sink.clone(), |p| bytes.set(p.bytes))
+        });
+        let (server, result) = interruptible("nothing was written", fetch).await?;
+        result.map_err(|e| explain(e, server, &a.remote, bytes.get()))?;
         return std::io::stdout()
-            .write_all(&data)
-            .map_err(|e| format!("writing to stdout: {e}"));
+            .write_all(&sink.take())
+            .map_err(|e| Failure::local(format!("writing to stdout: {e}")));
     }
     let local = local_target(&a.remote, a.local.as_deref())?;
     let bar = Bar::new(quiet);
-    let result = client
-        .get_file(server, &a.remote, &local, |p| bar.update(p))
-        .await;
+    let fetch = first_reachable(&servers, |server| {
+        client.get_file(server, &a.remote, &local, |p| {
+            bytes.set(p.bytes);
+            bar.update(p)
+        })
+    });
+    let not_saved = format!("`{}` was not written", local.display());
+    let outcome = interruptible(&not_saved, fetch).await;
     bar.finish();
+    let (server, result) = outcome?;
     let summary = result.map_err(|e| match e {
         // The server said nothing about this: it is about the local side.
-        ClientError::Io(e) => format!("cannot save to `{}`: {e}", local.display()),
-        e => explain(e, server, &a.remote),
+        ClientError::Io(e) => Failure::local(format!("cannot save to `{}`: {e}", local.display())),
+        e => explain(e, server, &a.remote, bytes.get()),
     })?;
     report("received", &a.remote, &summary, quiet);
     Ok(())
 }
 
 async fn run_put(a: PutArgs) -> Result<(), Failure> {
-    let server = resolve(&a.server)?;
+    let servers = resolve(&a.server)?;
     let remote = match &a.remote {
         Some(r) => r.clone(),
         None => a
             .local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("`{}` has no file name; give REMOTE", a.local.display()))?,
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "`{}` has no file name; give REMOTE",
+                    a.local.display()
+                ))
+            })?,
     };
     if !a.local.is_file() {
-        return Err(format!("`{}` is not a readable file", a.local.display()));
+        return Err(Failure::local(format!(
+            "`{}` is not a readable file",
+            a.local.display()
+        )));
     }
     let client = Client::new(TokioNet, client_config(&a.transfer));
     let bar = Bar::new(a.transfer.quiet);
-    let result = client
-        .put_file(server, &remote, &a.local, |p| bar.update(p))
-        .await;
+    let bytes = std::cell::Cell::new(0);
+    let send = first_reachable(&servers, |server| {
+        client.put_file(server, &remote, &a.local, |p| {
+            bytes.set(p.bytes);
+            bar.update(p)
+        })
+    });
+    let outcome = interruptible("the upload was cut off", send).await;
     bar.finish();
-    let summary = result.map_err(|e| explain(e, server, &remote))?;
+    let (server, result) = outcome?;
+    let summary = result.map_err(|e| match e {
+        ClientError::Io(e) => Failure::local(format!("cannot read `{}`: {e}", a.local.display())),
+        e => explain(e, server, &remote, bytes.get()),
+    })?;
     report("sent", &remote, &summary, a.transfer.quiet);
     Ok(())
 }
@@ -413,16 +622,16 @@ fn run_store(a: StoreArgs) -> Result<(), Failure> {
             .exit();
     };
     let store = Store::new(StoreConfig::new(&root))
-        .map_err(|e| format!("cannot open store {}: {e}", root.display()))?;
+        .map_err(|e| Failure::local(format!("cannot open store {}: {e}", root.display())))?;
     let mut out = std::io::stdout().lock();
     let print = |out: &mut dyn Write, line: String| {
-        writeln!(out, "{line}").map_err(|e| format!("writing to stdout: {e}"))
+        writeln!(out, "{line}").map_err(|e| Failure::local(format!("writing to stdout: {e}")))
     };
     match a.action {
         StoreAction::Ls => {
             let entries = store
                 .list()
-                .map_err(|e| format!("cannot list {}: {e}", root.display()))?;
+                .map_err(|e| Failure::local(format!("cannot list {}: {e}", root.display())))?;
             for e in entries {
                 print(&mut out, format!("{:>12}  {}", e.size, e.name))?;
             }
@@ -433,9 +642,11 @@ fn run_store(a: StoreArgs) -> Result<(), Failure> {
                 None => local
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .ok_or_else(|| format!("`{}` has no file name; give NAME", local.display()))?,
+                    .ok_or_else(|| {
+                        Failure::usage(format!("`{}` has no file name; give NAME", local.display()))
+                    })?,
             };
-            let outcome = store.put_file(&name, &local).map_err(|e| e.to_string())?;
+            let outcome = store.put_file(&name, &local).map_err(store_failure)?;
             let what = match (outcome.skipped_identical, outcome.created) {
                 (true, _) => "unchanged",
                 (false, true) => "created",
@@ -450,13 +661,29 @@ fn run_store(a: StoreArgs) -> Result<(), Failure> {
                 ),
             )?;
         }
-        StoreAction::Rm { name } => store.delete(&name).map_err(|e| e.to_string())?,
+        StoreAction::Rm { name } => store.delete(&name).map_err(store_failure)?,
         StoreAction::Sum { name } => {
-            let sum = store.sha256(&name).map_err(|e| e.to_string())?;
+            let sum = store.sha256(&name).map_err(store_failure)?;
             print(&mut out, format!("{sum}  {name}"))?;
         }
     }
     Ok(())
+}
+
+/// A store refusal (not found, exists, denied) exits like the server's
+/// refusal of the same request would; anything else is local I/O.
+fn store_failure(e: tftplab::store::StoreError) -> Failure {
+    use tftplab::store::StoreError as E;
+    let exit = match e {
+        E::NotFound { .. }
+        | E::NoDirectory { .. }
+        | E::NotAFile { .. }
+        | E::NameTooLong { .. }
+        | E::Denied { .. }
+        | E::Exists { .. } => Exit::Refused,
+        E::Io { .. } | E::Local { .. } => Exit::Local,
+    };
+    Failure::new(exit, e.to_string())
 }
 
 #[cfg(test)]
@@ -465,22 +692,53 @@ mod tests {
 
     #[test]
     fn resolves_every_address_form() {
-        assert_eq!(
-            resolve("127.0.0.1").unwrap(),
-            "127.0.0.1:69".parse().unwrap()
-        );
-        assert_eq!(
-            resolve("127.0.0.1:6969").unwrap(),
-            "127.0.0.1:6969".parse().unwrap()
-        );
-        assert_eq!(resolve("::1").unwrap(), "[::1]:69".parse().unwrap());
-        assert_eq!(resolve("[::1]").unwrap(), "[::1]:69".parse().unwrap());
-        assert_eq!(
-            resolve("[::1]:7000").unwrap(),
-            "[::1]:7000".parse().unwrap()
-        );
-        assert_eq!(resolve("localhost:7000").unwrap().port(), 7000);
-        assert!(resolve("127.0.0.1:notaport").is_err());
+        let one = |s: &str| resolve(s).unwrap();
+        let addr = |s: &str| vec![s.parse::<SocketAddr>().unwrap()];
+        assert_eq!(one("127.0.0.1"), addr("127.0.0.1:69"));
+        assert_eq!(one("127.0.0.1:6969"), addr("127.0.0.1:6969"));
+        assert_eq!(one("::1"), addr("[::1]:69"));
+        assert_eq!(one("[::1]"), addr("[::1]:69"));
+        assert_eq!(one("[::1]:7000"), addr("[::1]:7000"));
+        // Every address of a name, IPv4 first: a server may listen on ::1.
+        let local = one("localhost:7000");
+        assert!(local.iter().all(|a| a.port() == 7000));
+        assert!(local[0].is_ipv4());
+        assert_eq!(resolve("127.0.0.1:notaport").unwrap_err().exit, Exit::Usage);
+    }
+
+    #[test]
+    fn the_next_address_is_tried_only_when_a_port_was_unreachable() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let v4: SocketAddr = "127.0.0.1:69".parse().unwrap();
+        let v6: SocketAddr = "[::1]:69".parse().unwrap();
+        let unreachable = || ClientError::Unreachable(std::io::ErrorKind::ConnectionRefused.into());
+        let tried = std::cell::RefCell::new(Vec::new());
+        // 127.0.0.1 has nothing on the port; ::1 answers.
+        let (at, r) = rt.block_on(first_reachable(&[v4, v6], |s| {
+            tried.borrow_mut().push(s);
+            let r = if s == v4 { Err(unreachable()) } else { Ok(7) };
+            async move { r }
+        }));
+        assert_eq!((at, r.unwrap(), tried.take()), (v6, 7, vec![v4, v6]));
+        // A refusal or a timeout is an answer: no second address.
+        let (at, r) = rt.block_on(first_reachable(&[v4, v6], |s| {
+            tried.borrow_mut().push(s);
+            async {
+                Err::<u8, _>(ClientError::Transfer(TransferError::TimedOut {
+                    retries: 5,
+                }))
+            }
+        }));
+        assert!(r.is_err());
+        assert_eq!((at, tried.take()), (v4, vec![v4]));
+        // All unreachable: the last one's error.
+        let (at, r) = rt.block_on(first_reachable(&[v4, v6], |_| async {
+            Err::<u8, _>(unreachable())
+        }));
+        assert!(matches!(r, Err(ClientError::Unreachable(_))));
+        assert_eq!(at, v6);
     }
 
     #[test]
