@@ -352,9 +352,10 @@ def client_argv(client, tftplab, port, out, blksize, window):
         return ["busybox", "tftp", "-g", "-r", "file.bin", "-l", out,
                 "-b", str(blksize), host, str(port)]
     if client == "tftplab":
-        argv = [tftplab, "get", "--quiet", "--blksize", str(blksize)]
-        if window > 1:
-            argv += ["--windowsize", str(window)]
+        # Exactly the row's options: the binary's defaults (window 16,
+        # tsize) would make a lock-step row windowed.
+        argv = [tftplab, "get", "--quiet", "--blksize", str(blksize),
+                "--windowsize", str(window), "--no-tsize"]
         return argv + [f"{host}:{port}", "file.bin", out]
     raise ValueError(client)
 

@@ -544,6 +544,8 @@ fn serve_events_json_reports_ready_transfers_and_stop() {
         "/dev/null",
         "--blksize",
         "1024",
+        "--windowsize",
+        "1",
         "--tsize",
     ]));
     assert_eq!(code, 0, "{err}");
@@ -628,4 +630,76 @@ fn serve_warns_when_uploads_are_on_and_the_root_is_read_only() {
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[test]
+fn get_asks_fast_options_by_default_and_plain_asks_none() {
+    let root = tempfile::tempdir().unwrap();
+    let content = data(100_000);
+    std::fs::write(root.path().join("f.bin"), &content).unwrap();
+    let served = Served::start(root.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(bin()
+        .args(["get", &served.addr, "f.bin"])
+        .current_dir(work.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(work.path().join("f.bin")).unwrap() == content);
+    assert!(err.contains("blksize 1468, window 16, "), "{err}");
+    let (code, _, err) = run(bin()
+        .args(["get", "--plain", &served.addr, "f.bin"])
+        .current_dir(work.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("blksize 512, window 1, "), "{err}");
+    // --plain and an option contradict each other.
+    let (code, _, _) = run(bin().args(["get", "--plain", "--blksize", "1024", &served.addr, "f"]));
+    assert_eq!(code, 2);
+}
+
+/// A server that refuses any request with options (ERROR 8) and serves a
+/// plain one: the client asks again without options, says so, and gets
+/// the file.
+#[test]
+fn options_refused_with_error_8_are_dropped_and_the_request_made_again() {
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fake.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 600];
+        let mut requests = Vec::new();
+        loop {
+            let (n, client) = fake.recv_from(&mut buf).unwrap();
+            let request = buf[..n].to_vec();
+            // RRQ, name, mode, and nothing after: no options.
+            let plain = request.iter().filter(|&&b| b == 0).count() == 3;
+            requests.push(request);
+            if !plain {
+                fake.send_to(b"\x00\x05\x00\x08no options here\x00", client)
+                    .unwrap();
+                continue;
+            }
+            // One short block is the whole file; then its ACK.
+            fake.send_to(b"\x00\x03\x00\x01hello", client).unwrap();
+            let (n, _) = fake.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"\x00\x04\x00\x01");
+            return requests;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(bin()
+        .args(["get", &addr, "cmdline.txt"])
+        .current_dir(dir.path()));
+    let requests = server.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("cmdline.txt")).unwrap(),
+        b"hello"
+    );
+    assert_eq!(requests.len(), 2, "one with options, one without");
+    assert!(
+        err.starts_with(&format!(
+            "tftplab: {addr} refused the options (ERROR 8: no options here); asking again without them\n"
+        )),
+        "{err}"
+    );
 }

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use peers::{
     available, client_get, client_put, encode_request, in_netns, make_file, nft_usable,
-    raw_request, run_in_netns, settled_sha256, sha256_file, skip_or_fail, skipped,
-    skipped_without_netns, temp_dir, DropFirstData, Netns, Peer, PeerResult, PeerServer, Reply,
-    ServerProcess, OP_RRQ, OP_WRQ,
+    raw_request, run_in_netns, run_with_timeout, settled_sha256, sha256_file, skip_or_fail,
+    skipped, skipped_without_netns, temp_dir, DropFirstData, Netns, Peer, PeerResult, PeerServer,
+    Reply, ServerProcess, CLIENT_TIMEOUT, OP_RRQ, OP_WRQ,
 };
 use tempfile::TempDir;
 use tftplab::options::{Direction, OptionRequest};
@@ -685,18 +685,18 @@ fn our_binary_gets_from_dnsmasq(sizes: &[u64], option_sets: &[OptionRequest]) {
             let what = format!("dnsmasq, {size} bytes, {}", describe_options(options));
             let got = local.path().join(format!("got-{size}-{run}"));
             let got_arg = got.to_str().expect("UTF-8 temp path");
+            // Exactly these options: the binary asks blksize, windowsize
+            // and tsize by default, and 512 and 1 are not asked for.
             let mut args = vec!["get", &host, &name, got_arg];
-            let (blksize, windowsize);
-            if let Some(n) = options.blksize {
-                blksize = n.to_string();
-                args.extend(["--blksize", &blksize]);
-            }
-            if let Some(n) = options.windowsize {
-                windowsize = n.to_string();
-                args.extend(["--windowsize", &windowsize]);
-            }
-            if options.tsize.is_some() {
-                args.push("--tsize");
+            let blksize = options.blksize.unwrap_or(512).to_string();
+            let windowsize = options.windowsize.unwrap_or(1).to_string();
+            if options.is_empty() {
+                args.push("--plain");
+            } else {
+                args.extend(["--blksize", &blksize, "--windowsize", &windowsize]);
+                if options.tsize.is_none() {
+                    args.push("--no-tsize");
+                }
             }
             let r = tftplab_in_netns(ns, &args);
             assert_eq!(r.code, Some(0), "get, {what}:\n{r}\nlog:\n{}", server.log());
@@ -727,6 +727,90 @@ fn our_client_rolls_block_numbers_over_with_dnsmasq_lock_step() {
         &[LOCK_STEP_ROLLOVER_SIZE],
         &[rollover_options(ROLLOVER_BLKSIZE)],
     );
+}
+
+/// `tftplab get` and `put` as a user types them, with no option flags:
+/// the binary asks blksize 1468, windowsize 16 and tsize, and every real
+/// server must serve it at what that server grants (atftpd the window,
+/// the others lock-step), with the file intact both ways.
+fn our_binary_defaults_work_with(kind: PeerServer) {
+    skip_or_fail!(available(kind));
+    let root = temp_dir();
+    let local = temp_dir();
+    let writable = kind != PeerServer::Dnsmasq;
+    let server = start_real_server(kind, root.path(), writable);
+    let host = server.addr().to_string();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tftplab"));
+        cmd.args(args);
+        run_with_timeout(None, in_netns(server.netns(), cmd), CLIENT_TIMEOUT)
+    };
+    let size = 3 * 1024 * 1024 + 17;
+    let sha = make_file(&root.path().join("kernel.img"), size, 7);
+    let got = local.path().join("kernel.img");
+    let got_arg = got.to_str().expect("UTF-8 temp path");
+    let r = run(&["get", &host, "kernel.img", got_arg]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}, get:\n{r}\nlog:\n{}",
+        kind.name(),
+        server.log()
+    );
+    assert_eq!(
+        sha256_file(&got),
+        sha,
+        "{}: get: content differs",
+        kind.name()
+    );
+    let (_, window) = expected_against(
+        kind,
+        OptionRequest {
+            windowsize: Some(16),
+            ..OptionRequest::default()
+        },
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("received kernel.img: {size} bytes in "))
+            && r.stderr
+                .contains(&format!("blksize 1468, window {window},")),
+        "{}: get report:\n{r}",
+        kind.name()
+    );
+    if writable {
+        let r = run(&["put", &host, got_arg, "uploaded.img"]);
+        assert_eq!(
+            r.code,
+            Some(0),
+            "{}, put:\n{r}\nlog:\n{}",
+            kind.name(),
+            server.log()
+        );
+        let uploaded = settled_sha256(&root.path().join("uploaded.img"), &sha);
+        assert_eq!(uploaded, sha, "{}: put: content differs", kind.name());
+        assert!(
+            r.stderr
+                .contains(&format!("blksize 1468, window {window},")),
+            "{}: put report:\n{r}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
+fn our_binary_with_its_defaults_works_with_tftpd_hpa() {
+    our_binary_defaults_work_with(PeerServer::TftpdHpa);
+}
+
+#[test]
+fn our_binary_with_its_defaults_works_with_atftpd() {
+    our_binary_defaults_work_with(PeerServer::Atftpd);
+}
+
+#[test]
+fn our_binary_with_its_defaults_works_with_dnsmasq() {
+    our_binary_defaults_work_with(PeerServer::Dnsmasq);
 }
 
 // ------------------------------------------------------------ errors

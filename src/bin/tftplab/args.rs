@@ -143,21 +143,38 @@ pub enum ModeArg {
 }
 
 /// Options both transfer directions share.
+///
+/// By default a transfer asks for what makes it fast and works with every
+/// server: blksize 1468 (1448 over IPv6: one Ethernet frame), windowsize
+/// 16 and tsize. A server that does not know an option leaves it out of
+/// its answer or ignores them all, and the transfer runs at what it
+/// granted (RFC 2347); one that refuses options with ERROR 8 is asked
+/// again without any.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// Ask for this block size (8..=65464; RFC 2348).
+    /// Ask for this block size (8..=65464; RFC 2348) [default: 1468, or
+    /// 1448 over IPv6]. 512 is RFC 1350's own and is not asked for.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(8..=65464))]
     pub blksize: Option<u16>,
-    /// Ask for this window size (1..=65535; RFC 7440).
+    /// Ask for this window size (1..=65535; RFC 7440) [default: 16]. 1 is
+    /// lock-step, RFC 1350's own, and is not asked for.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub windowsize: Option<u16>,
     /// Ask for this retransmission timeout in seconds (1..=255; RFC 2349);
     /// also this side's own timeout.
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u8).range(1..))]
     pub timeout: Option<u8>,
-    /// Ask for (get) or announce (put) the file size (RFC 2349).
-    #[arg(long)]
+    /// Ask for (get) or announce (put) the file size (RFC 2349); the
+    /// default, kept for scripts that say it.
+    #[arg(long, overrides_with = "no_tsize")]
     pub tsize: bool,
+    /// Do not ask for or announce the file size.
+    #[arg(long)]
+    pub no_tsize: bool,
+    /// Ask for no options at all: a plain RFC 1350 request (blksize 512,
+    /// lock-step), for servers that mishandle options.
+    #[arg(long, conflicts_with_all = ["blksize", "windowsize", "timeout", "tsize"])]
+    pub plain: bool,
     /// Transfer mode.
     #[arg(long, value_name = "MODE", default_value = "octet")]
     pub mode: ModeArg,

@@ -354,21 +354,73 @@ where
     }
 }
 
-fn client_config(t: &TransferArgs) -> ClientConfig {
+/// The block size asked for by default: one Ethernet frame of 1500 bytes
+/// less the IP (20 or 40) and UDP (8) headers and the DATA header (4).
+fn default_blksize(server: SocketAddr) -> u16 {
+    if server.is_ipv4() {
+        1468
+    } else {
+        1448
+    }
+}
+
+/// The options a transfer with `server` asks for (see [`TransferArgs`]):
+/// RFC 1350's own values (blksize 512, windowsize 1) are not asked for.
+fn requested_options(t: &TransferArgs, server: SocketAddr) -> OptionRequest {
+    if t.plain {
+        return OptionRequest::default();
+    }
+    OptionRequest {
+        blksize: Some(t.blksize.unwrap_or_else(|| default_blksize(server))).filter(|&n| n != 512),
+        windowsize: Some(t.windowsize.unwrap_or(16)).filter(|&n| n != 1),
+        timeout: t.timeout,
+        tsize: (!t.no_tsize).then_some(0),
+    }
+}
+
+fn client_config(t: &TransferArgs, options: OptionRequest) -> ClientConfig {
     ClientConfig {
         mode: match t.mode {
             ModeArg::Octet => Mode::Octet,
             ModeArg::Netascii => Mode::Netascii,
         },
-        options: OptionRequest {
-            blksize: t.blksize,
-            windowsize: t.windowsize,
-            timeout: t.timeout,
-            tsize: t.tsize.then_some(0),
-        },
+        options,
         min_rto: Duration::from_secs_f64(t.min_rto),
         retries: t.retries,
         ..ClientConfig::default()
+    }
+}
+
+/// Runs `attempt` with the options for `server`, and once more without any
+/// when the server refused them with ERROR 8 before any data moved (RFC
+/// 2347 lets a client retry a refused negotiation that way).
+async fn with_option_fallback<T, F, Fut>(
+    t: &TransferArgs,
+    server: SocketAddr,
+    bytes: &std::cell::Cell<u64>,
+    mut attempt: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut(ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let options = requested_options(t, server);
+    let result = attempt(client_config(t, options)).await;
+    match result {
+        Err(ClientError::Transfer(TransferError::Peer { code, message }))
+            if code == tftplab::wire::ErrorCode::OPTION_NEGOTIATION
+                && !options.is_empty()
+                && bytes.get() == 0 =>
+        {
+            if !t.quiet {
+                eprintln!(
+                    "tftplab: {server} refused the options (ERROR 8: {message}); \
+                     asking again without them"
+                );
+            }
+            attempt(client_config(t, OptionRequest::default())).await
+        }
+        other => other,
     }
 }
 
@@ -532,26 +584,38 @@ async fn interruptible<T>(
 
 async fn run_get(a: GetArgs) -> Result<(), Failure> {
     let servers = resolve(&a.server)?;
-    let client = Client::new(TokioNet, client_config(&a.transfer)).sync_files(a.sync);
     let quiet = a.transfer.quiet;
-    let bytes = std::cell::Cell::new(0);
+    let bytes = &std::cell::Cell::new(0);
+    let remote = &a.remote;
     if a.local.as_deref() == Some(Path::new("-")) {
-        let sink = SharedSink::new();
+        let sink = &SharedSink::new();
         let fetch = first_reachable(&servers, |server| {
-            client.get(server, &a.remote, sink.clone(), |p| bytes.set(p.bytes))
+            with_option_fallback(&a.transfer, server, bytes, move |config| async move {
+                let sink = sink.clone();
+                let client = Client::new(TokioNet, config);
+                client
+                    .get(server, remote, sink, |p| bytes.set(p.bytes))
+                    .await
+            })
         });
         let (server, result) = interruptible("nothing was written", fetch).await?;
-        result.map_err(|e| explain(e, server, &a.remote, bytes.get()))?;
+        result.map_err(|e| explain(e, server, remote, bytes.get()))?;
         return std::io::stdout()
             .write_all(&sink.take())
             .map_err(|e| Failure::local(format!("writing to stdout: {e}")));
     }
-    let local = local_target(&a.remote, a.local.as_deref())?;
-    let bar = Bar::new(quiet);
+    let local = &local_target(remote, a.local.as_deref())?;
+    let bar = &Bar::new(quiet);
+    let sync = a.sync;
     let fetch = first_reachable(&servers, |server| {
-        client.get_file(server, &a.remote, &local, |p| {
-            bytes.set(p.bytes);
-            bar.update(p)
+        with_option_fallback(&a.transfer, server, bytes, move |config| async move {
+            let client = Client::new(TokioNet, config).sync_files(sync);
+            client
+                .get_file(server, remote, local, |p| {
+                    bytes.set(p.bytes);
+                    bar.update(p)
+                })
+                .await
         })
     });
     let not_saved = format!("`{}` was not written", local.display());
@@ -588,13 +652,18 @@ async fn run_put(a: PutArgs) -> Result<(), Failure> {
             a.local.display()
         )));
     }
-    let client = Client::new(TokioNet, client_config(&a.transfer));
-    let bar = Bar::new(a.transfer.quiet);
-    let bytes = std::cell::Cell::new(0);
+    let bar = &Bar::new(a.transfer.quiet);
+    let bytes = &std::cell::Cell::new(0);
+    let (name, local) = (&remote, &a.local);
     let send = first_reachable(&servers, |server| {
-        client.put_file(server, &remote, &a.local, |p| {
-            bytes.set(p.bytes);
-            bar.update(p)
+        with_option_fallback(&a.transfer, server, bytes, move |config| async move {
+            let client = Client::new(TokioNet, config);
+            client
+                .put_file(server, name, local, |p| {
+                    bytes.set(p.bytes);
+                    bar.update(p)
+                })
+                .await
         })
     });
     let outcome = interruptible("the upload was cut off", send).await;
