@@ -982,7 +982,7 @@ fn assert_server_sent(result: Result<Summary, ClientError>, code: u16, what: &st
 /// Asserts that the `tftplab` binary failed with the server's ERROR `code`.
 #[track_caller]
 fn assert_binary_reports(r: &PeerResult, code: u16, what: &str) {
-    assert_eq!(r.code, Some(1), "{what}:\n{r}");
+    assert_eq!(r.code, Some(3), "{what}: exit 3, the server refused:\n{r}");
     assert!(
         r.stderr
             .contains(&format!("refused `{what}`: ERROR {code}:")),

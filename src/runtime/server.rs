@@ -628,9 +628,15 @@ impl<S: DatagramSocket> TransferTask<S> {
     async fn run(mut self, mut cancel: watch::Receiver<Cancel>) {
         let lifetime = now() + self.slot.shared.options.max_transfer_time;
         let mut result = None;
+        let (id, peer, file) = (self.id, self.peer, &self.filename);
+        tracing::debug!(id, %peer, file, direction = ?self.direction, "transfer started");
         let on_event = |event| {
-            if let Event::Finished(r) = event {
-                result = Some(r);
+            match event {
+                Event::Finished(r) => result = Some(r),
+                Event::Negotiated(n) => tracing::debug!(
+                    id, %peer, file, blksize = n.blksize, windowsize = n.windowsize,
+                    timeout = ?n.timeout, tsize = ?n.tsize, "negotiated"
+                ),
             }
             Control::Continue
         };
@@ -682,15 +688,23 @@ impl<S: DatagramSocket> TransferTask<S> {
                 } else {
                     0.0
                 };
+                let n = &s.negotiated;
                 tracing::info!(
                     peer = %self.peer, file = %self.filename, direction = ?self.direction,
                     bytes = s.bytes, secs = format_args!("{secs:.3}"), mb_per_s = format_args!("{mbps:.1}"),
-                    retransmissions = s.retransmissions, "transfer complete"
+                    blksize = n.blksize, windowsize = n.windowsize, tsize = ?n.tsize,
+                    retransmissions = s.retransmissions, timeouts = counters.timeouts,
+                    "transfer complete"
                 );
             }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(peer = %self.peer, file = %self.filename, direction = ?self.direction, error = %e, "transfer failed");
+                tracing::info!(
+                    peer = %self.peer, file = %self.filename, direction = ?self.direction,
+                    error = %e, datagrams_sent = counters.datagrams_sent,
+                    datagrams_received = counters.datagrams_received, timeouts = counters.timeouts,
+                    "transfer failed"
+                );
             }
         }
         let _ = shared.events.send(ServerEvent::Finished {

@@ -39,8 +39,10 @@ pub enum Command {
     /// symlinks pointing outside get ERROR 2. Uploads are off unless --write
     /// says otherwise, and land atomically: a failed upload leaves the old
     /// file as it was and no partial file behind. One log line per finished
-    /// transfer (bytes, time, throughput, retransmissions) goes to stderr;
-    /// set RUST_LOG=debug for more.
+    /// transfer (bytes, time, throughput, the options it ran at,
+    /// retransmissions and timeouts) and one per refused request with the
+    /// rule that refused it go to stderr; RUST_LOG=debug adds each transfer's
+    /// start and negotiated options.
     Serve(ServeArgs),
     /// Download a file: tftplab get HOST[:PORT] REMOTE [LOCAL].
     Get(GetArgs),
