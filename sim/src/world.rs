@@ -6,7 +6,7 @@ use crate::lab::check::{judge, RunRecord, Verdict};
 use crate::lab::faults::{Direction, Injector, Outage, Script};
 use crate::lab::net::{FaultyNet, LabClock, SendLater};
 use crate::lab::profile::{run_client, ActionResult};
-use crate::lab::scenario::{ActionKind, FileContent, Scenario, TimedEventKind};
+use crate::lab::scenario::{resolve, ActionKind, FileContent, Scenario, TimedEventKind};
 use crate::lab::setup::{mix, server_setup, stage};
 use crate::lab::trace::{Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
@@ -582,11 +582,9 @@ fn storm_cap(scenario: &Scenario) -> u64 {
     for c in &scenario.clients {
         for a in &c.actions {
             let bytes = match &a.kind {
-                ActionKind::Get { name, .. } => scenario
-                    .files
-                    .iter()
-                    .find(|f| f.name == name.trim_start_matches('/'))
-                    .map_or(0, |f| size(&f.content)),
+                ActionKind::Get { name, .. } => {
+                    resolve(&scenario.files, name).map_or(0, |f| size(&f.content))
+                }
                 ActionKind::Put { content, .. } => size(content),
                 ActionKind::Sleep(_) => continue,
             };

@@ -329,6 +329,8 @@ fn scenario(case: &Case) -> (Scenario, u64) {
             retries: RETRIES,
             start: t.start,
             actions,
+            serial: i as u32,
+            mac: [0x02, 0, 0, 0, 0, i as u8],
         });
     }
     let mut events = Vec::new();
@@ -371,6 +373,7 @@ fn scenario(case: &Case) -> (Scenario, u64) {
             // Checked below: only a lost client datagram excuses one.
             server_timeouts: u64::MAX,
         },
+        source: None,
     };
     (scenario, max_packets)
 }

@@ -2,7 +2,9 @@
 //! [`RunRecord`]; [`judge`] turns it into a [`Verdict`].
 
 use super::profile::{ActionResult, Got};
-use super::scenario::{ActionKind, ClientSpec, FileContent, Outcome, Profile, Scenario};
+use super::scenario::{
+    normalize, resolve, ActionKind, ClientSpec, FileContent, FileSpec, Outcome, Profile, Scenario,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -48,10 +50,16 @@ impl Verdict {
     }
 }
 
-/// The expected bytes of a served file, if the scenario defines them.
+/// The expected bytes of a served file, if the scenario defines them: the
+/// entry a request for `name` reaches ([`resolve`], symlinks followed as
+/// the server follows them).
 pub fn served_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
-    let name = name.trim_start_matches('/');
-    let f = scenario.files.iter().find(|f| f.name == name)?;
+    file_bytes(scenario, resolve(&scenario.files, name)?)
+}
+
+/// The bytes of one `[[files]]` entry (`None` for a symlink, or a path
+/// that cannot be read).
+pub fn file_bytes(scenario: &Scenario, f: &FileSpec) -> Option<Vec<u8>> {
     match &f.content {
         FileContent::Path(p) => {
             let base = scenario.path.parent().unwrap_or(Path::new("."));
@@ -203,13 +211,17 @@ fn check_action(scenario: &Scenario, r: &ActionResult) -> Result<(), String> {
     }
 }
 
+/// The bytes of an upload of `name` (the same name as the server sees it).
 fn put_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
+    let name = normalize(name)?;
     scenario
         .clients
         .iter()
         .flat_map(|c| &c.actions)
         .find_map(|a| match &a.kind {
-            ActionKind::Put { name: n, content } if n == name => content.bytes(),
+            ActionKind::Put { name: n, content } if normalize(n).as_ref() == Some(&name) => {
+                content.bytes()
+            }
             _ => None,
         })
 }

@@ -244,20 +244,33 @@ impl DelayRange {
 
 impl<'de> Deserialize<'de> for DelayRange {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v: Vec<String> = Vec::deserialize(d)?;
-        let parse = |s: &String| {
-            super::scenario::parse_duration(s).ok_or_else(|| {
-                serde::de::Error::custom(format!("{s:?} is not a duration like 5ms"))
-            })
+        /// One end of the range, with the scenario's duration messages.
+        struct End(Duration);
+        impl<'de> Deserialize<'de> for End {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::scenario::duration::deserialize(d).map(End)
+            }
+        }
+        // A single string where the pair belongs is the likeliest slip
+        // (`latency = "1ms"`): say how to write a fixed delay.
+        let shape = || {
+            serde::de::Error::custom(
+                "a delay range is [\"MIN\", \"MAX\"] (a fixed delay: [\"5ms\", \"5ms\"])",
+            )
         };
-        match v.as_slice() {
-            [a, b] => Ok(DelayRange {
-                min: parse(a)?,
-                max: parse(b)?,
-            }),
-            _ => Err(serde::de::Error::custom(
-                "a delay range is [\"MIN\", \"MAX\"]",
-            )),
+        match toml::Value::deserialize(d)? {
+            toml::Value::Array(items) => match <[toml::Value; 2]>::try_from(items) {
+                Ok([a, b]) => {
+                    let end =
+                        |v: toml::Value| End::deserialize(v).map_err(serde::de::Error::custom);
+                    Ok(DelayRange {
+                        min: end(a)?.0,
+                        max: end(b)?.0,
+                    })
+                }
+                Err(_) => Err(shape()),
+            },
+            _ => Err(shape()),
         }
     }
 }

@@ -8,8 +8,10 @@
 
 use super::faults::FaultPlan;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -26,6 +28,10 @@ pub struct Scenario {
     pub faults: FaultPlan,
     pub events: Vec<TimedEvent>,
     pub expect: Expectations,
+    /// The text it was parsed from, kept so [`Scenario::set_board_ids`]
+    /// can expand `{serial}` and `{mac}` again for a real board; `None`
+    /// for a scenario built in code.
+    pub source: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -182,7 +188,16 @@ pub struct ClientSpec {
     pub retries: u32,
     /// When the client starts its first action.
     pub start: Duration,
+    /// This board's file names: `{serial}` and `{mac}` in the scenario are
+    /// already expanded with [`ClientSpec::serial`] and [`ClientSpec::mac`].
     pub actions: Vec<Action>,
+    /// The board's serial number, what `{serial}` expands to (eight
+    /// lowercase hex digits, see [`serial_text`]): an rpi4 asks for
+    /// `<serial>/start4.elf` first.
+    pub serial: u32,
+    /// The board's MAC address, what `{mac}` expands to (`dc-a6-32-01-02-03`,
+    /// see [`mac_text`]): PXE clients ask for `pxelinux.cfg/01-<mac>`.
+    pub mac: [u8; 6],
 }
 
 /// What a client does, and what must come of it.
@@ -314,14 +329,48 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 pub(crate) mod duration {
-    use serde::{Deserialize, Deserializer};
+    use serde::de::{self, Deserializer, Visitor};
+    use std::fmt;
     use std::time::Duration;
 
+    /// A duration written as a string with a unit. A bare number is the
+    /// likeliest slip (`within = 600`), so its message shows the fix with
+    /// the same number, rather than serde's "invalid type: integer".
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like 500ms or 2s"))
-        })
+        d.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    fn number<E: de::Error>(n: impl fmt::Display) -> E {
+        E::custom(format!(
+            "{n} is a number: expected a duration string such as \"{n}s\" or \"{n}ms\""
+        ))
+    }
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration string such as \"500ms\" or \"2s\"")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            super::parse_duration(s)
+                .ok_or_else(|| E::custom(format!("{s:?} is not a duration like 500ms or 2s")))
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(number(n))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(number(n))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(number(n))
+        }
     }
 }
 
@@ -394,6 +443,8 @@ struct RawClient {
     start: Option<Duration>,
     #[serde(default)]
     actions: Vec<Spanned<RawAction>>,
+    serial: Option<Spanned<toml::Value>>,
+    mac: Option<Spanned<toml::Value>>,
 }
 
 fn one() -> usize {
@@ -441,6 +492,20 @@ mod opt_duration {
 
 // ---- loading ------------------------------------------------------------
 
+/// A board's serial number and MAC address, by client name: what
+/// [`Scenario::set_board_ids`] puts in place of the file's own.
+type BoardIds = BTreeMap<String, (u32, [u8; 6])>;
+
+/// One board of a `[[clients]]` entry (`count` makes several): its name
+/// and the values `{serial}` and `{mac}` expand to in its file names.
+struct Board {
+    /// Index of its `[[clients]]` entry.
+    entry: usize,
+    name: String,
+    serial: u32,
+    mac: [u8; 6],
+}
+
 impl Scenario {
     /// Reads and checks a scenario file. Run it with
     /// [`Scenario::simulate`](crate::lab::Scenario::simulate).
@@ -457,6 +522,55 @@ impl Scenario {
     /// Parses scenario text; `path` is used for messages and to resolve
     /// relative file paths. Never panics.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_with_ids(text, path, &BoardIds::new())
+    }
+
+    /// Gives the board `client` (a name as it runs, `rack-3` for the third
+    /// of a `count`) a real serial number and MAC address, and expands
+    /// `{serial}` and `{mac}` again in its actions and in the files served
+    /// for it. `None` keeps the value it has. A driver with real boards
+    /// calls this once per board before staging the files.
+    ///
+    /// A scenario built in code (no [`Scenario::source`]) only gets the new
+    /// values: its names are whatever the code made them.
+    pub fn set_board_ids(
+        &mut self,
+        client: &str,
+        serial: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), ScenarioError> {
+        let Some(spec) = self.clients.iter().find(|c| c.name == client) else {
+            return Err(ScenarioError {
+                path: self.path.clone(),
+                line: None,
+                message: format!("set_board_ids: no client named {client:?}"),
+            });
+        };
+        let mine = (serial.unwrap_or(spec.serial), mac.unwrap_or(spec.mac));
+        if let Some(text) = self.source.clone() {
+            let mut ids: BoardIds = self
+                .clients
+                .iter()
+                .map(|c| (c.name.clone(), (c.serial, c.mac)))
+                .collect();
+            ids.insert(client.to_owned(), mine);
+            let fresh = Scenario::parse_with_ids(&text, &self.path, &ids)?;
+            self.files = fresh.files;
+            for c in &mut self.clients {
+                if let Some(f) = fresh.clients.iter().find(|f| f.name == c.name) {
+                    c.actions.clone_from(&f.actions);
+                }
+            }
+        }
+        if let Some(spec) = self.clients.iter_mut().find(|c| c.name == client) {
+            (spec.serial, spec.mac) = mine;
+        }
+        Ok(())
+    }
+
+    /// [`Scenario::parse`], with the boards named in `ids` given those
+    /// serial numbers and MAC addresses instead of the file's.
+    fn parse_with_ids(text: &str, path: &Path, ids: &BoardIds) -> Result<Scenario, ScenarioError> {
         let err = |offset: Option<usize>, message: String| ScenarioError {
             path: path.to_path_buf(),
             line: offset.map(|o| line_of(text, o)),
@@ -476,36 +590,70 @@ impl Scenario {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "scenario".into());
+        // An entry whose name has a variable is served once per board,
+        // below, once the boards are known.
         let mut files = Vec::new();
+        let mut per_board = Vec::new();
         for f in &raw.files {
             let at = Some(f.span().start);
-            files.push(file_spec(f.get_ref()).map_err(|m| err(at, m))?);
+            let spec = file_spec(f.get_ref()).map_err(|m| err(at, m))?;
+            expand(&spec.name, 0, [0; 6]).map_err(|m| err(at, format!("file {m}")))?;
+            if spec.name.contains('{') {
+                per_board.push(spec);
+            } else {
+                files.push(spec);
+            }
         }
-        let mut clients: Vec<ClientSpec> = Vec::new();
+        let mut boards: Vec<Board> = Vec::new();
         let mut names = std::collections::BTreeSet::new();
-        for c in &raw.clients {
+        for (entry, c) in raw.clients.iter().enumerate() {
             let at = Some(c.span().start);
-            let specs = client_specs(c, &files, text).map_err(|(o, m)| err(Some(o), m))?;
-            if clients.len() + specs.len() > MAX_CLIENTS {
+            let these = boards_of(entry, c).map_err(|(o, m)| err(Some(o), m))?;
+            if boards.len() + these.len() > MAX_CLIENTS {
                 return Err(err(
                     at,
                     format!("more than {MAX_CLIENTS} clients in all (count included)"),
                 ));
             }
-            for spec in specs {
-                if !names.insert(spec.name.clone()) {
-                    return Err(err(at, format!("two clients are named {:?}", spec.name)));
+            for mut board in these {
+                if !names.insert(board.name.clone()) {
+                    return Err(err(at, format!("two clients are named {:?}", board.name)));
                 }
-                clients.push(spec);
+                if let Some(&(serial, mac)) = ids.get(&board.name) {
+                    (board.serial, board.mac) = (serial, mac);
+                }
+                boards.push(board);
             }
         }
-        if clients.is_empty() {
+        if boards.is_empty() {
             // Nothing to point at: the whole file lacks a section.
             return Err(err(
                 None,
                 "no [[clients]]: a scenario needs at least one".into(),
             ));
         }
+        // Boards that share a serial (or MAC) share the file.
+        for spec in &per_board {
+            for b in &boards {
+                let name = expand(&spec.name, b.serial, b.mac).unwrap_or_default();
+                if !files.iter().any(|f| f.name == name) {
+                    files.push(FileSpec {
+                        name,
+                        content: spec.content.clone(),
+                    });
+                }
+            }
+        }
+        let mut clients: Vec<ClientSpec> = Vec::new();
+        for b in boards {
+            let c = &raw.clients[b.entry];
+            clients.push(client_spec(c, b, &files, text).map_err(|(o, m)| err(Some(o), m))?);
+        }
+        check_served(&files, &clients).map_err(|(line, message)| ScenarioError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            message,
+        })?;
         let mut events = Vec::new();
         for e in &raw.events {
             let kind = event_kind(e.get_ref(), &names).map_err(|m| err(Some(e.span().start), m))?;
@@ -530,6 +678,7 @@ impl Scenario {
             faults: raw.faults,
             events,
             expect: raw.expect,
+            source: Some(Arc::from(text)),
         })
     }
 }
@@ -587,14 +736,17 @@ fn file_spec(f: &RawFile) -> Result<FileSpec, String> {
     })
 }
 
-fn client_specs(
-    c: &Spanned<RawClient>,
-    files: &[FileSpec],
-    text: &str,
-) -> Result<Vec<ClientSpec>, (usize, String)> {
+/// The boards of one `[[clients]]` entry: `count` of them, named
+/// `NAME-1`, `NAME-2`, ... when there is more than one, each with its own
+/// serial number and MAC address. A given `serial` or `mac` is the first
+/// board's and counts up from there; without one, the serial is a hash of
+/// the entry's name and the board's index, and the MAC the locally
+/// administered `02-00-` followed by the serial, so each board's are its
+/// own and the same in every run.
+fn boards_of(entry: usize, c: &Spanned<RawClient>) -> Result<Vec<Board>, (usize, String)> {
     let raw = c.get_ref();
     let at = c.span().start;
-    let profile = Profile::parse(raw.profile.get_ref()).ok_or_else(|| {
+    Profile::parse(raw.profile.get_ref()).ok_or_else(|| {
         (
             raw.profile.span().start,
             format!(
@@ -604,13 +756,150 @@ fn client_specs(
             ),
         )
     })?;
-    if raw.count == 0 || raw.count > 1000 {
+    if raw.count == 0 || raw.count > MAX_CLIENTS {
         return Err((at, format!("client {:?}: count must be 1..=1000", raw.name)));
     }
+    let value = |v: &Option<Spanned<toml::Value>>,
+                 parse: fn(&toml::Value) -> Result<u64, String>| {
+        v.as_ref()
+            .map(|v| {
+                parse(v.get_ref())
+                    .map_err(|m| (v.span().start, format!("client {:?}: {m}", raw.name)))
+            })
+            .transpose()
+    };
+    let serial = value(&raw.serial, |v| parse_serial(v).map(u64::from))?;
+    let mac = value(&raw.mac, |v| parse_mac(v).map(mac_number))?;
+    Ok((0..raw.count)
+        .map(|i| {
+            let serial = match serial {
+                Some(s) => (s as u32).wrapping_add(i as u32),
+                None => {
+                    let h = super::setup::mix(i as u64, &raw.name);
+                    (h ^ (h >> 32)) as u32
+                }
+            };
+            let mac = match mac {
+                Some(m) => mac_bytes(m.wrapping_add(i as u64)),
+                None => {
+                    let [a, b, c, d] = serial.to_be_bytes();
+                    [0x02, 0x00, a, b, c, d]
+                }
+            };
+            Board {
+                entry,
+                name: match raw.count {
+                    1 => raw.name.clone(),
+                    _ => format!("{}-{}", raw.name, i + 1),
+                },
+                serial,
+                mac,
+            }
+        })
+        .collect())
+}
+
+/// `serial = "9ffefdef"`: eight hex digits, as an rpi4 prints and asks for.
+fn parse_serial(v: &toml::Value) -> Result<u32, String> {
+    let hint = "serial is 8 hex digits in quotes, such as serial = \"9ffefdef\"";
+    match v {
+        toml::Value::String(s) if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u32::from_str_radix(s, 16).map_err(|_| hint.to_owned())
+        }
+        toml::Value::String(s) => Err(format!("serial {s:?}: {hint}")),
+        other => Err(format!("serial {other}: {hint}")),
+    }
+}
+
+/// `mac = "dc:a6:32:01:02:03"` (or with dashes).
+fn parse_mac(v: &toml::Value) -> Result<[u8; 6], String> {
+    let hint = "mac is six hex pairs in quotes, such as mac = \"dc:a6:32:01:02:03\"";
+    let toml::Value::String(s) = v else {
+        return Err(format!("mac {v}: {hint}"));
+    };
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let mut out = [0u8; 6];
+    let mut parts = s.split(sep);
+    for byte in &mut out {
+        let part = parts.next().unwrap_or_default();
+        if part.len() != 2 {
+            return Err(format!("mac {s:?}: {hint}"));
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| format!("mac {s:?}: {hint}"))?;
+    }
+    match parts.next() {
+        None => Ok(out),
+        Some(_) => Err(format!("mac {s:?}: {hint}")),
+    }
+}
+
+fn mac_number(m: [u8; 6]) -> u64 {
+    m.iter().fold(0, |n, &b| n << 8 | u64::from(b))
+}
+
+/// The low 48 bits of `n` as a MAC address.
+fn mac_bytes(n: u64) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// What `{serial}` expands to: eight lowercase hex digits (`9ffefdef`).
+pub fn serial_text(serial: u32) -> String {
+    format!("{serial:08x}")
+}
+
+/// What `{mac}` expands to: lowercase hex pairs joined by dashes
+/// (`dc-a6-32-01-02-03`), as pxelinux, U-Boot and iPXE's `hexhyp` write it.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    let pairs: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    pairs.join("-")
+}
+
+/// The variables a file name may use.
+pub const VARIABLES: &str = "{serial} or {mac}";
+
+/// `name` with `{serial}` and `{mac}` filled in. Any other `{...}`, or a
+/// `{` left open, is an error: a file name with a typo in a variable
+/// would otherwise be asked for literally and fail only at run time.
+fn expand(name: &str, serial: u32, mac: [u8; 6]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = name;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!(
+                "{name:?}: a `{{` with no `}}` (file names may use {VARIABLES})"
+            ));
+        };
+        match &after[..close] {
+            "serial" => out.push_str(&serial_text(serial)),
+            "mac" => out.push_str(&mac_text(mac)),
+            other => {
+                return Err(format!(
+                    "{name:?}: unknown variable {{{other}}} (file names may use {VARIABLES})"
+                ))
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn client_spec(
+    c: &Spanned<RawClient>,
+    board: Board,
+    files: &[FileSpec],
+    text: &str,
+) -> Result<ClientSpec, (usize, String)> {
+    let raw = c.get_ref();
+    // Checked in boards_of.
+    let profile = Profile::parse(raw.profile.get_ref()).unwrap_or(Profile::Custom);
     let mut actions = Vec::new();
     for a in &raw.actions {
         let line = line_of(text, a.span().start);
-        actions.push(action(a.get_ref(), files, line).map_err(|m| (a.span().start, m))?);
+        actions.push(action(a.get_ref(), files, line, &board).map_err(|m| (a.span().start, m))?);
     }
     // Each firmware's own timer: the rpi4 bootloader resends every 2 s
     // (30 s per file); U-Boot's TIMEOUT 5 s, TIMEOUT_COUNT 10; EDK2 PXE
@@ -625,36 +914,33 @@ fn client_specs(
         Profile::UefiPxe => (Duration::from_secs(4), 5),
         Profile::Ipxe | Profile::Custom => (Duration::from_secs(1), 5),
     };
-    let name_of = |i: usize| match raw.count {
-        1 => raw.name.clone(),
-        _ => format!("{}-{}", raw.name, i + 1),
-    };
-    Ok((0..raw.count)
-        .map(|i| ClientSpec {
-            name: name_of(i),
-            profile,
-            options: raw.options,
-            retry_every: raw.retry_every.unwrap_or(retry_default),
-            retries: raw.retries.unwrap_or(retries_default),
-            start: raw.start.unwrap_or_default(),
-            actions: actions.clone(),
-        })
-        .collect())
+    Ok(ClientSpec {
+        name: board.name,
+        profile,
+        options: raw.options,
+        retry_every: raw.retry_every.unwrap_or(retry_default),
+        retries: raw.retries.unwrap_or(retries_default),
+        start: raw.start.unwrap_or_default(),
+        actions,
+        serial: board.serial,
+        mac: board.mac,
+    })
 }
 
-fn action(a: &RawAction, files: &[FileSpec], line: usize) -> Result<Action, String> {
+fn action(a: &RawAction, files: &[FileSpec], line: usize, board: &Board) -> Result<Action, String> {
     let expect = match &a.expect {
         None => Outcome::Intact,
         Some(v) => outcome(v)?,
     };
+    let name = |n: &String| expand(n, board.serial, board.mac);
     let kind = match (&a.get, &a.put, a.sleep) {
-        (Some(name), None, None) => ActionKind::Get {
-            name: name.clone(),
+        (Some(n), None, None) => ActionKind::Get {
+            name: name(n).map_err(|m| format!("get {m}"))?,
             probe: a.probe,
         },
-        (None, Some(name), None) => ActionKind::Put {
-            name: name.clone(),
-            content: put_content(a, files)?,
+        (None, Some(n), None) => ActionKind::Put {
+            name: name(n).map_err(|m| format!("put {m}"))?,
+            content: put_content(a, files, board)?,
         },
         (None, None, Some(d)) => ActionKind::Sleep(d),
         _ => return Err("an action needs exactly one of get, put, sleep".into()),
@@ -662,13 +948,16 @@ fn action(a: &RawAction, files: &[FileSpec], line: usize) -> Result<Action, Stri
     Ok(Action { kind, expect, line })
 }
 
-fn put_content(a: &RawAction, files: &[FileSpec]) -> Result<FileContent, String> {
+fn put_content(a: &RawAction, files: &[FileSpec], board: &Board) -> Result<FileContent, String> {
     match (&a.from, &a.content, a.size) {
-        (Some(from), None, None) => files
-            .iter()
-            .find(|f| &f.name == from)
-            .map(|f| f.content.clone())
-            .ok_or_else(|| format!("put from {from:?}: no such entry in [[files]]")),
+        (Some(from), None, None) => {
+            let name = expand(from, board.serial, board.mac).map_err(|m| format!("from {m}"))?;
+            files
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.content.clone())
+                .ok_or_else(|| format!("put from {name:?}: no such entry in [[files]]"))
+        }
         (None, Some(c), None) => Ok(FileContent::Inline(c.clone().into_bytes())),
         (None, None, Some(size)) if size <= 1 << 32 => {
             Ok(FileContent::Generated { size, seed: a.seed })
@@ -695,6 +984,113 @@ fn outcome(v: &toml::Value) -> Result<Outcome, String> {
             "expect {other}: use \"intact\", \"fails\", an ERROR code, or \"intact-or-N\""
         )),
     }
+}
+
+/// A download that must arrive intact needs something to arrive: a
+/// `[[files]]` entry it resolves to, or an upload of that name. Anything
+/// else is a typo that would fail only at run time, with ERROR 1; a
+/// download that is meant to fail says so in its `expect`. Returns the
+/// line of the first such download and what to do about it.
+fn check_served(files: &[FileSpec], clients: &[ClientSpec]) -> Result<(), (usize, String)> {
+    let uploads: std::collections::BTreeSet<String> = clients
+        .iter()
+        .flat_map(|c| &c.actions)
+        .filter_map(|a| match &a.kind {
+            ActionKind::Put { name, .. } => normalize(name).map(|c| c.join("/")),
+            _ => None,
+        })
+        .collect();
+    for c in clients {
+        for (i, a) in c.actions.iter().enumerate() {
+            let ActionKind::Get { name, .. } = &a.kind else {
+                continue;
+            };
+            if matches!(a.expect, Outcome::Error(_) | Outcome::Fails)
+                || resolve(files, name).is_some()
+                || normalize(name).is_some_and(|c| uploads.contains(&c.join("/")))
+            {
+                continue;
+            }
+            return Err((
+                a.line,
+                format!(
+                    "client {} action {}: get {name:?}: the scenario serves no such file \
+                     (no [[files]] entry, symlink or upload reaches it); add a [[files]] \
+                     entry, or say how it fails: expect = 1 (file not found) or expect = \"fails\"",
+                    c.name,
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The components of a requested name as the server's store settles them
+/// before looking at the disk: empty and `.` components dropped (so a
+/// leading `/` is the root), a `..` removing the one before it. `None`
+/// when a `..` would climb above the root (the store's ERROR 2).
+pub fn normalize(name: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The `[[files]]` entry a request for `name` reaches on the server, found
+/// as the store finds it: the name [`normalize`]d, then each component
+/// looked up in turn, a symlink entry with a relative target followed from
+/// its directory (its `..` may not leave the root). An absolute target
+/// (the root's real path is the driver's), a link loop, a name that runs
+/// through a file, or one that reaches nothing gives `None`; so does a
+/// name that is only a directory.
+pub fn resolve<'a>(files: &'a [FileSpec], name: &str) -> Option<&'a FileSpec> {
+    // The first entry of a name wins, as in staging order.
+    let mut by_name: BTreeMap<String, &FileSpec> = BTreeMap::new();
+    for f in files {
+        if let Some(c) = normalize(&f.name) {
+            by_name.entry(c.join("/")).or_insert(f);
+        }
+    }
+    let mut todo: std::collections::VecDeque<String> =
+        normalize(name)?.into_iter().map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop()?;
+                continue;
+            }
+            _ => done.push(c),
+        }
+        let Some(f) = by_name.get(&done.join("/")) else {
+            continue;
+        };
+        match &f.content {
+            FileContent::Symlink(target) => {
+                links += 1;
+                if links > tftplab::store::MAX_LINKS || target.starts_with('/') {
+                    return None;
+                }
+                done.pop();
+                for t in target.split('/').rev() {
+                    todo.push_front(t.to_owned());
+                }
+            }
+            _ if todo.is_empty() => return Some(f),
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn event_kind(

@@ -3,7 +3,7 @@
 //! from a scenario, the seeds of each host's fault injector, and how a
 //! fault's fate shows in the trace.
 
-use super::check::served_bytes;
+use super::check::file_bytes;
 use super::faults::{Cause, Fate};
 use super::scenario::{FileContent, Scenario, WriteSpec};
 use super::trace::TraceFate;
@@ -40,7 +40,7 @@ pub fn stage(scenario: &Scenario, root: &Path) -> Result<(), String> {
         let written = match &f.content {
             #[cfg(unix)]
             FileContent::Symlink(target) => std::os::unix::fs::symlink(target, &path),
-            _ => match served_bytes(scenario, &f.name) {
+            _ => match file_bytes(scenario, f) {
                 Some(bytes) => std::fs::write(&path, bytes),
                 None => Err(io::Error::new(
                     io::ErrorKind::NotFound,

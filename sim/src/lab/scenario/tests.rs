@@ -11,7 +11,9 @@ fn error(text: &str) -> String {
     parse(text).unwrap_err().to_string()
 }
 
-const MINIMAL: &str = r#"
+/// One client fetching one file; the file is on line 1, so the lines of
+/// whatever a test appends stay easy to count.
+const MINIMAL: &str = r#"files = [{ name = "f", content = "hi" }]
 [[clients]]
 name = "c"
 profile = "legacy"
@@ -165,10 +167,11 @@ fn errors_name_the_file_and_line() {
 #[test]
 fn a_scenario_needs_clients_with_distinct_names() {
     assert!(error("name = \"x\"\n").contains("no [[clients]]"));
-    let twice = format!("{MINIMAL}{MINIMAL}");
+    let client = &MINIMAL[MINIMAL.find("[[clients]]").unwrap()..];
+    let twice = format!("{MINIMAL}{client}");
     assert_eq!(
         error(&twice),
-        "scenarios/t.toml:7: two clients are named \"c\""
+        "scenarios/t.toml:6: two clients are named \"c\""
     );
     let counted = "[[clients]]\nname = \"c-1\"\nprofile = \"legacy\"\n\n\
                    [[clients]]\nname = \"c\"\nprofile = \"legacy\"\ncount = 3\n";
@@ -217,14 +220,318 @@ fn generated_content_is_deterministic() {
 
 #[test]
 fn the_shipped_scenarios_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+    // The hardware runner's own scenarios too: the loader is theirs as well.
+    for dir in ["../scenarios", "../hw-tests/scenarios"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
         }
+        assert!(n >= 2, "{}", dir.display());
     }
-    assert!(n >= 2);
+}
+
+#[test]
+fn a_number_where_a_duration_belongs_says_what_to_write() {
+    // Every key that takes a duration, each given the number 600.
+    let cases = [
+        ("[server]\ntimeout = 600\n", "server timeout"),
+        ("[server]\nmin_rto = 600\n", "server min_rto"),
+        ("[expect]\nwithin = 600\n", "within"),
+        ("[[events]]\nat = 600\npartition = []\n", "event at"),
+        ("[faults.client_to_server]\nlatency = [600, \"1ms\"]\n", "latency"),
+        (
+            "[faults.server_to_client]\nreorder = { fraction = 0.1, delay = [\"1ms\", 600] }\n",
+            "reorder delay",
+        ),
+        (
+            "[faults.server_to_client]\nburst = { enter = 0.1, lasts = [600, 600] }\n",
+            "burst lasts",
+        ),
+        (
+            "[[faults.script]]\ndirection = \"server_to_client\"\npacket = \"OACK\"\nfate = { delay = 600 }\n",
+            "fate delay",
+        ),
+        (
+            "[[faults.script]]\ndirection = \"server_to_client\"\npacket = \"OACK\"\nfate = { duplicate_after = 600 }\n",
+            "fate duplicate_after",
+        ),
+        (
+            "[[faults.script]]\ndirection = \"server_to_client\"\npacket = \"OACK\"\nfate = { outage = 600 }\n",
+            "fate outage",
+        ),
+    ];
+    for (table, what) in cases {
+        let e = error(&format!("{MINIMAL}{table}"));
+        let line =
+            MINIMAL.lines().count() + 1 + table.lines().position(|l| l.contains("600")).unwrap();
+        assert!(
+            e.contains("600 is a number: expected a duration string such as \"600s\"")
+                && e.starts_with(&format!("scenarios/t.toml:{line}: ")),
+            "{what}: {e}"
+        );
+    }
+    for key in [
+        "retry_every = 600",
+        "start = 600",
+        "actions = [{ sleep = 600 }]",
+    ] {
+        let e = error(&format!(
+            "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\n{key}\n"
+        ));
+        assert!(
+            e.starts_with("scenarios/t.toml:4: ")
+                && e.contains("expected a duration string such as \"600s\""),
+            "{key}: {e}"
+        );
+    }
+    // A fraction is shown as written.
+    let e = error(&format!("{MINIMAL}[expect]\nwithin = 1.5\n"));
+    assert!(
+        e.contains("1.5 is a number: expected a duration string such as \"1.5s\""),
+        "{e}"
+    );
+    // One string where a range belongs.
+    let e = error(&format!(
+        "{MINIMAL}[faults.client_to_server]\nlatency = \"1ms\"\n"
+    ));
+    assert!(
+        e.starts_with("scenarios/t.toml:7: ") && e.contains("a delay range is [\"MIN\", \"MAX\"]"),
+        "{e}"
+    );
+}
+
+/// A client fetching `get` with `expect`, and the given `[[files]]` lines.
+fn fetching(files: &str, get: &str, expect: &str) -> String {
+    format!("{files}\n[[clients]]\nname = \"c\"\nprofile = \"legacy\"\nactions = [\n  {{ get = {get:?}{expect} }},\n]\n")
+}
+
+#[test]
+fn a_download_of_a_file_nobody_serves_is_rejected_at_load() {
+    let e = error(&fetching("", "kernel.img", ""));
+    assert_eq!(
+        e,
+        "scenarios/t.toml:6: client c action 1: get \"kernel.img\": the scenario serves no such file \
+         (no [[files]] entry, symlink or upload reaches it); add a [[files]] entry, or say how it \
+         fails: expect = 1 (file not found) or expect = \"fails\""
+    );
+    // A race's "intact-or-N" may well complete, so it needs the file too.
+    assert!(error(&fetching("", "k", ", expect = \"intact-or-6\"")).contains("serves no such file"));
+    // A probe asks for the file like a download does.
+    assert!(error(&fetching("", "k", ", probe = true")).contains("serves no such file"));
+    // Saying how it fails is enough.
+    for expect in [", expect = 1", ", expect = 2", ", expect = \"fails\""] {
+        parse(&fetching("", "kernel.img", expect)).unwrap_or_else(|e| panic!("{expect}: {e}"));
+    }
+}
+
+#[test]
+fn a_served_file_is_found_the_way_the_server_finds_it() {
+    let files = "[[files]]\nname = \"images/v2/kernel.img\"\nsize = 10\n\n\
+                 [[files]]\nname = \"current\"\nsymlink = \"images/v2\"\n\n\
+                 [[files]]\nname = \"boot/kernel\"\nsymlink = \"../current/kernel.img\"\n\n\
+                 [[files]]\nname = \"abs\"\nsymlink = \"/images/v2/kernel.img\"\n\n\
+                 [[files]]\nname = \"loop\"\nsymlink = \"loop\"\n";
+    for name in [
+        "images/v2/kernel.img",
+        "/images/v2/kernel.img",
+        "images//./v2/kernel.img",
+        "images/x/../v2/kernel.img",
+        "current/kernel.img",
+        "boot/kernel",
+    ] {
+        let s = parse(&fetching(files, name, "")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let f = resolve(&s.files, name).unwrap();
+        assert_eq!(f.name, "images/v2/kernel.img", "{name}");
+    }
+    // Above the root, an absolute target (the root's path is the driver's),
+    // a loop, a directory, a name through a file: nothing is served.
+    for name in [
+        "../images/v2/kernel.img",
+        "abs",
+        "loop",
+        "images/v2",
+        "images/v2/kernel.img/x",
+    ] {
+        let e = error(&fetching(files, name, ""));
+        assert!(e.contains("serves no such file"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn a_download_of_an_upload_needs_no_file_entry() {
+    let text = "[server]\nwrite = \"create\"\n[[clients]]\nname = \"up\"\nprofile = \"custom\"\n\
+                actions = [{ put = \"/logs/boot.log\", content = \"x\" }]\n\
+                [[clients]]\nname = \"down\"\nprofile = \"legacy\"\nstart = \"1s\"\n\
+                actions = [{ get = \"logs/boot.log\" }]\n";
+    parse(text).unwrap();
+}
+
+#[test]
+fn a_get_through_a_symlink_is_judged_against_its_target() {
+    let files = "[[files]]\nname = \"images/kernel.img\"\nsize = 3000\nseed = 5\n\n\
+                 [[files]]\nname = \"kernel\"\nsymlink = \"images/kernel.img\"\n";
+    let s = parse(&fetching(files, "kernel", "")).unwrap();
+    let run = s.simulate(1);
+    assert!(run.passed(), "{:?}", run.verdict.failures);
+}
+
+const BOARDS: &str = r#"
+[[files]]
+name = "{serial}/cmdline.txt"
+content = "console=serial0"
+
+[[files]]
+name = "pxelinux.cfg/01-{mac}"
+content = "DEFAULT linux"
+
+[[clients]]
+name = "rack"
+profile = "rpi4-bootloader"
+count = 3
+serial = "9ffefdef"
+actions = [
+  { get = "{serial}/start4.elf", expect = 1 },
+  { get = "{serial}/cmdline.txt" },
+]
+
+[[clients]]
+name = "pxe"
+profile = "legacy"
+mac = "dc:a6:32:00:00:ff"
+count = 2
+actions = [{ get = "pxelinux.cfg/01-{mac}" }]
+"#;
+
+fn gets(c: &ClientSpec) -> Vec<&str> {
+    c.actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Get { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn serial_and_mac_expand_per_board() {
+    let s = parse(BOARDS).unwrap();
+    let c = |name: &str| s.clients.iter().find(|c| c.name == name).unwrap();
+    // A given serial is the first board's and counts up.
+    assert_eq!(
+        gets(c("rack-1")),
+        ["9ffefdef/start4.elf", "9ffefdef/cmdline.txt"]
+    );
+    assert_eq!(gets(c("rack-3"))[1], "9ffefdf1/cmdline.txt");
+    // Without a MAC, the locally administered 02-00- and the serial.
+    assert_eq!(c("rack-2").mac, [0x02, 0x00, 0x9f, 0xfe, 0xfd, 0xf0]);
+    // A given MAC counts up too, carrying into the next byte.
+    assert_eq!(gets(c("pxe-2")), ["pxelinux.cfg/01-dc-a6-32-00-01-00"]);
+    // Without a serial: a hash of the entry's name and the board's index,
+    // the same every time and different per board.
+    assert_eq!(c("pxe-1").serial, parse(BOARDS).unwrap().clients[3].serial);
+    assert_ne!(c("pxe-1").serial, c("pxe-2").serial);
+    // A file with a variable is served once per board, of every entry.
+    let names: Vec<&str> = s.files.iter().map(|f| f.name.as_str()).collect();
+    for name in [
+        "9ffefdef/cmdline.txt",
+        "9ffefdf0/cmdline.txt",
+        "9ffefdf1/cmdline.txt",
+        "pxelinux.cfg/01-dc-a6-32-00-00-ff",
+        "pxelinux.cfg/01-dc-a6-32-00-01-00",
+        "pxelinux.cfg/01-02-00-9f-fe-fd-ef",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert_eq!(names.len(), 2 * 5);
+}
+
+#[test]
+fn serial_and_mac_mistakes_are_rejected_with_their_line() {
+    let with = |key: &str| {
+        format!("[[clients]]\nname = \"c\"\nprofile = \"legacy\"\n{key}\nactions = [{{ get = \"x\", expect = 1 }}]\n")
+    };
+    for (key, says) in [
+        (
+            "serial = \"9ffefde\"",
+            "serial \"9ffefde\": serial is 8 hex digits",
+        ),
+        ("serial = \"9ffefdeg\"", "serial is 8 hex digits in quotes"),
+        (
+            "serial = 12345678",
+            "serial 12345678: serial is 8 hex digits",
+        ),
+        (
+            "mac = \"dc:a6:32:01:02\"",
+            "mac \"dc:a6:32:01:02\": mac is six hex pairs",
+        ),
+        ("mac = \"dc:a6:32:01:02:03:04\"", "mac is six hex pairs"),
+        ("mac = \"dc-a6-32-01-02-0g\"", "mac is six hex pairs"),
+        ("mac = \"dc:a6:32:01:02:é\"", "mac is six hex pairs"),
+    ] {
+        let e = error(&with(key));
+        assert!(
+            e.starts_with("scenarios/t.toml:4: client \"c\": ") && e.contains(says),
+            "{key}: {e}"
+        );
+    }
+    let action = fetching("", "{serail}/start4.elf", ", expect = 1");
+    assert_eq!(
+        error(&action),
+        "scenarios/t.toml:6: get \"{serail}/start4.elf\": unknown variable {serail} (file names may use {serial} or {mac})"
+    );
+    let file = fetching(
+        "[[files]]\nname = \"a/{mac\"\nsize = 1\n",
+        "x",
+        ", expect = 1",
+    );
+    assert_eq!(
+        error(&file),
+        "scenarios/t.toml:1: file \"a/{mac\": a `{` with no `}` (file names may use {serial} or {mac})"
+    );
+    let from = "[[clients]]\nname = \"c\"\nprofile = \"legacy\"\nactions = [{ put = \"x\", from = \"{id}\" }]\n";
+    assert!(
+        error(from).starts_with("scenarios/t.toml:4: from \"{id}\": unknown variable {id}"),
+        "{}",
+        error(from)
+    );
+    // Contents are the file's bytes, not names: braces stay.
+    parse(&fetching(
+        "[[files]]\nname = \"boot.ipxe\"\ncontent = \"${net0/mac:hexhyp} {x}\"\n",
+        "boot.ipxe",
+        "",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_real_board_gets_its_own_serial_and_mac() {
+    let mut s = parse(BOARDS).unwrap();
+    s.set_board_ids("rack-2", Some(0x1234_abcd), None).unwrap();
+    s.set_board_ids("pxe-1", None, Some([0xb8, 0x27, 0xeb, 1, 2, 3]))
+        .unwrap();
+    let c = |name: &str| s.clients.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(c("rack-2").serial, 0x1234_abcd);
+    // The MAC it had is kept.
+    assert_eq!(c("rack-2").mac, [0x02, 0x00, 0x9f, 0xfe, 0xfd, 0xf0]);
+    assert_eq!(gets(c("rack-2"))[1], "1234abcd/cmdline.txt");
+    assert_eq!(gets(c("pxe-1")), ["pxelinux.cfg/01-b8-27-eb-01-02-03"]);
+    // The other boards keep theirs.
+    assert_eq!(gets(c("rack-3"))[1], "9ffefdf1/cmdline.txt");
+    let names: Vec<&str> = s.files.iter().map(|f| f.name.as_str()).collect();
+    assert!(names.contains(&"1234abcd/cmdline.txt"), "{names:?}");
+    assert!(!names.contains(&"9ffefdf0/cmdline.txt"), "{names:?}");
+    assert!(
+        names.contains(&"pxelinux.cfg/01-b8-27-eb-01-02-03"),
+        "{names:?}"
+    );
+    let e = s.set_board_ids("ghost", Some(1), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "scenarios/t.toml: set_board_ids: no client named \"ghost\""
+    );
 }
