@@ -32,6 +32,11 @@ pub struct Board {
     pub netns: Option<String>,
     pub board_ip: Ipv4Addr,
     pub board_mac: Option<Mac>,
+    /// The board's serial number (an rpi4's 8 hex digits, which it puts in
+    /// front of its file names: `<serial>/start4.elf`): a scenario's
+    /// `{serial}` becomes this on this board, as `{mac}` becomes
+    /// `board_mac`.
+    pub serial: Option<u32>,
     /// The address the runner serves on (one the host does not own).
     pub server_ip: Ipv4Addr,
     pub server_mac: Mac,
@@ -148,6 +153,7 @@ struct RawBoard {
     netns: Option<String>,
     board_ip: Ipv4Addr,
     board_mac: Option<String>,
+    serial: Option<String>,
     server_ip: Ipv4Addr,
     server_mac: Option<String>,
     profile: String,
@@ -419,6 +425,21 @@ impl Board {
             netns: b.netns,
             board_ip: b.board_ip,
             board_mac: mac("board_mac", b.board_mac.as_deref())?,
+            serial: b
+                .serial
+                .as_deref()
+                .map(|s| {
+                    (s.len() == 8)
+                        .then(|| u32::from_str_radix(s, 16).ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            format!(
+                                "serial: `{s}` is not 8 hex digits (an rpi4's serial, as its \
+                                 requests show it: `9ffefdef/start4.elf`)"
+                            )
+                        })
+                })
+                .transpose()?,
             server_ip: b.server_ip,
             server_mac: mac("server_mac", b.server_mac.as_deref())?
                 .unwrap_or(crate::link::DEFAULT_SERVER_MAC),

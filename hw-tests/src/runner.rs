@@ -603,6 +603,18 @@ fn watch_for(console: &Console, scenario: &Scenario, board: &Board) -> Result<Wa
     })
 }
 
+/// `scenario` as it runs on `board`: its client takes the board's serial
+/// and MAC, so `{serial}` and `{mac}` in its file names are the board's.
+pub fn for_board(board: &Board, scenario: &Scenario) -> Result<Scenario, String> {
+    let mut s = scenario.clone();
+    if let [spec] = s.clients.as_slice() {
+        let name = spec.name.clone();
+        s.set_board_ids(&name, board.serial, board.board_mac.map(|m| m.0))
+            .map_err(|e| format!("board {}: {e}", board.name))?;
+    }
+    Ok(s)
+}
+
 /// Runs `scenario` on `board` (which [`check_compatible`] accepted).
 pub async fn run_one(board: &Board, scenario: &Scenario, opts: &RunOptions) -> HwRun {
     let stem = file_stem(&format!("{}-{}", board.name, scenario.name));
@@ -622,7 +634,11 @@ pub async fn run_one(board: &Board, scenario: &Scenario, opts: &RunOptions) -> H
         extra_transfers: Vec::new(),
         actions: scenario.clients.iter().map(transfers).sum(),
     };
-    if let Err(e) = run_inner(board, scenario, opts, &mut run).await {
+    let outcome = match for_board(board, scenario) {
+        Ok(scenario) => run_inner(board, &scenario, opts, &mut run).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
         run.problems.push(e);
     }
     run
@@ -892,6 +908,35 @@ mod tests {
         let root = tempfile::tempdir().expect("root");
         stage(&s, root.path()).expect("stage");
         (s, root)
+    }
+
+    /// `{serial}` and `{mac}` in a scenario are the board's own on
+    /// hardware: its files are staged and its actions judged under them.
+    #[test]
+    fn a_scenario_takes_the_boards_serial_and_mac() {
+        let inv = crate::boards::Inventory::parse(include_str!("../boards.example.toml"))
+            .expect("example inventory");
+        let board = inv.select("name=rpi4-a").expect("rpi4-a")[0].clone();
+        assert_eq!(board.serial, Some(0x9ffe_fdef));
+        let text = "[[files]]\nname = \"{serial}/start4.elf\"\ncontent = \"elf\"\n\n\
+                    [[files]]\nname = \"{mac}.cfg\"\ncontent = \"cfg\"\n\n\
+                    [[clients]]\nname = \"rpi4\"\nprofile = \"rpi4-bootloader\"\n\
+                    actions = [{ get = \"{serial}/start4.elf\" }, { get = \"{mac}.cfg\" }]\n";
+        let s = Scenario::parse(text, Path::new("t.toml")).expect("scenario");
+        let s = for_board(&board, &s).expect("for the board");
+        let root = tempfile::tempdir().expect("root");
+        stage(&s, root.path()).expect("stage");
+        assert_eq!(
+            std::fs::read(root.path().join("9ffefdef/start4.elf")).expect("staged"),
+            b"elf"
+        );
+        assert!(root.path().join("dc-a6-32-01-02-03.cfg").exists());
+        let asked: Vec<String> = s.clients[0]
+            .actions
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        assert!(asked[0].contains("9ffefdef/start4.elf"), "{asked:?}");
     }
 
     /// A read whose final ACK never came has the file on the board (the
