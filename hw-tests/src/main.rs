@@ -18,10 +18,20 @@ use tftplab_sim::lab::scenario::Scenario;
 ///
 /// Needs CAP_NET_RAW (run as root, or `setcap cap_net_raw+ep` the binary).
 ///
+/// A scenario that does not fit a board (several clients, another
+/// profile, options the board does not send) is skipped for that board
+/// with the reason; setup problems (a bad file, a missing interface or
+/// namespace, nothing that fits) stop the run before any board is
+/// powered.
+///
+/// Exit status: 0 every run passed; 1 a run failed; 2 nothing ran (bad
+/// command line, inventory or scenario, a board's link missing, or no
+/// scenario fits the selected boards).
+///
 /// Examples:
 ///   tftplab-hw boards --boards lab.toml --select board=rpi4
 ///   tftplab-hw run --boards lab.toml --select board=rpi4 scenarios/rpi4-netboot.toml
-///   tftplab-hw run --boards lab.toml --select name=rpi4-a --junit hw.xml --out runs/ scenarios/
+///   tftplab-hw run --boards lab.toml --select board=rpi4 --junit hw.xml --out runs/ hw-tests/scenarios/
 ///   tftplab-hw store-check --boards lab.toml --select board=rpi4
 #[derive(Debug, Parser)]
 #[command(name = "tftplab-hw", version, verbatim_doc_comment)]
@@ -146,6 +156,33 @@ fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
         .collect()
 }
 
+/// The board's interface exists (in its namespace, if it names one): a
+/// setup error found before anything is powered, instead of a failed run
+/// after the board was cycled.
+fn link_present(b: &Board) -> Result<(), String> {
+    let found = match &b.netns {
+        None => Path::new("/sys/class/net").join(&b.interface).exists(),
+        Some(ns) => std::process::Command::new("ip")
+            .args(["-n", ns, "link", "show", "dev", &b.interface])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    };
+    if found {
+        return Ok(());
+    }
+    let place = b
+        .netns
+        .as_ref()
+        .map_or(String::new(), |ns| format!(" in network namespace {ns}"));
+    Err(format!(
+        "board {}: no interface {}{place}; fix `interface` (or `netns`) in the boards file, \
+         or plug in the NIC",
+        b.name, b.interface
+    ))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -188,13 +225,34 @@ fn real_main(command: Command) -> Result<bool, String> {
         } => {
             let (inventory, names) = selected(&select)?;
             let scenarios = load_scenarios(&scenarios)?;
-            // Every pair must fit before any board is touched.
+            // Decided before any board is touched: which pairs fit, and
+            // that every board that runs has its link.
             let mut pairs = Vec::new();
+            let mut skipped = Vec::new();
             for name in &names {
                 let b = board(&inventory, name)?;
                 for s in &scenarios {
-                    check_compatible(b, s)?;
-                    pairs.push((b, s));
+                    match check_compatible(b, s) {
+                        Ok(_) => pairs.push((b, s)),
+                        Err(why) => skipped.push(why),
+                    }
+                }
+            }
+            for why in &skipped {
+                eprintln!("skip: {why}");
+            }
+            if pairs.is_empty() {
+                return Err(format!(
+                    "no scenario fits the selected boards ({} skipped, reasons above); \
+                     select other boards (--select) or name scenarios written for them",
+                    skipped.len()
+                ));
+            }
+            let mut checked = Vec::new();
+            for (b, _) in &pairs {
+                if !checked.contains(&b.name) {
+                    link_present(b)?;
+                    checked.push(b.name.clone());
                 }
             }
             let opts = RunOptions {
@@ -237,6 +295,12 @@ fn real_main(command: Command) -> Result<bool, String> {
                 runs.push(run);
             }
             print!("{}", summary_table(&runs, wall.elapsed()));
+            if !skipped.is_empty() {
+                println!(
+                    "{} pair(s) skipped: the scenario does not fit the board (reasons on stderr)",
+                    skipped.len()
+                );
+            }
             print!("{}", failure_lines(&runs));
             if let Some(path) = junit_file {
                 std::fs::write(&path, junit(&runs))

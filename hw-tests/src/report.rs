@@ -50,21 +50,23 @@ pub fn failure_lines(runs: &[HwRun]) -> String {
         for f in r.failures() {
             let _ = writeln!(out, "{} / {}: {f}", r.board, r.scenario);
         }
-        let _ = writeln!(
-            out,
-            "{} / {}: trace {}",
-            r.board,
-            r.scenario,
-            r.trace_file.display()
-        );
-        if let Some(log) = &r.console_log {
-            let _ = writeln!(
-                out,
-                "{} / {}: console {}",
-                r.board,
-                r.scenario,
-                log.display()
-            );
+        // Only what the run wrote: a run that failed before its link was
+        // up has no trace to point at.
+        let written = [
+            ("trace", Some(&r.trace_file)),
+            ("pcap", Some(&r.pcap)),
+            ("console", r.console_log.as_ref()),
+        ];
+        for (what, path) in written {
+            if let Some(path) = path.filter(|p| p.exists()) {
+                let _ = writeln!(
+                    out,
+                    "{} / {}: {what} {}",
+                    r.board,
+                    r.scenario,
+                    path.display()
+                );
+            }
         }
     }
     out

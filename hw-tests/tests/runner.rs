@@ -326,59 +326,72 @@ fn a_board_that_never_fetches_fails_the_run() {
 }
 
 #[test]
-fn a_scenario_for_another_firmware_is_an_error_not_a_skip() {
-    // No namespace needed: the check comes before any board is touched.
+fn scenarios_that_do_not_fit_are_skipped_and_setup_errors_stop_before_any_board() {
+    // No namespace needed: all of it is decided before any board is touched.
     let dir = tempfile::tempdir().expect("tempdir");
     let boards = dir.path().join("boards.toml");
+    let powered = dir.path().join("powered");
     std::fs::write(
         &boards,
-        r#"[[boards]]
+        format!(
+            r#"[[boards]]
 name = "pxe-box"
-labels = { board = "x86" }
+labels = {{ board = "x86" }}
 interface = "eth9"
 board_ip = "10.9.0.2"
 server_ip = "10.9.0.1"
 profile = "legacy"
-power = { on = "exit 1" }
+power = {{ on = "touch {}" }}
 "#,
+            powered.display()
+        ),
     )
     .expect("boards");
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--boards", boards.to_str().expect("utf-8")];
+        all.extend(args);
+        let out = hw(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
     let window8 = scenario("scenarios/uboot-kernel-window8.toml");
-    let out = hw(&[
-        "run",
-        "--boards",
-        &boards.to_string_lossy(),
-        "--select",
-        "board=x86",
-        &window8.to_string_lossy(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let twenty = scenario("scenarios/twenty-boards.toml");
+    let legacy = scenario("scenarios/legacy-client.toml");
+    // Nothing fits: each pair skipped with its reason, then exit 2.
+    let (code, stderr) = run(&[&window8.to_string_lossy(), &twenty.to_string_lossy()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
     assert!(
-        stderr.contains("u-boot") && stderr.contains("legacy") && stderr.contains("pxe-box"),
+        lines[0].starts_with("skip: scenario uboot-kernel-window8 on board pxe-box")
+            && lines[0].contains("u-boot")
+            && lines[0].contains("legacy"),
         "{stderr}"
     );
-    let twenty = scenario("scenarios/twenty-boards.toml");
-    let out = hw(&[
-        "run",
-        "--boards",
-        &boards.to_string_lossy(),
-        &twenty.to_string_lossy(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("20 clients"), "{stderr}");
-    let out = hw(&[
-        "run",
-        "--boards",
-        &boards.to_string_lossy(),
-        "--select",
-        "board=rpi4",
-        &window8.to_string_lossy(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        lines[1].starts_with("skip: ") && lines[1].contains("20 clients"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with("tftplab-hw: no scenario fits the selected boards (2 skipped"),
+        "{stderr}"
+    );
+    // One fits, but the board's NIC is not there: exit 2 before power.
+    let (code, stderr) = run(&[&window8.to_string_lossy(), &legacy.to_string_lossy()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("skip: scenario uboot-kernel-window8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tftplab-hw: board pxe-box: no interface eth9; fix `interface`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("power-cycling"), "{stderr}");
+    assert!(!powered.exists(), "the board was powered");
+    // A selection that matches nothing.
+    let (code, stderr) = run(&["--select", "board=rpi4", &window8.to_string_lossy()]);
+    assert_eq!(code, Some(2));
     assert!(stderr.contains("no board matches"), "{stderr}");
 }
 
