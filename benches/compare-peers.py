@@ -607,10 +607,12 @@ def main():
         print(f"drop rule: {ns.rule}")
     mib = size_bytes / (1 << 20)
     lw = max([34] + [len(label_of(*c[:3])) for c in configs])
-    hdr = f"{'client, options':<{lw}} {'server':<10} {'median':>8} {'min-max':>15} " \
+    # Units in the headers: MB/s for throughput, seconds for the download
+    # time of a lossy run (its own column, not under "median").
+    hdr = f"{'client, options':<{lw}} {'server':<10} {'MB/s med':>8} {'MB/s min-max':>15} " \
           f"{'cpu s':>6} {'cpu ms/MiB':>10} {'vs best peer':>12}"
     if ns:
-        hdr += f" {'median s':>8} {'nft dropped/seen':>22}"
+        hdr += f" {'time s':>8} {'nft dropped/seen':>22}"
     print(hdr)
     print("-" * len(hdr))
     for client, blk, win, names in configs:

@@ -316,7 +316,13 @@ fn resolve(server: &str) -> Result<Vec<SocketAddr>, Failure> {
         .map_err(|e| Failure::new(Exit::NoAnswer, format!("cannot resolve `{host}`: {e}")))?
         .collect::<Vec<_>>();
     addrs.sort_by_key(|a| !a.is_ipv4());
-    addrs.dedup();
+    // The resolver lists an address once per socket type.
+    let mut seen = Vec::new();
+    addrs.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
     if addrs.is_empty() {
         return Err(Failure::new(
             Exit::NoAnswer,
