@@ -223,6 +223,11 @@ fn keep_all_writes_passing_runs_too_and_needs_out() {
     assert!(run.status.success(), "{}", stdout(&run));
     let verdict = std::fs::read_to_string(out.join("passes-3/verdict.txt")).expect("verdict");
     assert_eq!(verdict, "pass\n");
+    let mmd = std::fs::read_to_string(out.join("passes-3/trace.mmd")).expect("mmd");
+    assert!(
+        mmd.starts_with("sequenceDiagram\n") && !mmd.contains("FAILED"),
+        "{mmd}"
+    );
     assert!(out.join("passes-3/run.pcap").is_file());
     // And by default a passing run writes nothing.
     let fresh = dir.path().join("fresh");
