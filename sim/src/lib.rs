@@ -22,7 +22,7 @@ pub mod memnet;
 pub mod report;
 pub mod world;
 
-pub use world::{run, SimOptions, SimRun, TurmoilNet};
+pub use world::{run, Placed, SimOptions, SimRun, TurmoilNet};
 
 use lab::scenario::Scenario;
 use lab::trace::render_text;
@@ -87,6 +87,18 @@ pub struct RunPlan {
 /// Runs every scenario with every seed on `plan.jobs` threads. Results come
 /// back in scenario and seed order whatever the scheduling.
 pub fn run_many(scenarios: &[Scenario], plan: &RunPlan) -> Vec<ScenarioRuns> {
+    run_many_with(scenarios, plan, &|_, _| {})
+}
+
+/// [`run_many`], calling `after` with each run as soon as it is judged,
+/// on the thread that ran it: a sweep writes a run's files there and drops
+/// what it need not keep (a run's datagrams) before the next run starts,
+/// rather than holding every run's until the sweep ends.
+pub fn run_many_with(
+    scenarios: &[Scenario],
+    plan: &RunPlan,
+    after: &(dyn Fn(&Scenario, &mut SimRun) + Sync),
+) -> Vec<ScenarioRuns> {
     let work: Vec<(usize, u64)> = (0..scenarios.len())
         .flat_map(|i| plan.seeds.iter().map(move |&s| (i, s)))
         .collect();
@@ -98,11 +110,12 @@ pub fn run_many(scenarios: &[Scenario], plan: &RunPlan) -> Vec<ScenarioRuns> {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(i, seed)) = work.get(k) else { break };
-                let first = run(&scenarios[i], seed, plan.options);
+                let mut first = run(&scenarios[i], seed, plan.options);
                 let deterministic = !plan.check_determinism || {
                     let second = run(&scenarios[i], seed, plan.options);
                     render_text(&first.trace) == render_text(&second.trace)
                 };
+                after(&scenarios[i], &mut first);
                 if let Ok(mut slot) = slots[k].lock() {
                     *slot = Some((first, deterministic));
                 }

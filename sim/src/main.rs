@@ -2,11 +2,17 @@
 //! `tftplab-sim --help` is the manual.
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
-use tftplab_sim::report::{bench, junit, summary_table, ScenarioRuns};
-use tftplab_sim::{load_scenarios, run_many, RunPlan, SimOptions};
+use tftplab_sim::lab::Scenario;
+use tftplab_sim::report::{
+    bench, clear_artifacts, junit, placement, run_name, summary_table, write_artifacts, write_pcap,
+    ScenarioRuns, MERMAID_DATAGRAMS,
+};
+use tftplab_sim::{load_scenarios, run_many_with, RunPlan, SimOptions, SimRun};
 
 /// Runs tftplab scenarios under a deterministic simulated network with
 /// loss, duplication, reordering, partitions and crashes. The real server
@@ -17,6 +23,7 @@ use tftplab_sim::{load_scenarios, run_many, RunPlan, SimOptions};
 ///   tftplab-sim run                              # every scenario in scenarios/
 ///   tftplab-sim run scenarios/rpi4-netboot.toml --seeds 50
 ///   tftplab-sim run scenarios/rpi4-netboot.toml --seed 17 --trace rpi4.trace
+///   tftplab-sim run --seeds 100 --out sim-out    # files for each failing run
 #[derive(Debug, Parser)]
 #[command(name = "tftplab-sim", version, verbatim_doc_comment)]
 struct Cli {
@@ -51,9 +58,34 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Write a Mermaid sequence diagram of the run here (a raw `.mmd`; a
-    /// long run shows its first and last 200 datagrams).
+    /// long run shows 400 datagrams: a failed run's around its first
+    /// failure, marked, a passing run's first and last 200).
     #[arg(long, value_name = "FILE")]
     mermaid: Option<PathBuf>,
+    /// Write the run's datagrams here as a pcap file (see --out for what
+    /// it holds).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Write each failing run's files into DIR/<scenario>-<seed>/:
+    /// trace.txt, trace.json, trace.mmd, run.pcap and verdict.txt (its
+    /// failures, each with the line of trace.txt where it happened, or
+    /// "pass"). A run that passes leaves no directory (one an earlier
+    /// sweep left is removed) unless --keep all.
+    ///
+    /// run.pcap is what Wireshark or tcpdump reads: one Ethernet/IPv4/UDP
+    /// frame per datagram sent, in trace order (frame N is line N of
+    /// trace.txt), stamped with the simulated time since the run started
+    /// (from the epoch), dropped ones included (trace.txt says what became
+    /// of each). The addresses are made up: the server is 198.18.0.1 and
+    /// the clients follow (198.18.0.2, ...) in the order the scenario
+    /// lists them; each host's MAC is 02:00 and then its IPv4 address. UDP
+    /// ports are the simulation's; checksums are valid.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Which runs get files under --out: failed, or all (every run: a
+    /// large sweep writes a directory per run).
+    #[arg(long, value_enum, default_value_t = Keep::Failed, requires = "out")]
+    keep: Keep,
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -84,6 +116,12 @@ struct RunArgs {
     quiet: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Keep {
+    Failed,
+    All,
+}
+
 fn main() -> ExitCode {
     let Command::Run(args) = Cli::parse().command;
     match run(args) {
@@ -107,14 +145,32 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Some(s) => vec![s],
         None => (1..=args.seeds).collect(),
     };
-    let one_run_outputs = [&args.trace, &args.json, &args.mermaid];
+    let one_run_outputs = [&args.trace, &args.json, &args.mermaid, &args.pcap];
     if !args.bench && one_run_outputs.iter().any(|o| o.is_some()) {
         let runs = scenarios.len() * seeds.len();
         if runs != 1 {
             return Err(format!(
-                "--trace, --json and --mermaid write one run, and this is {runs}: name one scenario file and one --seed (a failure line prints that command)"
+                "--trace, --json, --mermaid and --pcap write one run, and this is {runs}: name one scenario file and one --seed (a failure line prints that command), or use --out DIR"
             ));
         }
+    }
+    if let Some(dir) = &args.out {
+        // Two scenarios of one name would write into each other's files.
+        let mut named: BTreeMap<String, &Path> = BTreeMap::new();
+        for s in &scenarios {
+            let run = run_name(s, 0);
+            let stem = run.strip_suffix("-0").unwrap_or(&run);
+            if let Some(other) = named.insert(stem.to_string(), &s.path) {
+                return Err(format!(
+                    "{} and {} would both write into {}: give one of them another `name`",
+                    other.display(),
+                    s.path.display(),
+                    dir.join(format!("{stem}-<seed>")).display()
+                ));
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     if args.bench {
         let ticks: Vec<std::time::Duration> = args
@@ -139,30 +195,57 @@ fn run(args: RunArgs) -> Result<bool, String> {
                 args.tick_ms.first().copied().unwrap_or(1).max(1),
             ),
             skip_idle: !args.no_skip,
+            // Only a pcap needs the bytes.
+            keep_datagrams: args.out.is_some() || args.pcap.is_some(),
         },
         progress: !args.quiet,
     };
+    // Each run's files are written as it ends, on its thread, and its
+    // datagrams dropped then unless --pcap wants them after the sweep.
+    let written: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::default();
+    let after = |scenario: &Scenario, run: &mut SimRun| {
+        let Some(out) = &args.out else { return };
+        let name = run_name(scenario, run.seed);
+        let dir = out.join(&name);
+        if run.passed() && args.keep == Keep::Failed {
+            clear_artifacts(&dir);
+        } else {
+            let result = write_artifacts(&dir, scenario, run).map(|()| dir);
+            if let Ok(mut w) = written.lock() {
+                w.insert(name, result);
+            }
+        }
+        if args.pcap.is_none() {
+            run.datagrams = None;
+        }
+    };
     let started = Instant::now();
-    let runs: Vec<ScenarioRuns> = run_many(&scenarios, &plan);
+    let runs: Vec<ScenarioRuns> = run_many_with(&scenarios, &plan, &after);
     let wall = started.elapsed();
+    let written = written.into_inner().unwrap_or_default();
     print!("{}", summary_table(&runs, wall));
     let mut ok = true;
     for sr in &runs {
         for r in sr.runs.iter().filter(|r| !r.passed()) {
             ok = false;
-            println!("\nFAILED {} seed {}:", sr.scenario.name, r.seed);
-            if let Some(e) = &r.sim_error {
-                println!("  simulation error: {e}");
-            }
-            for f in &r.verdict.failures {
-                println!("  {f}");
+            let name = run_name(&sr.scenario, r.seed);
+            let replay_trace = format!("{name}.trace");
+            let (files, trace_file) = match written.get(&name) {
+                Some(Ok(dir)) => (
+                    format!(" {}/", dir.display()),
+                    dir.join("trace.txt").display().to_string(),
+                ),
+                Some(Err(e)) => (format!(" (no files: {e})"), replay_trace.clone()),
+                None => (String::new(), replay_trace.clone()),
+            };
+            println!("\nFAILED {} seed {}:{files}", sr.scenario.name, r.seed);
+            for f in r.failures() {
+                println!("  {}{}", f.text, placement(&f, &trace_file));
             }
             println!(
-                "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
+                "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {replay_trace}",
                 sr.scenario.path.display(),
                 r.seed,
-                sr.scenario.name,
-                r.seed
             );
         }
         for d in &sr.nondeterministic {
@@ -173,8 +256,8 @@ fn run(args: RunArgs) -> Result<bool, String> {
             );
         }
     }
-    if let Some(last) = runs.last().and_then(|sr| sr.runs.last()) {
-        use tftplab_sim::lab::trace::{render_json, render_mermaid, render_text};
+    if let Some((sr, last)) = runs.last().and_then(|sr| Some((sr, sr.runs.last()?))) {
+        use tftplab_sim::lab::trace::{render_json, render_text};
         let write = |path: &Option<PathBuf>, text: String| -> Result<(), String> {
             match path {
                 Some(p) => std::fs::write(p, text)
@@ -184,11 +267,19 @@ fn run(args: RunArgs) -> Result<bool, String> {
         };
         write(&args.trace, render_text(&last.trace))?;
         write(&args.json, render_json(&last.trace))?;
-        write(&args.mermaid, render_mermaid(&last.trace, 400))?;
+        write(&args.mermaid, last.mermaid(MERMAID_DATAGRAMS))?;
+        if let Some(p) = &args.pcap {
+            write_pcap(p, &sr.scenario, last)?;
+        }
     }
     if let Some(p) = &args.junit {
         std::fs::write(p, junit(&runs))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    // Files a user asked for and did not get are an error, not a failure
+    // of the runs: say so after the report.
+    if let Some(e) = written.values().find_map(|w| w.as_ref().err()) {
+        return Err(e.clone());
     }
     Ok(ok)
 }

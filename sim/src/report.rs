@@ -1,10 +1,13 @@
 //! The runner's output: a summary table, JUnit XML, a progress bar.
 
+use crate::lab::pcap::{self, HostAddresses};
 use crate::lab::scenario::Scenario;
-use crate::SimRun;
+use crate::lab::trace::{render_json, render_text};
+use crate::{Placed, SimRun};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Duration;
 
 /// All runs of one scenario.
@@ -178,7 +181,12 @@ pub fn bench(
             for &seed in seeds {
                 for _ in 0..repeat {
                     let started = std::time::Instant::now();
-                    let r = crate::run(scenario, seed, crate::SimOptions { tick, skip_idle });
+                    let options = crate::SimOptions {
+                        tick,
+                        skip_idle,
+                        keep_datagrams: false,
+                    };
+                    let r = crate::run(scenario, seed, options);
                     let wall = started.elapsed().as_secs_f64().max(1e-9);
                     let sim = r.record.elapsed.as_secs_f64();
                     failed += usize::from(!r.passed());
@@ -206,4 +214,102 @@ pub fn bench(
         }
     }
     out
+}
+
+/// A run's name in file and directory names: `<scenario>-<seed>`, the
+/// scenario's name with anything but letters, digits, `-`, `_` and `.`
+/// made `_` (a scenario names itself, and a `/` would make a directory).
+pub fn run_name(scenario: &Scenario, seed: u64) -> String {
+    let name: String = scenario
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{name}-{seed}")
+}
+
+/// Where a failure happened, for its line: ` [at 4.321s, trace.txt:87]`,
+/// `trace_file` being the text trace the line number is in; empty if the
+/// judge cannot tell.
+pub fn placement(failure: &Placed, trace_file: &str) -> String {
+    match (failure.at, failure.event) {
+        (Some(at), Some(i)) => format!(" [at {:.3}s, {trace_file}:{}]", at.as_secs_f64(), i + 1),
+        (Some(at), None) => format!(" [at {:.3}s]", at.as_secs_f64()),
+        _ => String::new(),
+    }
+}
+
+/// The files [`write_artifacts`] writes into a run's directory.
+pub const ARTIFACTS: [&str; 5] = [
+    "trace.txt",
+    "trace.json",
+    "trace.mmd",
+    "run.pcap",
+    "verdict.txt",
+];
+
+/// The Mermaid diagram's size: a diagram of more datagrams than this is
+/// more than a browser draws comfortably.
+pub const MERMAID_DATAGRAMS: usize = 400;
+
+/// Writes a run's files into `dir` (created if need be): the trace as text
+/// (`trace.txt`), JSON and Mermaid, a pcap of its datagrams (`run.pcap`,
+/// see [`pcap::write_run`]; the run must have kept them,
+/// [`crate::SimOptions::keep_datagrams`]) and `verdict.txt`: `pass`, or
+/// each failure on a line with where it happened in `trace.txt`.
+pub fn write_artifacts(dir: &Path, scenario: &Scenario, run: &SimRun) -> Result<(), String> {
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        format!("cannot write {}: {e}", dir.join(what).display())
+    };
+    std::fs::create_dir_all(dir).map_err(|e| cannot("", &e))?;
+    let write = |name: &str, text: String| -> Result<(), String> {
+        std::fs::write(dir.join(name), text).map_err(|e| cannot(name, &e))
+    };
+    write("trace.txt", render_text(&run.trace))?;
+    write("trace.json", render_json(&run.trace))?;
+    write("trace.mmd", run.mermaid(MERMAID_DATAGRAMS))?;
+    let mut verdict = String::new();
+    for f in run.failures() {
+        let _ = writeln!(verdict, "{}{}", f.text, placement(&f, "trace.txt"));
+    }
+    if verdict.is_empty() {
+        verdict.push_str("pass\n");
+    }
+    write("verdict.txt", verdict)?;
+    write_pcap(&dir.join("run.pcap"), scenario, run)
+}
+
+/// Writes a run's datagrams as a pcap file at `path` ([`pcap::write_run`];
+/// the hosts' addresses follow the scenario, [`HostAddresses`]).
+pub fn write_pcap(path: &Path, scenario: &Scenario, run: &SimRun) -> Result<(), String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let datagrams = run
+        .datagrams
+        .as_deref()
+        .ok_or_else(|| cannot(&"the run kept no datagrams (SimOptions::keep_datagrams is off)"))?;
+    let hosts = HostAddresses::new(
+        std::iter::once("server").chain(scenario.clients.iter().map(|c| c.name.as_str())),
+    )
+    .with_trace(&run.trace);
+    let file = std::fs::File::create(path).map_err(|e| cannot(&e))?;
+    pcap::write_run(Box::new(file), &hosts, &run.trace, datagrams).map_err(|e| cannot(&e))
+}
+
+/// Removes what [`write_artifacts`] wrote for a run in `dir` (an earlier
+/// sweep's, for a run that now passes), and `dir` if that leaves it empty.
+/// Other files are left alone.
+pub fn clear_artifacts(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    for name in ARTIFACTS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
 }

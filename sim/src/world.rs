@@ -2,13 +2,13 @@
 //! for the server, one per client, all running the real tftplab server and
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
-use crate::lab::check::{judge, RunRecord, Verdict};
+use crate::lab::check::{judge_timed, Moment, RunRecord, Verdict};
 use crate::lab::faults::{Direction, Injector, Outage, Script};
 use crate::lab::net::{FaultyNet, LabClock, SendLater};
 use crate::lab::profile::{run_client, ActionResult};
 use crate::lab::scenario::{resolve, ActionKind, FileContent, Scenario, TimedEventKind};
 use crate::lab::setup::{mix, server_setup, stage};
-use crate::lab::trace::{Trace, TraceEvent, TraceFate};
+use crate::lab::trace::{render_mermaid, render_mermaid_failure, Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
@@ -327,6 +327,10 @@ pub struct SimOptions {
     /// (see [`Wakes`]). Datagrams go out at the same times either way;
     /// same-millisecond events on one host may come in another order.
     pub skip_idle: bool,
+    /// Keep every datagram's bytes ([`SimRun::datagrams`]), for a pcap.
+    /// Off by default: a sweep keeps each run's trace until it ends, and
+    /// the bytes would be many times that for runs nobody looks at.
+    pub keep_datagrams: bool,
 }
 
 impl Default for SimOptions {
@@ -334,6 +338,7 @@ impl Default for SimOptions {
         SimOptions {
             tick: Duration::from_millis(1),
             skip_idle: true,
+            keep_datagrams: false,
         }
     }
 }
@@ -344,6 +349,9 @@ pub struct SimRun {
     pub verdict: Verdict,
     pub record: RunRecord,
     pub trace: Vec<TraceEvent>,
+    /// Each trace event's datagram, in the trace's order, if
+    /// [`SimOptions::keep_datagrams`] asked for them.
+    pub datagrams: Option<Vec<Vec<u8>>>,
     /// The simulation itself failed (a host errored, a datagram storm, or
     /// a host acted inside a jump: a simulator bug); the message says how.
     pub sim_error: Option<String>,
@@ -354,6 +362,47 @@ pub struct SimRun {
 impl SimRun {
     pub fn passed(&self) -> bool {
         self.verdict.passed() && self.sim_error.is_none()
+    }
+
+    /// Every failure of the run, the simulation's own first, each with
+    /// when it happened and the trace event nearest that, where known. A
+    /// simulation error happened when the run stopped.
+    pub fn failures(&self) -> Vec<Placed> {
+        let stopped = self.sim_error.iter().map(|e| {
+            (
+                format!("simulation error: {e}"),
+                Some(Moment::At(self.record.elapsed)),
+            )
+        });
+        let judged = self
+            .verdict
+            .failures_at()
+            .map(|(f, at)| (f.to_string(), at));
+        stopped
+            .chain(judged)
+            .map(|(text, moment)| Placed {
+                text,
+                at: moment.and_then(|m| m.time(&self.trace)),
+                event: moment.and_then(|m| m.nearest(&self.trace)),
+            })
+            .collect()
+    }
+
+    /// The run as a Mermaid sequence diagram of at most `max_events`
+    /// datagrams: a failed run's around its earliest failure that the
+    /// trace can place, any other's first and last halves.
+    pub fn mermaid(&self, max_events: usize) -> String {
+        let failures = self.failures();
+        let earliest = failures
+            .iter()
+            .filter_map(|f| Some((f.at?, f.event?, f)))
+            .min_by_key(|(at, _, _)| *at);
+        match earliest {
+            Some((at, event, f)) => {
+                render_mermaid_failure(&self.trace, max_events, event, at, &f.text)
+            }
+            None => render_mermaid(&self.trace, max_events),
+        }
     }
 
     /// Datagrams sent again within their transfer: the same packet on the
@@ -372,6 +421,17 @@ impl SimRun {
     }
 }
 
+/// One failure of a run, placed in its trace ([`SimRun::failures`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub text: String,
+    /// When it happened, if the judge can tell.
+    pub at: Option<Duration>,
+    /// The index of the trace event nearest then (line `event + 1` of the
+    /// text trace).
+    pub event: Option<usize>,
+}
+
 /// Runs `scenario` with `seed` and judges it.
 pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let root = match tempfile::tempdir() {
@@ -381,7 +441,11 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     if let Err(e) = stage(scenario, root.path()) {
         return failed_setup(seed, e);
     }
-    let trace = Trace::new();
+    let trace = if opts.keep_datagrams {
+        Trace::keeping_datagrams()
+    } else {
+        Trace::new()
+    };
     let wakes = Arc::new(Wakes::default());
     let sim_net = TurmoilNet {
         wakes: Some(wakes.clone()),
@@ -448,7 +512,12 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
                             continue;
                         };
                         let counter = match e {
-                            TransferError::TimedOut { .. } => &timeouts.midway,
+                            TransferError::TimedOut { .. } => {
+                                if let Ok(mut first) = timeouts.first_midway.lock() {
+                                    first.get_or_insert(sim_now());
+                                }
+                                &timeouts.midway
+                            }
                             TransferError::Unconfirmed { .. } => &timeouts.unconfirmed,
                             _ => continue,
                         };
@@ -541,11 +610,13 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     if let Ok(mut s) = handle_slot.lock() {
         s.take();
     }
-    let verdict = judge(scenario, &record);
+    let first_timeout = server_timeouts.first_midway.lock().ok().and_then(|t| *t);
+    let verdict = judge_timed(scenario, &record, first_timeout);
     SimRun {
         seed,
         verdict,
         record,
+        datagrams: trace.take_datagrams(),
         trace: events,
         sim_error,
         skipped: wakes.skipped(),
@@ -558,6 +629,7 @@ fn failed_setup(seed: u64, message: String) -> SimRun {
         verdict: Verdict::default(),
         record: RunRecord::default(),
         trace: Vec::new(),
+        datagrams: None,
         sim_error: Some(message),
         skipped: Duration::ZERO,
     }
@@ -789,6 +861,8 @@ struct ServerTimeouts {
     midway: AtomicU64,
     /// Every block sent; only the final ACK never came.
     unconfirmed: AtomicU64,
+    /// When the first of `midway` timed out.
+    first_midway: Mutex<Option<Duration>>,
 }
 
 #[cfg(test)]

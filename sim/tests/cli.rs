@@ -1,8 +1,11 @@
 //! The `tftplab-sim` command line: a bad combination of flags is one line
-//! on stderr and exit 2, before anything runs.
+//! on stderr and exit 2, before anything runs; `--out` leaves a failing
+//! run's files where its failure line says, and `--pcap` a capture that
+//! other tools read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use tftplab_sim::lab::pcap::read_records;
 
 fn sim(args: &[&str]) -> Output {
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -35,7 +38,7 @@ fn a_trace_needs_exactly_one_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        "tftplab-sim: --trace, --json and --mermaid write one run, and this is 8: name one scenario file and one --seed (a failure line prints that command)"
+        "tftplab-sim: --trace, --json, --mermaid and --pcap write one run, and this is 8: name one scenario file and one --seed (a failure line prints that command), or use --out DIR"
     );
     assert!(!Path::new(trace).exists(), "nothing is written");
     let out = sim(&["--trace", trace, "--seed", "3", "scenarios/lost-oack.toml"]);
@@ -49,6 +52,368 @@ fn a_trace_needs_exactly_one_run() {
         text.lines()
             .next()
             .is_some_and(|l| l.contains("RRQ \"start4.elf\"")),
+        "{text}"
+    );
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A legacy client fetches a 42 000-byte file (83 blocks of 512) and then
+/// asks for a missing one; `second` is the second action's line in the
+/// scenario, and `ratio` the packet bound.
+fn scenario(dir: &Path, name: &str, second: &str, ratio: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"name = "{name}"
+description = "a test's"
+
+[[files]]
+name = "pxelinux.0"
+size = 42_000
+seed = 1
+
+[[clients]]
+name = "legacy"
+profile = "legacy"
+actions = [
+  {{ get = "pxelinux.0" }},
+  {second},
+]
+
+[faults.client_to_server]
+latency = ["1ms", "1ms"]
+[faults.server_to_client]
+latency = ["1ms", "1ms"]
+
+[expect]
+within = "10s"
+max_packet_ratio = {ratio}
+"#
+    );
+    std::fs::write(&path, text).expect("scenario written");
+    path
+}
+
+/// Expects ERROR 1 for a file it is served: action 2 fails as it ends.
+fn failing(dir: &Path) -> PathBuf {
+    scenario(
+        dir,
+        "served-not-missing",
+        r#"{ get = "pxelinux.0", expect = 1 }"#,
+        "1.2",
+    )
+}
+
+fn passing(dir: &Path) -> PathBuf {
+    scenario(
+        dir,
+        "passes",
+        r#"{ get = "missing.cfg", expect = 1 }"#,
+        "1.2",
+    )
+}
+
+/// `[at 0.334s, FILE:337]` at the end of a failure line: the file and
+/// the line number.
+fn placed(line: &str) -> (String, usize) {
+    let (_, place) = line.rsplit_once(", ").expect("placed");
+    let (file, n) = place
+        .trim_end_matches(']')
+        .rsplit_once(':')
+        .expect("file:line");
+    (file.to_string(), n.parse().expect("a line number"))
+}
+
+#[test]
+fn out_writes_a_failing_runs_files_and_its_failure_line_points_into_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = failing(dir.path());
+    let good = passing(dir.path());
+    let out = dir.path().join("out");
+    // An earlier sweep's files for a run that passes now are removed.
+    let stale = out.join("passes-1");
+    std::fs::create_dir_all(&stale).expect("stale dir");
+    std::fs::write(stale.join("verdict.txt"), "old\n").expect("stale verdict");
+    let run = sim(&[
+        bad.to_str().expect("utf-8"),
+        good.to_str().expect("utf-8"),
+        "--seeds",
+        "2",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    let text = stdout(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(!stale.exists(), "a passing run leaves no directory");
+    assert!(!out.join("passes-2").exists());
+    for seed in [1, 2] {
+        let run_dir = out.join(format!("served-not-missing-{seed}"));
+        for f in [
+            "trace.txt",
+            "trace.json",
+            "trace.mmd",
+            "run.pcap",
+            "verdict.txt",
+        ] {
+            assert!(run_dir.join(f).is_file(), "{f} in {}", run_dir.display());
+        }
+        let header = format!(
+            "FAILED served-not-missing seed {seed}: {}/",
+            run_dir.display()
+        );
+        assert!(text.contains(&header), "{text}");
+    }
+    let run_dir = out.join("served-not-missing-1");
+    let trace = std::fs::read_to_string(run_dir.join("trace.txt")).expect("trace");
+    let verdict = std::fs::read_to_string(run_dir.join("verdict.txt")).expect("verdict");
+    // verdict.txt: the failure, at the time it ended, pointing at the
+    // trace line beside it: the client's last ACK, as the action ended.
+    let failure = verdict.lines().next().expect("a failure");
+    assert_eq!(verdict.lines().count(), 1, "{verdict}");
+    assert!(
+        failure.contains("client legacy action 2: expected ERROR 1, got completion (42000 bytes)"),
+        "{failure}"
+    );
+    let (file, n) = placed(failure);
+    assert_eq!(file, "trace.txt");
+    let line = trace.lines().nth(n - 1).expect("the line exists");
+    assert!(line.contains("legacy -> server ACK #83"), "{line}");
+    let ended = failure
+        .split("(ended at ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .expect("ended at");
+    assert!(
+        failure.contains(&format!("[at {ended}, trace.txt:{n}]")),
+        "{failure}"
+    );
+    // The failure line on stdout says the same, with the whole path.
+    let printed = format!("[at {ended}, {}:{n}]", run_dir.join("trace.txt").display());
+    assert!(text.contains(&printed), "{text}");
+    // The diagram marks the failure beside that datagram.
+    let mmd = std::fs::read_to_string(run_dir.join("trace.mmd")).expect("mmd");
+    assert!(mmd.starts_with("sequenceDiagram\n"), "{mmd}");
+    assert!(
+        mmd.contains(&format!("FAILED at {ended} (trace line {n}) ")),
+        "{mmd}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("trace.json")).expect("json"))
+            .expect("valid JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(trace.lines().count()));
+}
+
+#[test]
+fn keep_all_writes_passing_runs_too_and_needs_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = passing(dir.path());
+    let out = dir.path().join("out");
+    let good = good.to_str().expect("utf-8");
+    let refused = sim(&[good, "--keep", "all"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--out <DIR>"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out_arg = out.to_str().expect("utf-8");
+    let run = sim(&[good, "--seed", "3", "--out", out_arg, "--keep", "all"]);
+    assert!(run.status.success(), "{}", stdout(&run));
+    let verdict = std::fs::read_to_string(out.join("passes-3/verdict.txt")).expect("verdict");
+    assert_eq!(verdict, "pass\n");
+    let mmd = std::fs::read_to_string(out.join("passes-3/trace.mmd")).expect("mmd");
+    assert!(
+        mmd.starts_with("sequenceDiagram\n") && !mmd.contains("FAILED"),
+        "{mmd}"
+    );
+    assert!(out.join("passes-3/run.pcap").is_file());
+    // And by default a passing run writes nothing.
+    let fresh = dir.path().join("fresh");
+    let run = sim(&[good, "--seed", "3", "--out", fresh.to_str().expect("utf-8")]);
+    assert!(run.status.success());
+    assert_eq!(std::fs::read_dir(&fresh).expect("created").count(), 0);
+}
+
+#[test]
+fn an_unwritable_out_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = passing(dir.path());
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").expect("file");
+    let run = sim(&[
+        good.to_str().expect("utf-8"),
+        "--out",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.starts_with("tftplab-sim: cannot create "), "{err}");
+    assert!(stdout(&run).is_empty(), "nothing ran: {}", stdout(&run));
+}
+
+#[test]
+fn without_out_a_failure_points_into_the_replays_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The bound 0 (plus the judge's 10) fails at the eleventh datagram.
+    let over = scenario(
+        dir.path(),
+        "over-bound",
+        r#"{ get = "missing.cfg", expect = 1 }"#,
+        "0",
+    );
+    let run = sim(&[over.to_str().expect("utf-8"), "--seed", "1"]);
+    let text = stdout(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("datagrams sent; the bound is 10 "))
+        .expect("the bound's failure");
+    let (file, n) = placed(line);
+    assert_eq!(file, "over-bound-1.trace");
+    assert_eq!(n, 11, "the first datagram over the bound: {line}");
+    assert!(
+        text.contains("--seed 1 --trace over-bound-1.trace"),
+        "{text}"
+    );
+    // The replay's trace has that datagram on that line, at that time.
+    let trace = dir.path().join("over-bound-1.trace");
+    let replay = sim(&[
+        over.to_str().expect("utf-8"),
+        "--seed",
+        "1",
+        "--trace",
+        trace.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(replay.status.code(), Some(1));
+    let trace = std::fs::read_to_string(trace).expect("trace");
+    let eleventh = trace.lines().nth(10).expect("line 11");
+    let ms: f64 = eleventh
+        .split("ms")
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a time");
+    assert!(
+        line.contains(&format!("[at {:.3}s, ", ms / 1000.0)),
+        "{line} / {eleventh}"
+    );
+}
+
+/// A short run's pcap: one record per line of its trace, at the line's
+/// simulated time, between the hosts' made-up addresses on the
+/// simulation's ports, carrying the datagram's own bytes.
+#[test]
+fn a_runs_pcap_holds_its_datagrams_as_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = passing(dir.path());
+    let (pcap, json) = (dir.path().join("run.pcap"), dir.path().join("run.json"));
+    let run = sim(&[
+        good.to_str().expect("utf-8"),
+        "--seed",
+        "1",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stdout(&run));
+    let bytes = std::fs::read(&pcap).expect("pcap");
+    assert_eq!(
+        &bytes[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "classic pcap, microseconds"
+    );
+    assert_eq!(&bytes[20..24], &[1, 0, 0, 0], "Ethernet");
+    let records = read_records(&bytes).expect("parses");
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("json")).expect("JSON");
+    // One record per datagram sent: at least the request, 83 blocks and
+    // their ACKs.
+    assert_eq!(records.len(), events.len());
+    assert!(records.len() > 1 + 83 * 2, "{}", records.len());
+    for (r, e) in records.iter().zip(&events) {
+        let at_us = e["at_us"].as_u64().expect("at_us");
+        assert_eq!(u64::from(r.secs) * 1_000_000 + u64::from(r.micros), at_us);
+        let f = &r.frame;
+        let udp_len = usize::from(u16::from_be_bytes([f[38], f[39]]));
+        assert_eq!(udp_len - 8, e["len"].as_u64().expect("len") as usize);
+        let ports = &e["ports"];
+        assert_eq!(u64::from(u16::from_be_bytes([f[34], f[35]])), ports[0]);
+        assert_eq!(u64::from(u16::from_be_bytes([f[36], f[37]])), ports[1]);
+        let ip = |name: &serde_json::Value| match name.as_str() {
+            Some("server") => [198, 18, 0, 1],
+            Some("legacy") => [198, 18, 0, 2],
+            other => panic!("unknown host {other:?}"),
+        };
+        assert_eq!(f[26..30], ip(&e["from"]));
+        assert_eq!(f[30..34], ip(&e["to"]));
+    }
+    // The request and the first block, byte for byte.
+    assert_eq!(events[0]["packet"], "RRQ \"pxelinux.0\" octet");
+    assert_eq!(&records[0].frame[42..], b"\x00\x01pxelinux.0\x00octet\x00");
+    assert_eq!(events[1]["packet"], "DATA #1 (512 B)");
+    let file = tftplab_sim::lab::scenario::generate(42_000, 1);
+    let payload = &records[1].frame[42..];
+    assert_eq!(&payload[..4], &[0, 3, 0, 1]);
+    assert_eq!(&payload[4..], &file[..512]);
+}
+
+/// tcpdump or tshark, whichever is installed, reads the pcap whole.
+#[test]
+fn a_runs_pcap_reads_in_tcpdump_or_tshark() {
+    let which = |tool: &str| {
+        Command::new("which")
+            .arg(tool)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let Some(tool) = ["tcpdump", "tshark"].into_iter().find(|t| which(t)) else {
+        let why = "neither tcpdump nor tshark is installed (apt-get install tcpdump)";
+        assert!(
+            std::env::var_os("TFTPLAB_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+            "TFTPLAB_REQUIRE_PEERS=1 and {why}"
+        );
+        eprintln!("SKIPPED a_runs_pcap_reads_in_tcpdump_or_tshark: {why}");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = passing(dir.path());
+    let (pcap, trace) = (dir.path().join("run.pcap"), dir.path().join("run.trace"));
+    let run = sim(&[
+        good.to_str().expect("utf-8"),
+        "--seed",
+        "1",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+        "--trace",
+        trace.to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stdout(&run));
+    let datagrams = std::fs::read_to_string(trace)
+        .expect("trace")
+        .lines()
+        .count();
+    let pcap = pcap.to_str().expect("utf-8");
+    let args: &[&str] = match tool {
+        "tcpdump" => &["-nn", "-vv", "-r", pcap],
+        _ => &["-n", "-V", "-o", "udp.check_checksum:TRUE", "-r", pcap],
+    };
+    let read = Command::new(tool).args(args).output().expect("runs");
+    let text = stdout(&read);
+    assert!(
+        read.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let packets = match tool {
+        "tcpdump" => text.lines().filter(|l| l.contains(" IP (")).count(),
+        _ => text.lines().filter(|l| l.starts_with("Frame ")).count(),
+    };
+    assert_eq!(packets, datagrams, "{tool} read:\n{text}");
+    let bad = text.to_lowercase();
+    assert!(
+        !bad.contains("bad udp cksum") && !bad.contains("checksum status: bad"),
         "{text}"
     );
 }

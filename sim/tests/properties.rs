@@ -751,6 +751,7 @@ fn upload_whose_final_acks_all_vanish_lands_whole() {
         verdict: judge(&scenario, &record),
         record: record.clone(),
         trace: vec![lost_ack(3003), lost_ack(4003), lost_ack(5003)],
+        datagrams: None,
         sim_error: None,
         skipped: Duration::ZERO,
     };

@@ -6,6 +6,7 @@ pub mod check;
 pub mod faults;
 pub mod firmware;
 pub mod net;
+pub mod pcap;
 pub mod profile;
 pub mod scenario;
 pub mod setup;

@@ -179,18 +179,21 @@ impl<S: SendLater> FaultySocket<S> {
         target: SocketAddr,
         to: String,
         fate: TraceFate,
-        len: usize,
+        datagram: &[u8],
         packet: String,
     ) -> usize {
-        self.trace.push(TraceEvent {
-            at_us: self.clock.elapsed().as_micros() as u64,
-            from: self.host.to_string(),
-            to,
-            fate,
-            len,
-            packet,
-            ports: Some((self.local.port(), target.port())),
-        })
+        self.trace.push_datagram(
+            TraceEvent {
+                at_us: self.clock.elapsed().as_micros() as u64,
+                from: self.host.to_string(),
+                to,
+                fate,
+                len: datagram.len(),
+                packet,
+                ports: Some((self.local.port(), target.port())),
+            },
+            datagram,
+        )
     }
 }
 
@@ -251,7 +254,7 @@ impl<S: SendLater> DatagramSocket for FaultySocket<S> {
         // across the start or end of a partition is judged when it leaves.
         let to = self.clock.name(target.ip());
         let len = buf.len();
-        let index = self.record(target, to.clone(), shown, len, rendered);
+        let index = self.record(target, to.clone(), shown, buf, rendered);
         let copies = Arc::new(Copies {
             trace: self.trace.clone(),
             index,
