@@ -169,6 +169,9 @@ fn serve_get_put_and_graceful_stop() {
     // One start-up line, not the CLI's and the library's both.
     let starts = log.lines().filter(|l| l.contains("serving")).count();
     assert_eq!(starts, 1, "{log}");
+    // Every transfer had ended: an upload that lingers to re-answer a lost
+    // last DATA is not called running.
+    assert!(!log.contains("running transfer(s)"), "{log}");
 }
 
 /// `get` into a pipe or device writes the bytes there: it must not rename

@@ -194,11 +194,24 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         tokio::spawn(events::print(rx))
     });
     signals.recv().await;
-    let active = server.stats().active;
-    if active > 0 {
+    // Running: no outcome yet. The other live transfers have one and only
+    // linger (a receiver re-answers a final DATA whose ACK was lost).
+    let stats = server.stats();
+    let running = stats
+        .started
+        .saturating_sub(stats.succeeded + stats.failed)
+        .min(stats.active);
+    let lingering = stats.active - running;
+    if running > 0 {
         eprintln!(
-            "tftplab: stopping: letting {active} running transfer(s) finish for up to {} s; \
+            "tftplab: stopping: letting {running} running transfer(s) finish for up to {} s; \
              Ctrl-C again stops at once",
+            a.grace
+        );
+    } else if lingering > 0 {
+        eprintln!(
+            "tftplab: stopping: {lingering} finished transfer(s) stay a moment to re-answer a \
+             lost last packet (at most {} s); Ctrl-C again stops at once",
             a.grace
         );
     } else {
