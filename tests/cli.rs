@@ -337,14 +337,20 @@ fn failures_exit_with_their_status_and_one_line() {
     }
 }
 
-/// A server that sends one full block of 512 bytes, then, on its ACK,
-/// ERROR 0: a transfer aborted midway, not a refused request.
-#[test]
-fn an_error_after_data_is_an_abort_not_a_refusal() {
+/// A socket for a test to play a server on, and its address.
+fn fake_server() -> (UdpSocket, String) {
     let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
     fake.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let addr = fake.local_addr().unwrap().to_string();
+    (fake, addr)
+}
+
+/// A server that sends one full block of 512 bytes, then, on its ACK,
+/// ERROR 0: a transfer aborted midway, not a refused request.
+#[test]
+fn an_error_after_data_is_an_abort_not_a_refusal() {
+    let (fake, addr) = fake_server();
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 600];
         let (_, client) = fake.recv_from(&mut buf).unwrap();
@@ -663,10 +669,7 @@ fn get_asks_fast_options_by_default_and_plain_asks_none() {
 /// the file.
 #[test]
 fn options_refused_with_error_8_are_dropped_and_the_request_made_again() {
-    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
-    fake.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let addr = fake.local_addr().unwrap().to_string();
+    let (fake, addr) = fake_server();
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 600];
         let mut requests = Vec::new();

@@ -300,24 +300,31 @@ fn without_out_a_failure_points_into_the_replays_trace() {
     );
 }
 
-/// A short run's pcap: one record per line of its trace, at the line's
-/// simulated time, between the hosts' made-up addresses on the
-/// simulation's ports, carrying the datagram's own bytes.
-#[test]
-fn a_runs_pcap_holds_its_datagrams_as_sent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let good = passing(dir.path());
-    let (pcap, json) = (dir.path().join("run.pcap"), dir.path().join("run.json"));
+/// Runs the passing scenario once (seed 1) with `--pcap` and `flag`,
+/// writing into `dir`; the pcap's path and the other file's.
+fn pcap_and(dir: &Path, flag: &str, file: &str) -> (PathBuf, PathBuf) {
+    let good = passing(dir);
+    let (pcap, other) = (dir.join("run.pcap"), dir.join(file));
     let run = sim(&[
         good.to_str().expect("utf-8"),
         "--seed",
         "1",
         "--pcap",
         pcap.to_str().expect("utf-8"),
-        "--json",
-        json.to_str().expect("utf-8"),
+        flag,
+        other.to_str().expect("utf-8"),
     ]);
     assert!(run.status.success(), "{}", stdout(&run));
+    (pcap, other)
+}
+
+/// A short run's pcap: one record per line of its trace, at the line's
+/// simulated time, between the hosts' made-up addresses on the
+/// simulation's ports, carrying the datagram's own bytes.
+#[test]
+fn a_runs_pcap_holds_its_datagrams_as_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pcap, json) = pcap_and(dir.path(), "--json", "run.json");
     let bytes = std::fs::read(&pcap).expect("pcap");
     assert_eq!(
         &bytes[..4],
@@ -378,18 +385,7 @@ fn a_runs_pcap_reads_in_tcpdump_or_tshark() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = passing(dir.path());
-    let (pcap, trace) = (dir.path().join("run.pcap"), dir.path().join("run.trace"));
-    let run = sim(&[
-        good.to_str().expect("utf-8"),
-        "--seed",
-        "1",
-        "--pcap",
-        pcap.to_str().expect("utf-8"),
-        "--trace",
-        trace.to_str().expect("utf-8"),
-    ]);
-    assert!(run.status.success(), "{}", stdout(&run));
+    let (pcap, trace) = pcap_and(dir.path(), "--trace", "run.trace");
     let datagrams = std::fs::read_to_string(trace)
         .expect("trace")
         .lines()
