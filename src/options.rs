@@ -35,7 +35,8 @@ impl Opt {
         }
     }
 
-    fn from_name(name: &[u8]) -> Option<Opt> {
+    /// The option named `name` (any case), if tftplab knows it.
+    pub fn from_name(name: &[u8]) -> Option<Opt> {
         Opt::ALL
             .into_iter()
             .find(|o| name.eq_ignore_ascii_case(o.name().as_bytes()))
@@ -75,6 +76,10 @@ pub struct Limits {
     /// Without a cap, `timeout 255` holds a transfer slot for half an hour
     /// of retries.
     pub max_timeout: u8,
+    /// Options never granted, whatever the client asks (tftpd-hpa's `-r`):
+    /// left out of the OACK, so the client runs with RFC 1350's value.
+    /// Indexed by [`Opt`]; see [`Limits::refusing`].
+    pub refused: [bool; 4],
 }
 
 impl Default for Limits {
@@ -84,7 +89,20 @@ impl Default for Limits {
             max_windowsize: 64,
             max_upload: None,
             max_timeout: DEFAULT_MAX_TIMEOUT,
+            refused: [false; 4],
         }
+    }
+}
+
+impl Limits {
+    /// These limits, with `opt` never granted.
+    pub fn refusing(mut self, opt: Opt) -> Self {
+        self.refused[opt as usize] = true;
+        self
+    }
+
+    pub fn refuses(&self, opt: Opt) -> bool {
+        self.refused[opt as usize]
     }
 }
 
@@ -159,6 +177,9 @@ pub fn negotiate(
         };
         if std::mem::replace(&mut seen[opt as usize], true) {
             return Err(NegotiationError::Duplicate(opt.name()));
+        }
+        if limits.refuses(opt) {
+            continue; // Left out of the OACK, as an unknown option is.
         }
         let value = parse_number(o.value);
         let accepted = match (opt, value) {
@@ -519,6 +540,20 @@ mod tests {
         };
         let n = negotiate(&rrq(&[("timeout", "5")]), Direction::Read, None, &tight).unwrap();
         assert!(!n.has_oack());
+    }
+
+    #[test]
+    fn a_refused_option_is_left_out_as_if_unknown() {
+        let limits = Limits::default()
+            .refusing(Opt::Windowsize)
+            .refusing(Opt::Tsize);
+        let req = rrq(&[("blksize", "1468"), ("windowsize", "16"), ("tsize", "0")]);
+        let n = negotiate(&req, Direction::Read, Some(5000), &limits).unwrap();
+        assert_eq!((n.blksize, n.windowsize, n.tsize), (1468, 1, None));
+        assert_eq!(oack_bytes(&n), b"\x00\x06blksize\x001468\x00");
+        // A refused option that is repeated is still a malformed request.
+        let twice = rrq(&[("tsize", "0"), ("tsize", "0")]);
+        assert!(negotiate(&twice, Direction::Read, None, &limits).is_err());
     }
 
     #[test]

@@ -26,12 +26,18 @@ struct Served {
 
 impl Served {
     fn start(root: &Path, extra: &[&str]) -> Served {
+        let root = root.to_str().unwrap();
+        Served::start_with(&[&["--root", root], extra].concat())
+    }
+
+    /// `serve` with these arguments (the root among them, or in a config
+    /// file) on a free loopback port.
+    fn start_with(args: &[&str]) -> Served {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = bin()
-            .args(["serve", "--root"])
-            .arg(root)
+            .arg("serve")
             .args(["--bind", &addr, "--timeout", "0.2"])
-            .args(extra)
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -707,5 +713,131 @@ fn options_refused_with_error_8_are_dropped_and_the_request_made_again() {
             "tftplab: {addr} refused the options (ERROR 8: no options here); asking again without them\n"
         )),
         "{err}"
+    );
+}
+
+#[test]
+fn serve_reads_a_config_file_and_flags_override_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(40_000)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lab.toml");
+    // The file says blksize 1024 at most and refuses windowsize; the
+    // command line's --max-blksize wins over the file's.
+    std::fs::write(
+        &config,
+        format!(
+            "root = {:?}\nmax_blksize = 1024\nrefuse = [\"windowsize\"]\n",
+            root.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let served = Served::start_with(&["--config", config_arg, "--max-blksize", "1200"]);
+    let (code, _, err) = run(bin().args(["get", &served.addr, "f.bin", "/dev/null"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("blksize 1200, window 1, "), "{err}");
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(
+            "tftplab: options: blksize <= 1200, windowsize refused, timeout <= 30 s, tsize granted"
+        ),
+        "{log}"
+    );
+
+    // A key serve does not have: the file and line, exit 2, before binding.
+    std::fs::write(&config, "root = \"/srv\"\n\nmax_blocksize = 1468\n").unwrap();
+    let (code, _, err) = run(bin().args(["serve", "--config", config_arg]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "tftplab: {config_arg}:3: `max_blocksize` is not a serve setting; the settings are \
+             serve's flags with _ for - (tftplab serve --help)\n"
+        )
+    );
+    let (code, _, err) = run(bin().args(["serve", "--config", "/nonexistent/lab.toml"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("tftplab: --config /nonexistent/lab.toml: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn mtu_caps_blksize_and_a_bad_option_name_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(40_000)).unwrap();
+    let served = Served::start(root.path(), &["--mtu", "1000"]);
+    let (code, _, err) = run(bin().args(["get", &served.addr, "f.bin", "/dev/null"]));
+    assert_eq!(code, 0, "{err}");
+    // 1000 - 20 (IPv4) - 8 (UDP) - 4 (DATA header).
+    assert!(err.contains("blksize 968, window 16, "), "{err}");
+    let (code, _, err) = run(bin().args(["serve", "--root", ".", "--refuse", "blocksize"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`blocksize` is not an option tftplab negotiates"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_logs_json_lines_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(3000)).unwrap();
+    let served = Served::start(root.path(), &["--log-format", "json"]);
+    let (code, _, err) = run(bin().args([
+        "get",
+        "--blksize",
+        "1024",
+        &served.addr,
+        "f.bin",
+        "/dev/null",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run(bin().args(["get", &served.addr, "../x", "/dev/null"]));
+    assert_eq!(code, 3);
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    for line in log.lines() {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not JSON: {line}\n{log}"
+        );
+    }
+    let has = |message: &str, parts: &[&str]| {
+        log.lines().any(|l| {
+            l.contains(&format!("\"message\":\"{message}\"")) && parts.iter().all(|p| l.contains(p))
+        })
+    };
+    assert!(
+        has(
+            "serving",
+            &["\"write\":\"off\"", "\"options\":\"blksize <= 65464"]
+        ),
+        "{log}"
+    );
+    assert!(
+        has(
+            "transfer started",
+            &[
+                "\"file\":\"f.bin\"",
+                "\"asked\":\"blksize=1024 tsize=0 windowsize=16\"",
+                "\"blksize\":1024"
+            ]
+        ),
+        "{log}"
+    );
+    assert!(
+        has(
+            "transfer complete",
+            &["\"bytes\":3000", "\"windowsize\":16"]
+        ),
+        "{log}"
+    );
+    assert!(
+        has("refused", &["\"code\":2", "path leaves the root"]),
+        "{log}"
     );
 }

@@ -369,7 +369,8 @@ async fn refuse<S: DatagramSocket>(
     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
     let file = filename.as_deref().unwrap_or("-");
     let why = why.as_deref().unwrap_or(&refusal.message);
-    tracing::info!(%peer, file, code = refusal.code.0, message = %refusal.message, why, "refused");
+    // `sent`, not `message`: that is the event's own field in JSON logs.
+    tracing::info!(%peer, file, code = refusal.code.0, sent = %refusal.message, why, "refused");
     let _ = shared.events.send(ServerEvent::Refused {
         peer,
         filename,
@@ -604,6 +605,34 @@ async fn bind_transfer_socket<N: Network>(
     Err(last_err)
 }
 
+/// The options a request asked for, as `blksize=1468 tsize=0` (`none`
+/// without any), for the log: printable ASCII only (a name could carry a
+/// newline to forge a log line) and at most 200 characters.
+fn requested_options(request: &[u8]) -> String {
+    let Ok(Some((_, r))) = crate::proto::parse_request(request) else {
+        return "none".into();
+    };
+    let printable = |b: &[u8]| -> String {
+        b.iter()
+            .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+            .collect()
+    };
+    let mut shown = r
+        .options
+        .iter()
+        .map(|o| format!("{}={}", printable(o.name), printable(o.value)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if shown.is_empty() {
+        return "none".into();
+    }
+    if shown.len() > 200 {
+        shown.truncate(197);
+        shown.push_str("...");
+    }
+    shown
+}
+
 fn store_refusal(e: &StoreError) -> Refusal {
     Refusal::new(e.error_code(), e.message())
 }
@@ -628,14 +657,17 @@ impl<S: DatagramSocket> TransferTask<S> {
     async fn run(mut self, mut cancel: watch::Receiver<Cancel>) {
         let lifetime = now() + self.slot.shared.options.max_transfer_time;
         let mut result = None;
-        let (id, peer, file) = (self.id, self.peer, &self.filename);
-        tracing::debug!(id, %peer, file, direction = ?self.direction, "transfer started");
+        let (id, peer, file, direction) = (self.id, self.peer, &self.filename, self.direction);
+        let asked = requested_options(&self.request);
+        // One line per transfer when its options are settled (before any
+        // data): what the client asked and what it got. Nothing per block.
         let on_event = |event| {
             match event {
                 Event::Finished(r) => result = Some(r),
-                Event::Negotiated(n) => tracing::debug!(
-                    id, %peer, file, blksize = n.blksize, windowsize = n.windowsize,
-                    timeout = ?n.timeout, tsize = ?n.tsize, "negotiated"
+                Event::Negotiated(n) => tracing::info!(
+                    id, %peer, file, ?direction, asked = %asked, blksize = n.blksize,
+                    windowsize = n.windowsize, timeout = n.timeout, tsize = n.tsize,
+                    "transfer started"
                 ),
             }
             Control::Continue
@@ -692,7 +724,7 @@ impl<S: DatagramSocket> TransferTask<S> {
                 tracing::info!(
                     peer = %self.peer, file = %self.filename, direction = ?self.direction,
                     bytes = s.bytes, secs = format_args!("{secs:.3}"), mb_per_s = format_args!("{mbps:.1}"),
-                    blksize = n.blksize, windowsize = n.windowsize, tsize = ?n.tsize,
+                    blksize = n.blksize, windowsize = n.windowsize, tsize = n.tsize,
                     retransmissions = s.retransmissions, timeouts = counters.timeouts,
                     "transfer complete"
                 );

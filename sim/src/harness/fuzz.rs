@@ -303,6 +303,8 @@ fn gen_limits(input: &mut Input<'_>) -> Limits {
         max_windowsize: input.u16(),
         max_upload: input.bool().then(|| input.u64() >> (input.u8() % 64)),
         max_timeout: input.u8(),
+        // Not drawn from the input, so saved inputs keep their meaning.
+        refused: [false; 4],
     }
 }
 

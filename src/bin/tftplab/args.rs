@@ -43,6 +43,7 @@ pub enum Command {
     /// retransmissions and timeouts) and one per refused request with the
     /// rule that refused it go to stderr; RUST_LOG=debug adds each transfer's
     /// start and negotiated options.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Download a file: tftplab get HOST[:PORT] REMOTE [LOCAL].
     Get(GetArgs),
@@ -54,6 +55,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read these settings from a TOML file: each key is a flag's name with
+    /// _ for - (`max_blksize = 1468`); a flag given here overrides the
+    /// file. Unknown keys and bad values are refused with the file's line.
+    /// examples/tftplab.toml shows them all.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Directory to serve.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
@@ -88,6 +95,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "S", default_value_t = tftplab::options::DEFAULT_MAX_TIMEOUT,
           value_parser = clap::value_parser!(u8).range(1..))]
     pub max_timeout: u8,
+    /// Never grant this option (blksize, timeout, tsize, windowsize):
+    /// it is left out of the OACK and the client runs with RFC 1350's
+    /// value, as tftpd-hpa's -r. Repeat for several.
+    #[arg(long, value_name = "OPTION", value_parser = parse_option)]
+    pub refuse: Vec<tftplab::options::Opt>,
+    /// The path MTU to the boards: blksize is capped so that a DATA
+    /// datagram fits it (MTU - 32 over IPv4, - 52 over IPv6), as dnsmasq's
+    /// tftp-mtu.
+    #[arg(long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: Option<u16>,
     /// Longest a transfer may run, in seconds, however it progresses; then
     /// it is aborted with ERROR 0. Bounds how long a slow client can hold
     /// one of the --max-transfers slots.
@@ -123,6 +141,18 @@ pub struct ServeArgs {
     /// `stopped` at exit. `none` prints nothing on stdout.
     #[arg(long, value_name = "FORMAT", default_value = "none")]
     pub events: EventsArg,
+    /// The log on stderr: `text`, one line per event for people, or
+    /// `json`, one object per line with stable fields (`timestamp`,
+    /// `level`, `message`, then the event's own: `peer`, `file`, `bytes`,
+    /// `blksize`, `why`, ...), start-up lines included.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -270,6 +300,12 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// ADDR:PORT, [V6]:PORT, or a bare PORT (every IPv4 address).
+fn parse_option(s: &str) -> Result<tftplab::options::Opt, String> {
+    tftplab::options::Opt::from_name(s.as_bytes()).ok_or_else(|| {
+        format!("`{s}` is not an option tftplab negotiates: blksize, timeout, tsize or windowsize")
+    })
+}
+
 fn parse_bind(s: &str) -> Result<std::net::SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)));

@@ -2,11 +2,12 @@
 //! served files. `tftplab --help` is the manual.
 
 mod args;
+mod config;
 mod events;
 
 use args::{
-    Cli, Command, EventsArg, GetArgs, ModeArg, PutArgs, ServeArgs, StoreAction, StoreArgs,
-    TransferArgs, WriteArg,
+    Cli, Command, EventsArg, GetArgs, LogFormat, ModeArg, PutArgs, ServeArgs, StoreAction,
+    StoreArgs, TransferArgs, WriteArg,
 };
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -69,7 +70,11 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(message) => return fail(Failure::usage(message)),
+    };
+    let cli = Cli::parse_from(argv);
     let level = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
@@ -77,11 +82,14 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if json_log(&cli) {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     // A client transfer is one lock-step conversation: on a multi-thread
     // runtime every datagram hops between threads, which made `get` 3-4x
     // slower than peers in lock-step. The server wants the threads.
@@ -110,6 +118,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
     }
+}
+
+/// `serve --log-format json`: every line on stderr is a JSON object, the
+/// start-up lines too.
+fn json_log(cli: &Cli) -> bool {
+    matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json)
 }
 
 fn fail(failure: Failure) -> ExitCode {
@@ -143,26 +157,25 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::local(format!("cannot serve {}: {e}", a.root.display())))?;
     if policy != WritePolicy::Off {
         if let Err(e) = probe_writable(store.root()) {
-            eprintln!(
-                "tftplab: warning: --write {policy}, but {} is not writable here ({e}); \
-                 every upload will be refused until it is",
-                store.root().display()
-            );
+            let root = store.root().display();
+            if a.log_format == LogFormat::Json {
+                tracing::warn!(%root, write = %policy, error = %e, "root not writable");
+            } else {
+                eprintln!(
+                    "tftplab: warning: --write {policy}, but {root} is not writable here ({e}); \
+                     every upload will be refused until it is"
+                );
+            }
         }
     }
+    let limits = serve_limits(&a);
     let options = ServerOptions {
         bind: a.bind,
         transfer: ServerConfig {
             timeout: Duration::from_secs_f64(a.timeout),
             min_rto: Duration::from_secs_f64(a.min_rto),
             retries: a.retries,
-            limits: Limits {
-                max_blksize: a.max_blksize,
-                max_windowsize: a.max_windowsize,
-                max_timeout: a.max_timeout,
-                // The store's max_upload (set above) applies to requests too.
-                ..Limits::default()
-            },
+            limits,
         },
         max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
         port_range: a.port_range.map(|(lo, hi)| lo..=hi),
@@ -177,11 +190,14 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         };
         Failure::local(format!("cannot listen on {}: {e}{hint}", a.bind))
     })?;
-    eprintln!(
-        "tftplab: serving {} on {} (write: {policy}); Ctrl-C to stop",
-        server.store().root().display(),
-        server.local_addr()
-    );
+    let (root, addr) = (server.store().root().display(), server.local_addr());
+    let policy_line = option_policy(&limits, a.mtu);
+    if a.log_format == LogFormat::Json {
+        tracing::info!(%root, %addr, write = %policy, options = %policy_line, "serving");
+    } else {
+        eprintln!("tftplab: serving {root} on {addr} (write: {policy}); Ctrl-C to stop");
+        eprintln!("tftplab: options: {policy_line}");
+    }
     // Subscribed before `ready` is printed, so no transfer a reader starts
     // after reading it can be missed.
     let printer = (a.events == EventsArg::Json).then(|| {
@@ -202,7 +218,10 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         .saturating_sub(stats.succeeded + stats.failed)
         .min(stats.active);
     let lingering = stats.active - running;
-    if running > 0 {
+    let json = a.log_format == LogFormat::Json;
+    if json {
+        tracing::info!(running, lingering, grace_s = a.grace, "stopping");
+    } else if running > 0 {
         eprintln!(
             "tftplab: stopping: letting {running} running transfer(s) finish for up to {} s; \
              Ctrl-C again stops at once",
@@ -222,11 +241,15 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     let report = tokio::select! {
         report = &mut stopping => report,
         _ = signals.recv() => {
-            eprintln!("tftplab: stopped at once; running transfers were cut off");
+            if json {
+                tracing::warn!("stopped at once; running transfers were cut off");
+            } else {
+                eprintln!("tftplab: stopped at once; running transfers were cut off");
+            }
             std::process::exit(130);
         }
     };
-    if report.aborted > 0 {
+    if report.aborted > 0 && !json {
         eprintln!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
     }
     if let Some(printer) = printer {
@@ -291,6 +314,44 @@ impl Signals {
     async fn recv(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The option limits `serve` runs with: the caps, the refused options, and
+/// blksize cut to the MTU (the store's max_upload applies to requests by
+/// itself).
+fn serve_limits(a: &ServeArgs) -> Limits {
+    // IPv4 and UDP headers and TFTP's own 4 bytes: 32; IPv6 has 20 more.
+    let overhead = if a.bind.is_ipv4() { 32 } else { 52 };
+    let mtu_cap = a
+        .mtu
+        .map_or(u16::MAX, |m| m.saturating_sub(overhead).max(8));
+    let limits = Limits {
+        max_blksize: a.max_blksize.min(mtu_cap),
+        max_windowsize: a.max_windowsize,
+        max_timeout: a.max_timeout,
+        ..Limits::default()
+    };
+    a.refuse.iter().fold(limits, |l, &opt| l.refusing(opt))
+}
+
+/// One line for the start-up log: what clients may negotiate.
+fn option_policy(l: &Limits, mtu: Option<u16>) -> String {
+    use tftplab::options::Opt;
+    let shown = |opt: Opt, cap: String| {
+        if l.refuses(opt) {
+            format!("{} refused", opt.name())
+        } else {
+            format!("{} {cap}", opt.name())
+        }
+    };
+    let mtu = mtu.map_or(String::new(), |m| format!(" (mtu {m})"));
+    format!(
+        "{}, {}, {}, {}",
+        shown(Opt::Blksize, format!("<= {}{mtu}", l.max_blksize)),
+        shown(Opt::Windowsize, format!("<= {}", l.max_windowsize)),
+        shown(Opt::Timeout, format!("<= {} s", l.max_timeout)),
+        shown(Opt::Tsize, "granted".into()),
+    )
 }
 
 /// Creates and removes a file in `root`: the only check that sees
