@@ -823,7 +823,7 @@ fn serve_logs_json_lines_when_asked() {
             "transfer started",
             &[
                 "\"file\":\"f.bin\"",
-                "\"asked\":\"blksize=1024 tsize=0 windowsize=16\"",
+                "\"asked\":\"blksize=1024,tsize=0,windowsize=16\"",
                 "\"blksize\":1024"
             ]
         ),
@@ -839,5 +839,58 @@ fn serve_logs_json_lines_when_asked() {
     assert!(
         has("refused", &["\"code\":2", "path leaves the root"]),
         "{log}"
+    );
+}
+
+#[test]
+fn serve_exports_prometheus_metrics() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(3000)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let served = Served::start(root.path(), &["--metrics", &metrics]);
+    let (code, _, err) = run(bin().args(["get", &served.addr, "f.bin", "/dev/null"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run(bin().args(["get", &served.addr, "missing", "/dev/null"]));
+    assert_eq!(code, 3);
+    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
+    write!(
+        http,
+        "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    http.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for line in [
+        "tftplab_transfers_started_total{direction=\"read\"} 1",
+        "tftplab_transfers_finished_total{direction=\"read\",outcome=\"ok\"} 1",
+        "tftplab_bytes_total{direction=\"read\"} 3000",
+        // The readiness probe (`../ready`) and the missing file.
+        "tftplab_refused_total{code=\"2\"} 1",
+        "tftplab_refused_total{code=\"1\"} 1",
+        "tftplab_running_transfers 0",
+    ] {
+        assert!(page.lines().any(|l| l == line), "no `{line}` in:\n{page}");
+    }
+    // A port that cannot be had: one line, exit 5, before serving.
+    let (code, _, err) = run(bin().args([
+        "serve",
+        "--root",
+        ".",
+        "--bind",
+        "127.0.0.1:0",
+        "--metrics",
+        &metrics,
+    ]));
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.starts_with(&format!("tftplab: cannot serve metrics on {metrics}")),
+        "{err}"
     );
 }

@@ -605,7 +605,7 @@ async fn bind_transfer_socket<N: Network>(
     Err(last_err)
 }
 
-/// The options a request asked for, as `blksize=1468 tsize=0` (`none`
+/// The options a request asked for, as `blksize=1468,tsize=0` (`none`
 /// without any), for the log: printable ASCII only (a name could carry a
 /// newline to forge a log line) and at most 200 characters.
 fn requested_options(request: &[u8]) -> String {
@@ -622,7 +622,7 @@ fn requested_options(request: &[u8]) -> String {
         .iter()
         .map(|o| format!("{}={}", printable(o.name), printable(o.value)))
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(",");
     if shown.is_empty() {
         return "none".into();
     }

@@ -147,6 +147,11 @@ pub struct ServeArgs {
     /// `blksize`, `why`, ...), start-up lines included.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics: transfers started
+    /// and finished by outcome, bytes, retransmissions, timeouts, refusals
+    /// by ERROR code, transfers running.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_bind)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -24,6 +24,16 @@ use tftplab::proto::TransferError;
 use tftplab::runtime::ServerEvent;
 use tokio::sync::broadcast;
 
+/// How a failed transfer ended, as events and metrics name it.
+pub fn failure_name(e: &TransferError) -> &'static str {
+    match e {
+        TransferError::Peer { .. } => "peer_error",
+        TransferError::Local { .. } => "local_error",
+        TransferError::TimedOut { .. } => "timed_out",
+        TransferError::Unconfirmed { .. } => "unconfirmed",
+    }
+}
+
 /// A JSON string literal.
 fn string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -114,12 +124,7 @@ pub fn line(event: &ServerEvent) -> Option<String> {
                     )
                 }
                 Err(e) => {
-                    let outcome = match e {
-                        TransferError::Peer { .. } => "peer_error",
-                        TransferError::Local { .. } => "local_error",
-                        TransferError::TimedOut { .. } => "timed_out",
-                        TransferError::Unconfirmed { .. } => "unconfirmed",
-                    };
+                    let outcome = failure_name(e);
                     let message = match e {
                         TransferError::Peer { message, .. }
                         | TransferError::Local { message, .. } => message.clone(),

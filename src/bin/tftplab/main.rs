@@ -4,6 +4,7 @@
 mod args;
 mod config;
 mod events;
+mod prometheus;
 
 use args::{
     Cli, Command, EventsArg, GetArgs, LogFormat, ModeArg, PutArgs, ServeArgs, StoreAction,
@@ -169,6 +170,10 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         }
     }
     let limits = serve_limits(&a);
+    // Its port is checked before the TFTP socket is bound.
+    if let Some(addr) = a.metrics {
+        prometheus::install(addr).map_err(Failure::local)?;
+    }
     let options = ServerOptions {
         bind: a.bind,
         transfer: ServerConfig {
@@ -197,6 +202,14 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     } else {
         eprintln!("tftplab: serving {root} on {addr} (write: {policy}); Ctrl-C to stop");
         eprintln!("tftplab: options: {policy_line}");
+    }
+    if let Some(addr) = a.metrics {
+        tokio::spawn(prometheus::record(server.subscribe()));
+        if a.log_format == LogFormat::Json {
+            tracing::info!(%addr, "metrics");
+        } else {
+            eprintln!("tftplab: metrics on http://{addr}/metrics");
+        }
     }
     // Subscribed before `ready` is printed, so no transfer a reader starts
     // after reading it can be missed.
