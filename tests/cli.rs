@@ -546,7 +546,7 @@ fn serve_events_json_reports_ready_transfers_and_stop() {
     assert_eq!(
         ready,
         format!(
-            r#"{{"event":"ready","addr":"127.0.0.1:{port}","root":"{root_json}","write":"off"}}"#
+            r#"{{"event":"ready","addr":"127.0.0.1:{port}","addrs":["127.0.0.1:{port}"],"root":"{root_json}","write":"off"}}"#
         )
     );
     let addr = format!("127.0.0.1:{port}");
@@ -893,4 +893,36 @@ fn serve_exports_prometheus_metrics() {
         err.starts_with(&format!("tftplab: cannot serve metrics on {metrics}")),
         "{err}"
     );
+}
+
+/// Two listening addresses, one server: each board is answered from the
+/// address it asked (127.0.0.2 and 127.0.0.3 are both loopback on Linux).
+#[test]
+fn serve_listens_on_every_bind_and_answers_from_the_address_asked() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(700)).unwrap();
+    let port = free_port();
+    let (a, b) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
+    let served = Served::start(root.path(), &["--bind", &a, "--bind", &b]);
+    for addr in [&a, &b] {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.send_to(b"\x00\x01f.bin\x00octet\x00", addr).unwrap();
+        let mut buf = [0u8; 600];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..4], b"\x00\x03\x00\x01", "DATA #1 from {addr}");
+        assert_eq!(n, 516);
+        assert_eq!(from.ip().to_string(), addr.split(':').next().unwrap());
+        // Let it end cleanly: the rest of the file, acknowledged.
+        client.send_to(b"\x00\x04\x00\x01", from).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!((n, &buf[..4]), (4 + 188, &b"\x00\x03\x00\x02"[..]));
+        client.send_to(b"\x00\x04\x00\x02", from).unwrap();
+    }
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The helper's own --bind first, then these two.
+    assert!(log.contains(&format!(", {a}, {b} (write: off)")), "{log}");
 }

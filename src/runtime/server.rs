@@ -26,6 +26,12 @@ pub struct ServerOptions {
     /// The listening address (`0.0.0.0:69` by default; `[::]:69` serves
     /// IPv6 and, where the OS allows, IPv4 too).
     pub bind: SocketAddr,
+    /// More listening addresses (an IPv6 one beside an IPv4 one, or one per
+    /// interface), served the same way with one store and one table of
+    /// transfers. A transfer's socket is bound on the address its request
+    /// came to, so a board on each network sees answers from the address
+    /// it asked.
+    pub also_bind: Vec<SocketAddr>,
     /// Timeouts, retries and option caps for each transfer.
     pub transfer: ServerConfig,
     /// Concurrent transfers; requests beyond get ERROR 0 "server busy".
@@ -50,6 +56,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             bind: SocketAddr::from(([0, 0, 0, 0], 69)),
+            also_bind: Vec::new(),
             transfer: ServerConfig::default(),
             max_transfers: 512,
             port_range: None,
@@ -130,10 +137,11 @@ struct Shared {
 /// A running server. Dropping it without [`ServerHandle::stop`] aborts the
 /// listener and every transfer at once.
 pub struct ServerHandle {
-    local_addr: SocketAddr,
+    /// One per listening socket, `bind` first.
+    local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<Option<Duration>>,
-    listener: Option<tokio::task::JoinHandle<usize>>,
+    listeners: Vec<tokio::task::JoinHandle<usize>>,
 }
 
 /// What [`ServerHandle::stop`] did.
@@ -159,8 +167,18 @@ pub async fn serve<N: Network>(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let socket = net.bind(options.bind).await?;
-    let local_addr = socket.local_addr()?;
+    let mut sockets = Vec::new();
+    for &addr in std::iter::once(&options.bind).chain(&options.also_bind) {
+        let socket = net
+            .bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
+        sockets.push(socket);
+    }
+    let local_addrs = sockets
+        .iter()
+        .map(DatagramSocket::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
     let (events, _) = broadcast::channel(1024);
     let listener = ListenerConfig {
         max_transfers: options.max_transfers,
@@ -178,31 +196,40 @@ pub async fn serve<N: Network>(
         active_high: AtomicUsize::new(0),
     });
     let (stop, stop_rx) = watch::channel(None);
-    let listener = tokio::spawn(listen(net, socket, shared.clone(), stop_rx));
+    let listeners = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(listen(net.clone(), socket, shared.clone(), stop_rx.clone())))
+        .collect();
     // Debug: a program that wants this line says it its own way (the CLI
     // prints one), so `tftplab serve` does not print it twice.
-    tracing::debug!(%local_addr, root = %shared.store.root().display(), "serving");
+    tracing::debug!(?local_addrs, root = %shared.store.root().display(), "serving");
     Ok(ServerHandle {
-        local_addr,
+        local_addrs,
         shared,
         stop,
-        listener: Some(listener),
+        listeners,
     })
 }
 
 impl ServerHandle {
     /// The address the server listens on (with the OS-chosen port if the
-    /// configured one was 0).
+    /// configured one was 0): `bind`'s.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address the server listens on, `bind`'s first, then
+    /// `also_bind`'s in order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     pub fn host(&self) -> std::net::IpAddr {
-        self.local_addr.ip()
+        self.local_addr().ip()
     }
 
     pub fn port(&self) -> u16 {
-        self.local_addr.port()
+        self.local_addr().port()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -236,8 +263,8 @@ impl ServerHandle {
     pub async fn stop(mut self, grace: Duration) -> StopReport {
         let _ = self.stop.send(Some(grace));
         let mut report = StopReport::default();
-        if let Some(listener) = self.listener.take() {
-            report.aborted = listener.await.unwrap_or(0);
+        for listener in std::mem::take(&mut self.listeners) {
+            report.aborted += listener.await.unwrap_or(0);
         }
         match self.shared.store.close() {
             Ok(removed) => report.removed = removed,
@@ -459,7 +486,10 @@ impl Admitted {
         cancel: watch::Receiver<Cancel>,
     ) {
         let shared = self.slot.shared.clone();
-        let (machine, socket) = match self.start(&net).await {
+        let ip = listener
+            .local_addr()
+            .map_or(shared.options.bind.ip(), |a| a.ip());
+        let (machine, socket) = match self.start(&net, ip).await {
             Ok(started) => started,
             Err((refusal, why)) => {
                 let name = Some(self.filename);
@@ -487,9 +517,12 @@ impl Admitted {
         task.run(cancel).await;
     }
 
+    /// `ip`: the address the request came to, where the transfer's socket
+    /// is bound.
     async fn start<N: Network>(
         &self,
         net: &N,
+        ip: std::net::IpAddr,
     ) -> Result<(Box<dyn Transfer + Send>, N::Socket), (Refusal, Option<String>)> {
         let shared = &self.slot.shared;
         let opened = open_file(net, shared, self.direction, &self.filename).await?;
@@ -512,7 +545,7 @@ impl Admitted {
                 (Box::new(m), windowed)
             }
         };
-        match bind_transfer_socket(net, shared, coalesce).await {
+        match bind_transfer_socket(net, shared, ip, coalesce).await {
             Ok(socket) => Ok((machine, socket)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot bind a transfer socket");
@@ -571,15 +604,15 @@ async fn open_file<N: Network>(
     }
 }
 
-/// A fresh socket on the listener's address: an OS-chosen port, or the
-/// next free one in the configured range. `coalesce` asks for receive
-/// offload.
+/// A fresh socket on `ip` (the listener's address the request came to):
+/// an OS-chosen port, or the next free one in the configured range.
+/// `coalesce` asks for receive offload.
 async fn bind_transfer_socket<N: Network>(
     net: &N,
     shared: &Shared,
+    ip: std::net::IpAddr,
     coalesce: bool,
 ) -> io::Result<N::Socket> {
-    let ip = shared.options.bind.ip();
     let bind = |port| {
         let addr = SocketAddr::new(ip, port);
         async move {

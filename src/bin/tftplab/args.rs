@@ -66,8 +66,11 @@ pub struct ServeArgs {
     pub root: PathBuf,
     /// Address and port to listen on; a bare PORT means every IPv4 address
     /// (0.0.0.0:PORT); use [::]:69 for IPv6 (and IPv4 where the OS maps it).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:69", value_parser = parse_bind)]
-    pub bind: std::net::SocketAddr,
+    /// Repeat to listen on several (one per interface, or IPv4 and IPv6):
+    /// a transfer answers from the address its request came to.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:69", value_parser = parse_bind,
+          action = clap::ArgAction::Append)]
+    pub bind: Vec<std::net::SocketAddr>,
     /// What write requests may do: off (refuse, ERROR 2), create (new files
     /// only, ERROR 6 for existing ones), overwrite.
     #[arg(long, value_name = "POLICY", default_value = "off")]

@@ -4,9 +4,10 @@
 //! 1468` is `--max-blksize 1468`), so the file holds every flag there is
 //! and nothing else: the keys are read off the command line's own
 //! definition, and each value goes through the same parser as the flag.
-//! The file becomes arguments placed before the command line's own, and a
-//! flag given on the command line overrides the file's value (an on/off
-//! flag can only be turned on there). A key serve does not have, or a
+//! The file becomes arguments placed before the command line's own; a
+//! flag given on the command line replaces the file's value, all of it for
+//! a list (`bind`, `refuse`), and an on/off flag can only be turned on
+//! there. A key serve does not have, or a
 //! value its flag refuses, is an error naming the file and the line.
 
 use clap::CommandFactory;
@@ -42,7 +43,16 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 }
 
 /// The arguments `text` (the contents of `path`) stands for.
-pub fn arguments(text: &str, path: &Path) -> Result<Vec<OsString>, String> {
+#[cfg(test)]
+fn arguments(text: &str, path: &Path) -> Result<Vec<OsString>, String> {
+    Ok(settings(text, path)?
+        .into_iter()
+        .flat_map(|(_, a)| a)
+        .collect())
+}
+
+/// Each setting of `text` as its flag and the arguments it stands for.
+fn settings(text: &str, path: &Path) -> Result<Vec<(String, Vec<OsString>)>, String> {
     let at = |key: &str| match line_of(text, key) {
         Some(n) => format!("{}:{n}", path.display()),
         None => path.display().to_string(),
@@ -114,7 +124,7 @@ pub fn arguments(text: &str, path: &Path) -> Result<Vec<OsString>, String> {
                 .trim_start_matches("error: ");
             return Err(format!("{}: `{key}`: {why}", at(key)));
         }
-        args.extend(one);
+        args.push((flag, one));
     }
     Ok(args)
 }
@@ -144,8 +154,19 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let path = Path::new(&file);
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    let given = |flag: &str| {
+        argv[2..].iter().filter_map(|a| a.to_str()).any(|a| {
+            a == flag
+                || a.strip_prefix(flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    };
     let mut out = argv[..2].to_vec();
-    out.extend(arguments(&text, path)?);
+    for (flag, args) in settings(&text, path)? {
+        if !given(&flag) {
+            out.extend(args);
+        }
+    }
     out.extend(argv[2..].iter().cloned());
     Ok(out)
 }
@@ -189,12 +210,16 @@ mod tests {
     fn the_command_line_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lab.toml");
-        std::fs::write(&file, "root = \"/srv/tftp\"\nwrite = \"create\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "root = \"/srv/tftp\"\nwrite = \"create\"\nbind = [\"10.0.0.1:69\", \"10.1.0.1:69\"]\n",
+        )
+        .unwrap();
         let argv: Vec<OsString> = ["tftplab", "serve", "--config"]
             .into_iter()
             .map(OsString::from)
             .chain([file.clone().into_os_string()])
-            .chain(["--write", "overwrite"].map(OsString::from))
+            .chain(["--write", "overwrite", "--bind=127.0.0.1:6969"].map(OsString::from))
             .collect();
         let expanded = expand(argv).unwrap();
         let cli = <super::super::args::Cli as clap::Parser>::try_parse_from(expanded).unwrap();
@@ -206,6 +231,8 @@ mod tests {
             serve.write,
             super::super::args::WriteArg::Overwrite
         ));
+        // A list on the command line replaces the file's whole list.
+        assert_eq!(serve.bind, ["127.0.0.1:6969".parse().unwrap()]);
     }
 
     /// The shipped example sets every serve flag there is, each to a value

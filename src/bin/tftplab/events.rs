@@ -2,7 +2,7 @@
 //! that run `tftplab serve` (the Jumpstarter driver in hw-tests/jumpstarter).
 //!
 //! ```text
-//! {"event":"ready","addr":"127.0.0.1:6969","root":"/srv/tftp","write":"off"}
+//! {"event":"ready","addr":"127.0.0.1:6969","addrs":["127.0.0.1:6969"],"root":"/srv/tftp","write":"off"}
 //! {"event":"transfer","id":1,"direction":"read","file":"boot/kernel.img","peer":"127.0.0.1:40000","outcome":"ok","bytes":5,"blocks":1,"retransmissions":0,"seconds":0.001,"options":{"blksize":512,"windowsize":1,"timeout":null,"tsize":null},"error":null}
 //! {"event":"refused","file":"../x","peer":"127.0.0.1:40001","code":2,"message":"access violation"}
 //! {"event":"stopped","aborted":0}
@@ -66,10 +66,13 @@ fn emit(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-pub fn ready(addr: SocketAddr, root: &Path, write: &str) {
+/// `addr` is the first listening address, `addrs` all of them.
+pub fn ready(addrs: &[SocketAddr], root: &Path, write: &str) {
+    let all: Vec<String> = addrs.iter().map(|a| string(&a.to_string())).collect();
     emit(&format!(
-        r#"{{"event":"ready","addr":{},"root":{},"write":{}}}"#,
-        string(&addr.to_string()),
+        r#"{{"event":"ready","addr":{},"addrs":[{}],"root":{},"write":{}}}"#,
+        all.first().map_or("null", String::as_str),
+        all.join(","),
         string(&root.to_string_lossy()),
         string(write)
     ));

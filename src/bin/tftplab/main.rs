@@ -175,7 +175,8 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         prometheus::install(addr).map_err(Failure::local)?;
     }
     let options = ServerOptions {
-        bind: a.bind,
+        bind: a.bind[0],
+        also_bind: a.bind[1..].to_vec(),
         transfer: ServerConfig {
             timeout: Duration::from_secs_f64(a.timeout),
             min_rto: Duration::from_secs_f64(a.min_rto),
@@ -188,14 +189,22 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         ..ServerOptions::default()
     };
     let server = serve(TokioNet, Arc::new(store), options).await.map_err(|e| {
-        let hint = if a.bind.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        let low = a.bind.iter().any(|b| b.port() < 1024);
+        let hint = if low && e.kind() == std::io::ErrorKind::PermissionDenied {
             "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use --bind with a high port)"
         } else {
             ""
         };
-        Failure::local(format!("cannot listen on {}: {e}{hint}", a.bind))
+        // The error names the address that failed.
+        Failure::local(format!("cannot listen on {e}{hint}"))
     })?;
-    let (root, addr) = (server.store().root().display(), server.local_addr());
+    let root = server.store().root().display();
+    let addr = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let policy_line = option_policy(&limits, a.mtu);
     if a.log_format == LogFormat::Json {
         tracing::info!(%root, %addr, write = %policy, options = %policy_line, "serving");
@@ -216,7 +225,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     let printer = (a.events == EventsArg::Json).then(|| {
         let rx = server.subscribe();
         events::ready(
-            server.local_addr(),
+            server.local_addrs(),
             server.store().root(),
             &policy.to_string(),
         );
@@ -334,7 +343,11 @@ impl Signals {
 /// itself).
 fn serve_limits(a: &ServeArgs) -> Limits {
     // IPv4 and UDP headers and TFTP's own 4 bytes: 32; IPv6 has 20 more.
-    let overhead = if a.bind.is_ipv4() { 32 } else { 52 };
+    let overhead = if a.bind.iter().all(|b| b.is_ipv4()) {
+        32
+    } else {
+        52
+    };
     let mtu_cap = a
         .mtu
         .map_or(u16::MAX, |m| m.saturating_sub(overhead).max(8));
