@@ -7,8 +7,10 @@
 # qemu-system-aarch64) and u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin);
 # qemu-system-x86 (with SeaBIOS), ovmf (/usr/share/OVMF/OVMF_CODE.fd, UEFI
 # PXE), ipxe-qemu (QEMU's NIC boot ROMs, /usr/lib/ipxe/qemu/) and ipxe
-# (/usr/lib/ipxe/ipxe.efi, the EFI application OVMF netboots); and tcpdump,
-# which reads the simulator's pcaps back in tftplab-sim's CLI tests.
+# (/usr/lib/ipxe/ipxe.efi, the EFI application OVMF netboots); tcpdump,
+# which reads the simulator's pcaps back in tftplab-sim's CLI tests; and
+# systemd, for systemd-socket-activate and systemd-analyze (the serve
+# tests' socket activation and unit checks; no service is started).
 #
 # Idempotent: when everything is present it touches neither apt nor the
 # network and finishes in well under a second. Needs root (apt, dpkg).
@@ -33,7 +35,7 @@ atftpd_bin="$atftpd_dir/usr/sbin/atftpd"
 # package's own Depends, which dpkg -x does not install).
 packages=(tftp-hpa tftpd-hpa atftp curl busybox dnsmasq-base iproute2 nftables
     libwrap0 libpcre2-8-0 ethtool qemu-system-arm u-boot-qemu
-    qemu-system-x86 ovmf ipxe-qemu ipxe tcpdump)
+    qemu-system-x86 ovmf ipxe-qemu ipxe tcpdump systemd)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-peers: must run as root (apt-get, dpkg)" >&2

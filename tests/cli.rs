@@ -926,3 +926,165 @@ fn serve_listens_on_every_bind_and_answers_from_the_address_asked() {
     // The helper's own --bind first, then these two.
     assert!(log.contains(&format!(", {a}, {b} (write: off)")), "{log}");
 }
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Skips loudly when `program` is missing, or fails under
+/// TFTPLAB_REQUIRE_PEERS=1 (CI installs it).
+fn have(program: &str, test: &str) -> bool {
+    if which(program) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TFTPLAB_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+        "TFTPLAB_REQUIRE_PEERS=1 and {program} is missing (.ci/install-peers.sh installs it)"
+    );
+    eprintln!("SKIPPED {test}: {program} is not installed");
+    false
+}
+
+/// systemd binds the port and hands it over (`systemd-socket-activate
+/// --datagram`, from Debian's systemd package): serve takes it, says it is
+/// ready on it, and serves the datagram that woke it.
+#[test]
+fn serve_takes_its_socket_from_systemd_socket_activation() {
+    if !have(
+        "systemd-socket-activate",
+        "serve_takes_its_socket_from_systemd_socket_activation",
+    ) {
+        return;
+    }
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(1500)).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "--datagram",
+            "-l",
+            &addr,
+            env!("CARGO_BIN_EXE_tftplab"),
+            "serve",
+            "--root",
+        ])
+        .arg(root.path())
+        .args(["--events", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts serve on the first datagram: a request.
+    std::thread::sleep(Duration::from_millis(300));
+    let work = tempfile::tempdir().unwrap();
+    let got = work.path().join("f.bin");
+    let (code, _, err) = run(bin().args(["get", "-q", &addr, "f.bin"]).arg(&got));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, 0, "{err}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&got).unwrap(), data(1500));
+    assert!(
+        ready.starts_with(&format!("{{\"event\":\"ready\",\"addr\":\"{addr}\"")),
+        "{ready}"
+    );
+}
+
+/// Where a service manager asked (`NOTIFY_SOCKET`), serve says READY=1
+/// once it listens.
+#[test]
+fn serve_notifies_the_service_manager_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--root"])
+        .arg(root.path())
+        .args(["--bind", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf);
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = String::from_utf8_lossy(&buf[..n.unwrap()]).into_owned();
+    assert!(message.starts_with("READY=1\nSTATUS=serving "), "{message}");
+}
+
+/// Started as root to bind, serving as `nobody`: a root nobody may write
+/// to gets the warning, and uploads are refused by the OS's own check.
+#[test]
+fn serve_runs_as_another_user_once_bound() {
+    if !running_as_root() {
+        eprintln!("SKIPPED serve_runs_as_another_user_once_bound: needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), data(100)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let served = Served::start(root.path(), &["--user", "nobody", "--write", "create"]);
+    let (code, _, err) = run(bin().args(["get", "-q", &served.addr, "f.bin", "/dev/null"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(bin()
+        .args(["put", "-q", &served.addr, "Cargo.toml", "new.txt"])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("ERROR 2: Access violation: permission denied"),
+        "{err}"
+    );
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("tftplab: warning: --write create, but "),
+        "{log}"
+    );
+    let (code, _, err) = run(bin().args([
+        "serve",
+        "--root",
+        ".",
+        "--bind",
+        "127.0.0.1:0",
+        "--user",
+        "no-such-user-here",
+    ]));
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(err, "tftplab: --user no-such-user-here: no such user\n");
+}
+
+/// The shipped units are ones systemd accepts (`systemd-analyze verify`
+/// prints nothing), with ExecStart pointed at this build.
+#[test]
+fn the_systemd_units_verify() {
+    if !have("systemd-analyze", "the_systemd_units_verify") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd");
+    for unit in ["tftplab.socket", "tftplab.service"] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        let text = text.replace("/usr/local/bin/tftplab", env!("CARGO_BIN_EXE_tftplab"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("tftplab.socket"))
+        .arg(dir.path().join("tftplab.service"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}

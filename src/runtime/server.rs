@@ -160,13 +160,8 @@ pub struct StopReport {
 pub async fn serve<N: Network>(
     net: N,
     store: Arc<Store>,
-    mut options: ServerOptions,
+    options: ServerOptions,
 ) -> io::Result<ServerHandle> {
-    let limits = &mut options.transfer.limits;
-    limits.max_upload = match (limits.max_upload, store.config().max_upload) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
     let mut sockets = Vec::new();
     for &addr in std::iter::once(&options.bind).chain(&options.also_bind) {
         let socket = net
@@ -175,6 +170,30 @@ pub async fn serve<N: Network>(
             .map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
         sockets.push(socket);
     }
+    serve_on(net, store, options, sockets).await
+}
+
+/// [`serve`] on listening sockets bound already: handed over by systemd
+/// (socket activation), or bound while the process could still take port
+/// 69, before it gave up its privileges. `options.bind` and `also_bind` are
+/// not bound again; each listener's transfers bind on its own address.
+pub async fn serve_on<N: Network>(
+    net: N,
+    store: Arc<Store>,
+    mut options: ServerOptions,
+    sockets: Vec<N::Socket>,
+) -> io::Result<ServerHandle> {
+    if sockets.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no socket to listen on",
+        ));
+    }
+    let limits = &mut options.transfer.limits;
+    limits.max_upload = match (limits.max_upload, store.config().max_upload) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let local_addrs = sockets
         .iter()
         .map(DatagramSocket::local_addr)

@@ -169,6 +169,13 @@ pub struct HostSocket {
 
 #[cfg(target_os = "linux")]
 impl HostSocket {
+    /// A socket bound already (handed over by systemd, say), made
+    /// non-blocking and registered with tokio; for [`super::serve_on`].
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::new(socket, false)
+    }
+
     fn new(socket: std::net::UdpSocket, gro: bool) -> io::Result<Self> {
         Self::with_interest(socket, gro, tokio::io::Interest::READABLE)
     }

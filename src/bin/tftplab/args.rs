@@ -155,6 +155,13 @@ pub struct ServeArgs {
     /// by ERROR code, transfers running.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_bind)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Run as this user once the sockets are bound (start as root to
+    /// listen on port 69, serve as `tftp`); its group unless --group.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run with this group once the sockets are bound.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

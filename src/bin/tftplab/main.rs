@@ -5,6 +5,7 @@ mod args;
 mod config;
 mod events;
 mod prometheus;
+mod system;
 
 use args::{
     Cli, Command, EventsArg, GetArgs, LogFormat, ModeArg, PutArgs, ServeArgs, StoreAction,
@@ -21,7 +22,9 @@ use std::time::Duration;
 use tftplab::data::SharedSink;
 use tftplab::options::{Limits, OptionRequest};
 use tftplab::proto::{ClientConfig, ServerConfig, Summary, TransferError};
-use tftplab::runtime::{serve, Client, ClientError, Progress, ServerOptions, TokioNet};
+use tftplab::runtime::{
+    serve_on, Client, ClientError, HostSocket, Network, Progress, ServerOptions, TokioNet,
+};
 use tftplab::store::{Store, StoreConfig, WritePolicy};
 use tftplab::wire::Mode;
 
@@ -156,19 +159,6 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         .backslash_to_slash(a.backslash);
     let store = Store::new(config)
         .map_err(|e| Failure::local(format!("cannot serve {}: {e}", a.root.display())))?;
-    if policy != WritePolicy::Off {
-        if let Err(e) = probe_writable(store.root()) {
-            let root = store.root().display();
-            if a.log_format == LogFormat::Json {
-                tracing::warn!(%root, write = %policy, error = %e, "root not writable");
-            } else {
-                eprintln!(
-                    "tftplab: warning: --write {policy}, but {root} is not writable here ({e}); \
-                     every upload will be refused until it is"
-                );
-            }
-        }
-    }
     let limits = serve_limits(&a);
     // Its port is checked before the TFTP socket is bound.
     if let Some(addr) = a.metrics {
@@ -188,16 +178,48 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         max_transfer_time: Duration::from_secs_f64(a.max_transfer_time),
         ..ServerOptions::default()
     };
-    let server = serve(TokioNet, Arc::new(store), options).await.map_err(|e| {
-        let low = a.bind.iter().any(|b| b.port() < 1024);
-        let hint = if low && e.kind() == std::io::ErrorKind::PermissionDenied {
-            "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use --bind with a high port)"
-        } else {
-            ""
-        };
-        // The error names the address that failed.
-        Failure::local(format!("cannot listen on {e}{hint}"))
-    })?;
+    // Bound before root is given up: systemd's sockets, or our own.
+    let sockets = match system::listen_fds().map_err(Failure::local)? {
+        Some(inherited) => inherited
+            .into_iter()
+            .map(HostSocket::from_std)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::local(format!("systemd's socket: {e}")))?,
+        None => {
+            let mut bound = Vec::new();
+            for &addr in &a.bind {
+                bound.push(TokioNet.bind(addr).await.map_err(|e| {
+                    let hint =
+                        if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+                            "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use --bind \
+                         with a high port)"
+                        } else {
+                            ""
+                        };
+                    Failure::local(format!("cannot listen on {addr}: {e}{hint}"))
+                })?);
+            }
+            bound
+        }
+    };
+    system::drop_privileges(a.user.as_deref(), a.group.as_deref()).map_err(Failure::local)?;
+    // As the user that will serve: root may write anywhere.
+    if policy != WritePolicy::Off {
+        if let Err(e) = probe_writable(store.root()) {
+            let root = store.root().display();
+            if a.log_format == LogFormat::Json {
+                tracing::warn!(%root, write = %policy, error = %e, "root not writable");
+            } else {
+                eprintln!(
+                    "tftplab: warning: --write {policy}, but {root} is not writable here ({e}); \
+                     every upload will be refused until it is"
+                );
+            }
+        }
+    }
+    let server = serve_on(TokioNet, Arc::new(store), options, sockets)
+        .await
+        .map_err(|e| Failure::local(format!("cannot serve: {e}")))?;
     let root = server.store().root().display();
     let addr = server
         .local_addrs()
@@ -220,6 +242,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
             eprintln!("tftplab: metrics on http://{addr}/metrics");
         }
     }
+    system::notify_ready(&format!("serving {root} on {addr}"));
     // Subscribed before `ready` is printed, so no transfer a reader starts
     // after reading it can be missed.
     let printer = (a.events == EventsArg::Json).then(|| {
