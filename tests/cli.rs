@@ -1088,3 +1088,113 @@ fn the_systemd_units_verify() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// Per-board roots with real clients: curl bound to 127.0.0.2 and to
+/// 127.0.0.3 asks the same name; the first has a directory of its own.
+#[test]
+fn per_client_roots_serve_each_board_its_own_files() {
+    if !have("curl", "per_client_roots_serve_each_board_its_own_files") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("127.0.0.2")).unwrap();
+    std::fs::write(root.path().join("127.0.0.2/cmdline.txt"), b"board two\n").unwrap();
+    std::fs::write(root.path().join("cmdline.txt"), b"everyone else\n").unwrap();
+    let served = Served::start(root.path(), &["--per-client-root", "ip"]);
+    let fetch = |from: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--interface",
+                from,
+                &format!("tftp://{}/cmdline.txt", served.addr),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(fetch("127.0.0.2"), "board two\n");
+    assert_eq!(fetch("127.0.0.3"), "everyone else\n");
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("tftplab: per-client root: ROOT/<client IP>/, else ROOT"),
+        "{log}"
+    );
+}
+
+/// tftpd-hpa's kind of rule file, with tftp-hpa's client: drive letters
+/// and backslashes go, private files are refused, and the rules are
+/// listed at start in their order.
+#[test]
+fn remap_rules_rewrite_and_refuse_like_tftpd_hpa() {
+    if !have("tftp", "remap_rules_rewrite_and_refuse_like_tftpd_hpa") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("boot")).unwrap();
+    std::fs::write(root.path().join("boot/pxelinux.0"), data(2000)).unwrap();
+    std::fs::write(root.path().join("boot/keys.pvt"), b"no").unwrap();
+    let rules = tempfile::Builder::new()
+        .suffix(".rules")
+        .tempfile()
+        .unwrap();
+    std::fs::write(
+        rules.path(),
+        "# Windows-style clients\n\
+         ri ^[a-z]:        # drive letters\n\
+         rg \\\\ /          # backslashes\n\
+         a \\.pvt$ No\\ private\\ files\n",
+    )
+    .unwrap();
+    let rules_arg = rules.path().to_str().unwrap();
+    let served = Served::start(root.path(), &["--remap", rules_arg]);
+    let (host, port) = served.addr.split_once(':').unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tftp = |remote: &str| {
+        Command::new("tftp")
+            .args(["-m", "octet", host, port, "-c", "get", remote, "out"])
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    // (tftp-hpa would read `C:...` as a host name: the drive-letter rule
+    // is left to the unit tests.)
+    tftp("\\boot\\pxelinux.0");
+    assert!(std::fs::read(work.path().join("out")).unwrap() == data(2000));
+    let refused = tftp("boot/keys.pvt");
+    let said = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("Error code 2: No private files"), "{said}");
+    let out = served.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    for rule in [
+        "remap rule 1 (line 2): ri",
+        "remap rule 2 (line 3): rg",
+        "remap rule 3 (line 4): a",
+    ] {
+        assert!(log.contains(rule), "{rule}: {log}");
+    }
+    assert!(log.contains("refused by the remap rule on line 4"), "{log}");
+    // A bad rule: the file and line, exit 2, nothing served.
+    std::fs::write(rules.path(), "r ^a b\nrq ^c d\n").unwrap();
+    let (code, _, err) = run(bin().args([
+        "serve",
+        "--root",
+        ".",
+        "--bind",
+        "127.0.0.1:0",
+        "--remap",
+        rules_arg,
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!("tftplab: {rules_arg}:2: `q` is not a rule flag (r g e s a i ~ G P 4 6)\n")
+    );
+}

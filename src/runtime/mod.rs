@@ -21,8 +21,8 @@ pub use builder::{ClientBuilder, Server, ServerBuilder};
 pub use client::{bind_any, drive_to_outcome, Client, ClientError, Progress};
 pub use driver::{now, Control};
 pub use server::{
-    serve, serve_on, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot, StopReport,
-    OPEN_WORKERS,
+    serve, serve_on, Resolve, Resolved, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot,
+    StopReport, OPEN_WORKERS,
 };
 pub use socket::{DatagramSocket, HostSocket, Network, TokioNet};
 

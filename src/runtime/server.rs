@@ -46,6 +46,40 @@ pub struct ServerOptions {
     /// before it is refused with ERROR 0 "server busy". A file system that
     /// hangs costs requests this much, never the listener.
     pub open_deadline: Duration,
+    /// Chooses, per request, the store that serves it and the name it is
+    /// looked up by: per-board roots, remapping. `None`: the server's store,
+    /// the name as asked.
+    pub resolver: Option<Arc<dyn Resolve>>,
+}
+
+/// Decides which store serves a request, under which name, or refuses it.
+/// Runs on a blocking worker before the name is resolved (it may look at
+/// the file system), never on the listener.
+pub trait Resolve: Send + Sync {
+    /// `store` is the server's own. `Err` carries the refusal for the
+    /// client and the reason for the log.
+    fn resolve(
+        &self,
+        store: &Arc<Store>,
+        peer: SocketAddr,
+        direction: Direction,
+        name: &str,
+    ) -> Result<Resolved, (Refusal, String)>;
+}
+
+/// Where a request is served from: a store (the server's, or one of the
+/// client's own) and the name inside it. `note` is logged at debug level
+/// when set (`"remapped by rule 2"`, `"root 10.0.0.5/"`).
+pub struct Resolved {
+    pub store: Arc<Store>,
+    pub name: String,
+    pub note: Option<String>,
+}
+
+impl std::fmt::Debug for dyn Resolve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolve")
+    }
 }
 
 /// Blocking workers that may resolve and open files at once. A hung file
@@ -62,6 +96,7 @@ impl Default for ServerOptions {
             port_range: None,
             max_transfer_time: Duration::from_secs(3600),
             open_deadline: Duration::from_secs(2),
+            resolver: None,
         }
     }
 }
@@ -544,7 +579,7 @@ impl Admitted {
         ip: std::net::IpAddr,
     ) -> Result<(Box<dyn Transfer + Send>, N::Socket), (Refusal, Option<String>)> {
         let shared = &self.slot.shared;
-        let opened = open_file(net, shared, self.direction, &self.filename).await?;
+        let opened = open_file(net, shared, self.peer, self.direction, &self.filename).await?;
         let Ok(Some((_, request))) = parse_request(&self.request) else {
             let refusal = Refusal::new(ErrorCode::UNDEFINED, "internal error");
             return Err((refusal, Some("request no longer parses".into())));
@@ -586,6 +621,7 @@ impl From<Refusal> for (Refusal, Option<String>) {
 async fn open_file<N: Network>(
     net: &N,
     shared: &Arc<Shared>,
+    peer: SocketAddr,
     direction: Direction,
     filename: &str,
 ) -> Result<Opened, (Refusal, Option<String>)> {
@@ -594,6 +630,7 @@ async fn open_file<N: Network>(
         (refusal, Some(why.to_string()))
     };
     let (store, name) = (shared.store.clone(), filename.to_string());
+    let resolver = shared.options.resolver.clone();
     let work = async {
         let permit = shared.opens.clone().acquire_owned().await;
         let permit = permit.map_err(|_| busy("shutting down"))?;
@@ -601,14 +638,27 @@ async fn open_file<N: Network>(
             .run_blocking(move || {
                 // Held until the open returns, however long that takes.
                 let _permit = permit;
-                match direction {
+                let (store, name) = match &resolver {
+                    None => (store, name),
+                    Some(r) => match r.resolve(&store, peer, direction, &name) {
+                        Ok(to) => {
+                            if let Some(note) = &to.note {
+                                tracing::debug!(%peer, asked = %name, served = %to.name, note, "resolved");
+                            }
+                            (to.store, to.name)
+                        }
+                        Err((refusal, why)) => return Err((refusal, Some(why))),
+                    },
+                };
+                let opened = match direction {
                     Direction::Read => store.open_read(&name).map(Opened::Read),
                     Direction::Write => store.open_write(&name).map(Opened::Write),
-                }
+                };
+                opened.map_err(|e| (store_refusal(&e), Some(e.to_string())))
             })
             .await
             .map_err(|e| busy(&format!("open failed: {e}")))?;
-        opened.map_err(|e| (store_refusal(&e), Some(e.to_string())))
+        opened
     };
     // The one timer here that is not a transfer's, so no socket publishes
     // it (see `DatagramSocket::next_wake`): it fires only if the open is

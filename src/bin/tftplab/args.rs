@@ -162,6 +162,26 @@ pub struct ServeArgs {
     /// Run with this group once the sockets are bound.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Rewrite requested names with tftpd-hpa's rule language (its
+    /// --map-file): `FLAGS REGEX [PATTERN]` per line, applied before the
+    /// name is resolved in the root. See `tftplab serve --help` and the
+    /// README.
+    #[arg(long, value_name = "FILE")]
+    pub remap: Option<PathBuf>,
+    /// Serve each board from its own directory under the root when it
+    /// exists: ROOT/<client IP>/ (ip) or ROOT/<client MAC>/ (mac, as
+    /// dc-a6-32-01-02-03, from the neighbour table), confined there.
+    #[arg(long, value_name = "KEY")]
+    pub per_client_root: Option<crate::resolve::ClientKey>,
+    /// A board without its own directory: served from the root (root), or
+    /// refused with ERROR 1 (refuse).
+    #[arg(
+        long,
+        value_name = "WHAT",
+        default_value = "root",
+        requires = "per_client_root"
+    )]
+    pub per_client_fallback: crate::resolve::Fallback,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -5,6 +5,8 @@ mod args;
 mod config;
 mod events;
 mod prometheus;
+mod remap;
+mod resolve;
 mod system;
 
 use args::{
@@ -160,6 +162,20 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     let store = Store::new(config)
         .map_err(|e| Failure::local(format!("cannot serve {}: {e}", a.root.display())))?;
     let limits = serve_limits(&a);
+    let rules = match &a.remap {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("--remap {}: {e}", path.display())))?;
+            remap::parse(&text, &path.display().to_string()).map_err(Failure::usage)?
+        }
+        None => Vec::new(),
+    };
+    let resolver = (!rules.is_empty() || a.per_client_root.is_some()).then(|| {
+        Arc::new(resolve::Resolver::new(
+            rules,
+            a.per_client_root.map(|k| (k, a.per_client_fallback)),
+        ))
+    });
     // Its port is checked before the TFTP socket is bound.
     if let Some(addr) = a.metrics {
         prometheus::install(addr).map_err(Failure::local)?;
@@ -176,6 +192,9 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
         port_range: a.port_range.map(|(lo, hi)| lo..=hi),
         max_transfer_time: Duration::from_secs_f64(a.max_transfer_time),
+        resolver: resolver
+            .clone()
+            .map(|r| r as Arc<dyn tftplab::runtime::Resolve>),
         ..ServerOptions::default()
     };
     // Bound before root is given up: systemd's sockets, or our own.
@@ -233,6 +252,13 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
     } else {
         eprintln!("tftplab: serving {root} on {addr} (write: {policy}); Ctrl-C to stop");
         eprintln!("tftplab: options: {policy_line}");
+    }
+    for line in resolver.iter().flat_map(|r| r.describe()) {
+        if a.log_format == LogFormat::Json {
+            tracing::info!(rule = %line, "resolve");
+        } else {
+            eprintln!("tftplab: {line}");
+        }
     }
     if let Some(addr) = a.metrics {
         tokio::spawn(prometheus::record(server.subscribe()));
