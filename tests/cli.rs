@@ -1198,3 +1198,100 @@ fn remap_rules_rewrite_and_refuse_like_tftpd_hpa() {
         format!("tftplab: {rules_arg}:2: `q` is not a rule flag (r g e s a i ~ G P 4 6)\n")
     );
 }
+
+/// --single-port: every transfer answers from the listening port, and
+/// four real clients at once (two of them windowed) each get their file
+/// intact.
+#[test]
+fn single_port_serves_every_transfer_from_the_listening_port() {
+    let root = tempfile::tempdir().unwrap();
+    for (name, len) in [
+        ("a.bin", 700_000),
+        ("b.bin", 400_000),
+        ("c.bin", 300_000),
+        ("d.bin", 200_000),
+    ] {
+        std::fs::write(root.path().join(name), data(len)).unwrap();
+    }
+    let served = Served::start(root.path(), &["--single-port"]);
+    // A raw client sees DATA #1 come from the listening port.
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.send_to(b"\x00\x01d.bin\x00octet\x00", &served.addr)
+        .unwrap();
+    let mut buf = [0u8; 600];
+    let (_, from) = raw.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        from.to_string(),
+        served.addr,
+        "DATA #1 from the listening port"
+    );
+    assert_eq!(&buf[..4], b"\x00\x03\x00\x01");
+    // Four at once: our client windowed and lock-step, and the peers
+    // that are installed (tftp-hpa, curl).
+    let work = tempfile::tempdir().unwrap();
+    let out = |n: &str| work.path().join(n);
+    let (host, port) = served.addr.split_once(':').unwrap();
+    let mut clients: Vec<(std::process::Child, &str)> = vec![
+        (
+            bin()
+                .args(["get", "-q", "--windowsize", "16", &served.addr, "a.bin"])
+                .arg(out("a.bin"))
+                .spawn()
+                .unwrap(),
+            "a.bin",
+        ),
+        (
+            bin()
+                .args(["get", "-q", "--windowsize", "1", &served.addr, "b.bin"])
+                .arg(out("b.bin"))
+                .spawn()
+                .unwrap(),
+            "b.bin",
+        ),
+    ];
+    if have(
+        "tftp",
+        "single_port_serves_every_transfer_from_the_listening_port",
+    ) {
+        let child = Command::new("tftp")
+            .args(["-m", "octet", host, port, "-c", "get", "c.bin"])
+            .arg(out("c.bin"))
+            .spawn()
+            .unwrap();
+        clients.push((child, "c.bin"));
+    }
+    if have(
+        "curl",
+        "single_port_serves_every_transfer_from_the_listening_port",
+    ) {
+        let child = Command::new("curl")
+            .args([
+                "-sS",
+                "--tftp-blksize",
+                "1468",
+                &format!("tftp://{}/d.bin", served.addr),
+                "-o",
+            ])
+            .arg(out("d.bin"))
+            .spawn()
+            .unwrap();
+        clients.push((child, "d.bin"));
+    }
+    for (mut child, name) in clients {
+        assert!(child.wait().unwrap().success(), "{name}");
+        assert!(
+            std::fs::read(out(name)).unwrap() == std::fs::read(root.path().join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let (code, _, err) = run(bin().args([
+        "serve",
+        "--root",
+        ".",
+        "--single-port",
+        "--port-range",
+        "50000-50010",
+    ]));
+    assert_eq!(code, 2, "{err}");
+}

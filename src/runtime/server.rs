@@ -50,6 +50,12 @@ pub struct ServerOptions {
     /// looked up by: per-board roots, remapping. `None`: the server's store,
     /// the name as asked.
     pub resolver: Option<Arc<dyn Resolve>>,
+    /// Serve every transfer from the listening socket itself, telling
+    /// transfers apart by the client's address and port (dnsmasq's
+    /// `tftp-single-port`): one firewall rule or NAT mapping covers all of
+    /// TFTP. `port_range` is then unused. For real networks: a simulated
+    /// host does not learn a single-port transfer's timers.
+    pub single_port: bool,
 }
 
 /// Decides which store serves a request, under which name, or refuses it.
@@ -97,6 +103,7 @@ impl Default for ServerOptions {
             max_transfer_time: Duration::from_secs(3600),
             open_deadline: Duration::from_secs(2),
             resolver: None,
+            single_port: false,
         }
     }
 }
@@ -345,6 +352,7 @@ async fn listen<N: Network>(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut tasks = JoinSet::new();
     let (cancel, cancel_rx) = watch::channel(Cancel::Run);
+    let routes = Routes::default();
     let grace = loop {
         tokio::select! {
             biased;
@@ -354,9 +362,18 @@ async fn listen<N: Network>(
             }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, peer)) => {
+                    // Single-port: a transfer's own datagrams go to it; a
+                    // request (a retransmitted one too) to the listener.
+                    if shared.options.single_port
+                        && !is_request(&buf[..len])
+                        && routes.deliver(peer, &buf[..len])
+                    {
+                        continue;
+                    }
                     let request = Incoming { shared: &shared, listener: &*socket, peer };
                     if let Some(admitted) = request.handle(&buf[..len]).await {
-                        tasks.spawn(admitted.run(net.clone(), socket.clone(), cancel_rx.clone()));
+                        let routes = routes.clone();
+                        tasks.spawn(admitted.run(net.clone(), socket.clone(), routes, cancel_rx.clone()));
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "listener receive failed"),
@@ -511,6 +528,109 @@ fn release_freed_memory() {
     }
 }
 
+/// A request's opcode: RRQ or WRQ. In single-port mode these always go to
+/// the listener (a retransmitted request is its duplicate to ignore).
+fn is_request(datagram: &[u8]) -> bool {
+    matches!(datagram, [0, 1 | 2, ..])
+}
+
+/// Single-port mode's table: for each client address and port with a
+/// transfer on the listening socket, where its datagrams go.
+#[derive(Clone, Default)]
+struct Routes(Arc<Mutex<std::collections::HashMap<SocketAddr, RouteTx>>>);
+
+type RouteTx = tokio::sync::mpsc::Sender<(Box<[u8]>, SocketAddr)>;
+
+/// A transfer's queue of datagrams: what a socket's receive buffer would
+/// hold. A datagram that finds it full is dropped, as a full buffer would.
+const ROUTE_QUEUE: usize = 256;
+
+impl Routes {
+    /// Hands `datagram` from `peer` to its transfer, if it has one.
+    fn deliver(&self, peer: SocketAddr, datagram: &[u8]) -> bool {
+        let Ok(routes) = self.0.lock() else {
+            return false;
+        };
+        let Some(tx) = routes.get(&peer) else {
+            return false;
+        };
+        // Full or closed: dropped, as by a socket; either way it was the
+        // transfer's, not a request.
+        let _ = tx.try_send((datagram.into(), peer));
+        true
+    }
+
+    /// A socket for `peer`'s transfer on the listener's own socket; its
+    /// route goes when it is dropped.
+    fn open<S: DatagramSocket>(&self, listener: Arc<S>, peer: SocketAddr) -> RoutedSocket<S> {
+        let (tx, rx) = tokio::sync::mpsc::channel(ROUTE_QUEUE);
+        if let Ok(mut routes) = self.0.lock() {
+            routes.insert(peer, tx);
+        }
+        RoutedSocket {
+            listener,
+            rx: tokio::sync::Mutex::new(rx),
+            peer,
+            routes: self.clone(),
+        }
+    }
+}
+
+/// A transfer's view of the listening socket in single-port mode: it sends
+/// from the listener's address and port, and receives what the listener
+/// routes to it.
+struct RoutedSocket<S> {
+    listener: Arc<S>,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(Box<[u8]>, SocketAddr)>>,
+    peer: SocketAddr,
+    routes: Routes,
+}
+
+impl<S> Drop for RoutedSocket<S> {
+    fn drop(&mut self) {
+        if let Ok(mut routes) = self.routes.0.lock() {
+            routes.remove(&self.peer);
+        }
+    }
+}
+
+impl<S: DatagramSocket> DatagramSocket for RoutedSocket<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send {
+        self.listener.send_to(buf, target)
+    }
+
+    fn send_segments(
+        &self,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        self.listener.send_segments(buf, segment, target)
+    }
+
+    /// Cancel-safe: the lock and the channel's receive both are.
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some((datagram, from)) => {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok((n, from))
+            }
+            // The listener is gone: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What a request opened: the file to send, or the upload to receive.
 enum Opened {
     Read(FileSource),
@@ -537,13 +657,14 @@ impl Admitted {
         self,
         net: N,
         listener: Arc<N::Socket>,
+        routes: Routes,
         cancel: watch::Receiver<Cancel>,
     ) {
         let shared = self.slot.shared.clone();
         let ip = listener
             .local_addr()
             .map_or(shared.options.bind.ip(), |a| a.ip());
-        let (machine, socket) = match self.start(&net, ip).await {
+        let (machine, coalesce) = match self.start(&net).await {
             Ok(started) => started,
             Err((refusal, why)) => {
                 let name = Some(self.filename);
@@ -551,6 +672,40 @@ impl Admitted {
                 return;
             }
         };
+        if shared.options.single_port {
+            let socket = routes.open(listener, self.peer);
+            self.serve(machine, socket, cancel).await;
+            return;
+        }
+        let socket = match bind_transfer_socket(&net, &shared, ip, coalesce).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot bind a transfer socket");
+                let refusal = Refusal::new(ErrorCode::UNDEFINED, "server out of sockets");
+                let name = Some(self.filename);
+                refuse(
+                    &*listener,
+                    &shared,
+                    self.peer,
+                    name,
+                    refusal,
+                    Some(e.to_string()),
+                )
+                .await;
+                return;
+            }
+        };
+        self.serve(machine, socket, cancel).await;
+    }
+
+    /// Runs the transfer on `socket`, its own or the listener's.
+    async fn serve<S: DatagramSocket>(
+        self,
+        machine: Box<dyn Transfer + Send>,
+        socket: S,
+        cancel: watch::Receiver<Cancel>,
+    ) {
+        let shared = self.slot.shared.clone();
         shared.stats.started.fetch_add(1, Ordering::Relaxed);
         let _ = shared.events.send(ServerEvent::Started {
             id: self.id,
@@ -571,13 +726,12 @@ impl Admitted {
         task.run(cancel).await;
     }
 
-    /// `ip`: the address the request came to, where the transfer's socket
-    /// is bound.
+    /// Opens the file and builds the machine; `true` when its socket
+    /// should take a window of DATA per read (receive offload).
     async fn start<N: Network>(
         &self,
         net: &N,
-        ip: std::net::IpAddr,
-    ) -> Result<(Box<dyn Transfer + Send>, N::Socket), (Refusal, Option<String>)> {
+    ) -> Result<(Box<dyn Transfer + Send>, bool), (Refusal, Option<String>)> {
         let shared = &self.slot.shared;
         let opened = open_file(net, shared, self.peer, self.direction, &self.filename).await?;
         let Ok(Some((_, request))) = parse_request(&self.request) else {
@@ -599,14 +753,7 @@ impl Admitted {
                 (Box::new(m), windowed)
             }
         };
-        match bind_transfer_socket(net, shared, ip, coalesce).await {
-            Ok(socket) => Ok((machine, socket)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot bind a transfer socket");
-                let refusal = Refusal::new(ErrorCode::UNDEFINED, "server out of sockets");
-                Err((refusal, Some(e.to_string())))
-            }
-        }
+        Ok((machine, coalesce))
     }
 }
 

@@ -131,6 +131,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_transfers: u64,
+    /// Serve every transfer from the listening port itself, told apart by
+    /// the client's address and port (as dnsmasq's tftp-single-port): one
+    /// firewall rule or NAT mapping is enough. --port-range is then unused.
+    #[arg(long, conflicts_with = "port_range")]
+    pub single_port: bool,
     /// Ports for transfer sockets, e.g. 50000-50100 (default: OS-chosen).
     #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
     pub port_range: Option<(u16, u16)>,

@@ -191,6 +191,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         },
         max_transfers: usize::try_from(a.max_transfers).unwrap_or(usize::MAX),
         port_range: a.port_range.map(|(lo, hi)| lo..=hi),
+        single_port: a.single_port,
         max_transfer_time: Duration::from_secs_f64(a.max_transfer_time),
         resolver: resolver
             .clone()
