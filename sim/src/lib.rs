@@ -20,6 +20,7 @@ pub mod harness;
 pub mod lab;
 pub mod memnet;
 pub mod report;
+pub mod shard;
 pub mod world;
 
 pub use world::{run, Placed, SimOptions, SimRun, TurmoilNet};
@@ -82,6 +83,8 @@ pub struct RunPlan {
     pub jobs: usize,
     pub options: SimOptions,
     pub progress: bool,
+    /// Only this shard's (scenario, seed) pairs ([`shard::Shard::takes`]).
+    pub shard: Option<shard::Shard>,
 }
 
 /// Runs every scenario with every seed on `plan.jobs` threads. Results come
@@ -101,6 +104,7 @@ pub fn run_many_with(
 ) -> Vec<ScenarioRuns> {
     let work: Vec<(usize, u64)> = (0..scenarios.len())
         .flat_map(|i| plan.seeds.iter().map(move |&s| (i, s)))
+        .filter(|&(i, s)| plan.shard.is_none_or(|sh| sh.takes(&scenarios[i].name, s)))
         .collect();
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<(SimRun, bool)>>> = work.iter().map(|_| Mutex::new(None)).collect();

@@ -12,6 +12,7 @@ use tftplab_sim::report::{
     bench, clear_artifacts, junit, placement, run_name, summary_table, write_artifacts, write_pcap,
     ScenarioRuns, MERMAID_DATAGRAMS,
 };
+use tftplab_sim::shard::{self, Report, RunRow, Shard};
 use tftplab_sim::{load_scenarios, run_many_with, RunPlan, SimOptions, SimRun};
 
 /// Runs tftplab scenarios under a deterministic simulated network with
@@ -24,6 +25,8 @@ use tftplab_sim::{load_scenarios, run_many_with, RunPlan, SimOptions, SimRun};
 ///   tftplab-sim run scenarios/rpi4-netboot.toml --seeds 50
 ///   tftplab-sim run scenarios/rpi4-netboot.toml --seed 17 --trace rpi4.trace
 ///   tftplab-sim run --seeds 100 --out sim-out    # files for each failing run
+///   tftplab-sim run --seeds 1000 --shard 3/8 --report shard-3.json
+///   tftplab-sim merge shard-*.json --junit sweep.xml
 #[derive(Debug, Parser)]
 #[command(name = "tftplab-sim", version, verbatim_doc_comment)]
 struct Cli {
@@ -35,6 +38,20 @@ struct Cli {
 enum Command {
     /// Run scenarios for several seeds and judge each run.
     Run(RunArgs),
+    /// Combine the --report files of a sharded sweep (shards 1 to N, each
+    /// once) into one table, one JUnit file and one exit status: 0 every
+    /// run passed, 1 some failed, 2 the reports do not make a sweep.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The shards' report files (`run --report FILE`).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Write the merged JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +106,15 @@ struct RunArgs {
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Run only shard I of N: the (scenario, seed) pairs a stable hash of
+    /// the scenario's name and the seed gives it, the same on every
+    /// machine; adding a scenario moves no other pair.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Write every run (scenario, seed, verdict, failures, trace digest) as
+    /// JSON here, for `tftplab-sim merge`.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Parallel simulations (default: number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
@@ -123,8 +149,11 @@ enum Keep {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
-    match run(args) {
+    let outcome = match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Merge(args) => merge(args),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
@@ -199,6 +228,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
             keep_datagrams: args.out.is_some() || args.pcap.is_some(),
         },
         progress: !args.quiet,
+        shard: args.shard,
     };
     // Each run's files are written as it ends, on its thread, and its
     // datagrams dropped then unless --pcap wants them after the sweep.
@@ -276,10 +306,42 @@ fn run(args: RunArgs) -> Result<bool, String> {
         std::fs::write(p, junit(&runs))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
+    if let Some(p) = &args.report {
+        let report = Report {
+            shard: args.shard.map(|s| s.to_string()),
+            runs: runs
+                .iter()
+                .flat_map(|sr| sr.runs.iter().map(|r| RunRow::of(&sr.scenario, r)))
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
     // Files a user asked for and did not get are an error, not a failure
     // of the runs: say so after the report.
     if let Some(e) = written.values().find_map(|w| w.as_ref().err()) {
         return Err(e.clone());
     }
     Ok(ok)
+}
+
+fn merge(args: MergeArgs) -> Result<bool, String> {
+    let files: Vec<&Path> = args.reports.iter().map(PathBuf::as_path).collect();
+    let rows = shard::merge(&files)?;
+    print!("{}", shard::table(&rows));
+    for r in rows.iter().filter(|r| !r.passed) {
+        println!("\nFAILED {} seed {}:", r.scenario, r.seed);
+        for f in &r.failures {
+            println!("  {f}");
+        }
+        println!(
+            "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
+            r.path, r.seed, r.scenario, r.seed
+        );
+    }
+    if let Some(p) = &args.junit {
+        std::fs::write(p, shard::junit(&rows))
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(rows.iter().all(|r| r.passed))
 }

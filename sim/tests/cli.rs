@@ -413,3 +413,97 @@ fn a_runs_pcap_reads_in_tcpdump_or_tshark() {
         "{text}"
     );
 }
+
+fn sim_merge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tftplab-sim"))
+        .arg("merge")
+        .args(args)
+        .output()
+        .expect("run tftplab-sim merge")
+}
+
+fn rows(report: &Path) -> Vec<tftplab_sim::shard::RunRow> {
+    let text = std::fs::read_to_string(report).expect("report");
+    let report: tftplab_sim::shard::Report = serde_json::from_str(&text).expect("JSON");
+    report.runs
+}
+
+/// Three shards of a sweep hold every run of the unsharded sweep once,
+/// each with the same verdict and the same trace, and merge into one
+/// passing report; a missing or doubled shard is refused.
+#[test]
+fn the_union_of_the_shards_is_the_unsharded_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n);
+    let a = passing(dir.path());
+    let b = scenario(
+        dir.path(),
+        "other",
+        r#"{ get = "missing.cfg", expect = 1 }"#,
+        "1.2",
+    );
+    let (a, b) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    let all = d("all.json");
+    let out = sim(&[
+        a,
+        b,
+        "--seeds",
+        "6",
+        "--report",
+        all.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let mut shards = Vec::new();
+    for i in 1..=3 {
+        let report = d(&format!("shard-{i}.json"));
+        let shard = format!("{i}/3");
+        let out = sim(&[
+            a,
+            b,
+            "--seeds",
+            "6",
+            "--shard",
+            &shard,
+            "--report",
+            report.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        shards.push(report);
+    }
+    let mut union: Vec<_> = shards.iter().flat_map(|s| rows(s)).collect();
+    union.sort_by(|x, y| (&x.scenario, x.seed).cmp(&(&y.scenario, y.seed)));
+    let mut whole = rows(&all);
+    whole.sort_by(|x, y| (&x.scenario, x.seed).cmp(&(&y.scenario, y.seed)));
+    assert_eq!(whole.len(), 12);
+    assert_eq!(
+        union, whole,
+        "run for run: verdicts, failures and trace digests"
+    );
+    assert!(
+        shards.iter().all(|s| rows(s).len() < 12),
+        "every shard took a part"
+    );
+
+    let files: Vec<&str> = shards.iter().map(|s| s.to_str().expect("utf-8")).collect();
+    let junit = d("sweep.xml");
+    let mut args = files.clone();
+    args.extend(["--junit", junit.to_str().expect("utf-8")]);
+    let out = sim_merge(&args);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("12 runs, 12 passed, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains("<testsuite name=\"other\" tests=\"6\" failures=\"0\">"),
+        "{xml}"
+    );
+
+    let out = sim_merge(&files[..2]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing shard(s): 3/3"));
+    let out = sim_merge(&[files[0], files[0], files[1], files[2]]);
+    assert_eq!(out.status.code(), Some(2));
+}
