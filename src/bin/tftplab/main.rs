@@ -81,6 +81,15 @@ fn main() -> ExitCode {
         Err(message) => return fail(Failure::usage(message)),
     };
     let cli = Cli::parse_from(argv);
+    // Taken (and the environment cleared) before any thread starts.
+    let inherited = if matches!(cli.command, Command::Serve(_)) {
+        match system::listen_fds() {
+            Ok(fds) => fds,
+            Err(message) => return fail(Failure::local(message)),
+        }
+    } else {
+        None
+    };
     let level = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
@@ -120,7 +129,7 @@ fn main() -> ExitCode {
             )))
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(message),
     }
@@ -137,16 +146,20 @@ fn fail(failure: Failure) -> ExitCode {
     ExitCode::from(failure.exit as u8)
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+/// `inherited`: the sockets systemd handed over, for serve.
+async fn run(cli: Cli, inherited: Option<Vec<std::net::UdpSocket>>) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve(a) => run_serve(a).await,
+        Command::Serve(a) => run_serve(a, inherited).await,
         Command::Get(a) => run_get(a).await,
         Command::Put(a) => run_put(a).await,
         Command::Store(a) => run_store(a),
     }
 }
 
-async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
+async fn run_serve(
+    a: ServeArgs,
+    inherited: Option<Vec<std::net::UdpSocket>>,
+) -> Result<(), Failure> {
     // Caught from the start, so a signal during start-up stops cleanly.
     let mut signals = Signals::listen();
     let policy = match a.write {
@@ -199,7 +212,7 @@ async fn run_serve(a: ServeArgs) -> Result<(), Failure> {
         ..ServerOptions::default()
     };
     // Bound before root is given up: systemd's sockets, or our own.
-    let sockets = match system::listen_fds().map_err(Failure::local)? {
+    let sockets = match inherited {
         Some(inherited) => inherited
             .into_iter()
             .map(HostSocket::from_std)

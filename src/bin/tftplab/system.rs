@@ -20,8 +20,8 @@ pub fn listen_fds() -> Result<Option<Vec<UdpSocket>>, String> {
     if pid.parse::<u32>().ok() != Some(std::process::id()) {
         return Ok(None);
     }
-    // SAFETY: called at start-up, before the runtime's threads read the
-    // environment.
+    // SAFETY: called from main before any other thread exists (the async
+    // runtime is built after), so nothing reads the environment meanwhile.
     unsafe {
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");
