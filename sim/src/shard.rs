@@ -11,6 +11,7 @@
 
 use crate::lab::trace::render_text;
 use crate::lab::Scenario;
+use crate::report::xml_escape;
 use crate::SimRun;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -169,13 +170,6 @@ pub fn table(rows: &[RunRow]) -> String {
         rows.len() - passed
     );
     out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// JUnit XML: a suite per scenario, a case per seed.
