@@ -58,6 +58,9 @@ pub use client::{ClientConfig, ClientGet, ClientPut};
 pub use common::{Counters, Event, Summary, Transfer, TransferError, Transmit};
 pub use link::STRANGER_INTERVAL;
 pub use listener::{Admission, Ignored, Listener, ListenerConfig, Refused};
+// The runtime's single-port listener sorts requests from transfer traffic.
+#[cfg(feature = "runtime")]
+pub(crate) use server::is_request;
 pub use server::{
     parse_request, Refusal, ServerConfig, ServerRead, ServerWrite, DEFAULT_MIN_RTO,
     UNKNOWN_OPCODE_REPLY_LEN,

@@ -104,7 +104,8 @@ pub fn parse_request(datagram: &[u8]) -> Result<Option<(Direction, Request<'_>)>
     Ok(Some((direction, request)))
 }
 
-fn is_request(datagram: &[u8]) -> bool {
+/// RRQ or WRQ by opcode alone.
+pub(crate) fn is_request(datagram: &[u8]) -> bool {
     matches!(datagram, [0, 1 | 2, ..])
 }
 

@@ -6,8 +6,8 @@ use super::socket::{DatagramSocket, Network};
 use crate::data::FileSource;
 use crate::options::Direction;
 use crate::proto::{
-    parse_request, Admission, Counters, Event, Ignored, Listener, ListenerConfig, Refusal, Refused,
-    ServerConfig, ServerRead, ServerWrite, Summary, Transfer, TransferError,
+    is_request, parse_request, Admission, Counters, Event, Ignored, Listener, ListenerConfig,
+    Refusal, Refused, ServerConfig, ServerRead, ServerWrite, Summary, Transfer, TransferError,
 };
 use crate::store::{Store, StoreError, UploadSink};
 use crate::wire::{ErrorCode, MAX_DATAGRAM};
@@ -526,12 +526,6 @@ fn release_freed_memory() {
             tracing::debug!(error = %e, "cannot start the memory trim");
         }
     }
-}
-
-/// A request's opcode: RRQ or WRQ. In single-port mode these always go to
-/// the listener (a retransmitted request is its duplicate to ignore).
-fn is_request(datagram: &[u8]) -> bool {
-    matches!(datagram, [0, 1 | 2, ..])
 }
 
 /// Single-port mode's table: for each client address and port with a

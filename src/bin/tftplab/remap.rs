@@ -203,10 +203,8 @@ fn expand(pattern: &str, groups: Option<&regex::Captures<'_>>, client: IpAddr) -
 
 /// Runs `rules` on `name`, requested by `client` for `direction`.
 pub fn apply(rules: &[Rule], name: &str, client: IpAddr, direction: Direction) -> Outcome {
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
-        v4 => v4,
-    };
+    // An IPv4-mapped IPv6 client is an IPv4 one.
+    let client = client.to_canonical();
     let family = if client.is_ipv4() { 4 } else { 6 };
     let mut current = name.to_string();
     let mut applied = Vec::new();

@@ -116,10 +116,7 @@ impl Resolve for Resolver {
         direction: Direction,
         name: &str,
     ) -> Result<Resolved, (Refusal, String)> {
-        let ip = match peer.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = peer.ip().to_canonical();
         let mut notes = Vec::new();
         let mut name = name.to_string();
         if !self.rules.is_empty() {
