@@ -23,10 +23,38 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// The network's clock. (tftplab-sim patch: upstream keeps a paused
+    /// tokio runtime only to tick time forward, one `block_on` per step;
+    /// this counts the same time without it, see [`NetClock`].)
+    clock: NetClock,
+}
+
+/// The network's clock, advanced as upstream's runtime-less `Rt` would
+/// be: a paused tokio clock that sleeps `duration` lands on the first
+/// whole millisecond at or after the deadline (tokio's timer wheel), and
+/// it starts on a whole millisecond. (tftplab-sim patch, see PATCHED.md.)
+struct NetClock {
+    base: Instant,
+    elapsed: Duration,
+}
+
+impl NetClock {
+    fn new() -> NetClock {
+        NetClock {
+            base: Rt::no_software().now(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.base + self.elapsed
+    }
+
+    fn tick(&mut self, duration: Duration) {
+        const MS: u128 = 1_000_000;
+        let ns = (self.elapsed + duration).as_nanos().div_ceil(MS) * MS;
+        self.elapsed = Duration::from_nanos(ns as u64);
+    }
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -182,14 +210,17 @@ impl Topology {
             send_delay: Duration::ZERO,
             config,
             links: IndexMap::new(),
-            rt: Rt::no_software(),
+            clock: NetClock::new(),
         }
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        assert!(self
+            .links
+            .insert(pair, Link::new(self.clock.now()))
+            .is_none());
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -289,9 +320,10 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
+        self.clock.tick(duration);
+        let now = self.clock.now();
         for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+            link.tick(now);
         }
     }
 
@@ -299,7 +331,7 @@ impl Topology {
     /// deliverable: `None` when there is none, zero when one is deliverable
     /// now or held. (tftplab-sim patch, see PATCHED.md.)
     pub(crate) fn next_delivery(&self, running: &[IpAddr]) -> Option<Duration> {
-        let now = self.rt.now();
+        let now = self.clock.now();
         let mut next: Option<Duration> = None;
         for l in self.links.values() {
             if l.deliverable
