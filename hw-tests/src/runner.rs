@@ -47,11 +47,12 @@ use tftplab::proto::TransferError;
 use tftplab::runtime::{serve, ServerEvent, ServerOptions};
 use tftplab::store::{Store, StoreConfig};
 use tftplab_sim::lab::check::{judge, served_bytes, RunRecord, Verdict};
+use tftplab_sim::lab::content::stage;
 use tftplab_sim::lab::profile::{ActionResult, Got};
 use tftplab_sim::lab::scenario::{
     Action, ActionKind, ClientSpec, Profile, Scenario, TimedEventKind,
 };
-use tftplab_sim::lab::setup::{self, stage};
+use tftplab_sim::lab::setup;
 use tftplab_sim::lab::trace::{render_text, Trace};
 
 /// How the runner runs.
@@ -660,7 +661,7 @@ async fn run_inner(
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: {e}", opts.out_dir.display()))?;
     let root = tempfile::tempdir().map_err(|e| format!("temporary root: {e}"))?;
-    stage(scenario, root.path())?;
+    stage(scenario, root.path(), None)?;
     let pcap = PcapWriter::create(&run.pcap).map_err(|e| format!("pcap: {e}"))?;
     let trace = Trace::new();
     let faults = if opts.faults {
@@ -906,7 +907,7 @@ mod tests {
         );
         let s = Scenario::parse(&text, Path::new("t.toml")).expect("scenario");
         let root = tempfile::tempdir().expect("root");
-        stage(&s, root.path()).expect("stage");
+        stage(&s, root.path(), None).expect("stage");
         (s, root)
     }
 
@@ -925,7 +926,7 @@ mod tests {
         let s = Scenario::parse(text, Path::new("t.toml")).expect("scenario");
         let s = for_board(&board, &s).expect("for the board");
         let root = tempfile::tempdir().expect("root");
-        stage(&s, root.path()).expect("stage");
+        stage(&s, root.path(), None).expect("stage");
         assert_eq!(
             std::fs::read(root.path().join("9ffefdef/start4.elf")).expect("staged"),
             b"elf"

@@ -23,7 +23,7 @@ pub mod report;
 pub mod shard;
 pub mod world;
 
-pub use world::{run, Placed, SimOptions, SimRun, TurmoilNet};
+pub use world::{run, run_staged, Placed, SimOptions, SimRun, TurmoilNet};
 
 use lab::scenario::Scenario;
 use lab::trace::render_text;
@@ -109,14 +109,18 @@ pub fn run_many_with(
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<(SimRun, bool)>>> = work.iter().map(|_| Mutex::new(None)).collect();
     let bar = report::progress_bar(plan.progress, work.len() as u64);
+    // Each file written once for the whole sweep (each run writes its own
+    // if that fails).
+    let staging = lab::content::Staging::new().ok();
+    let staging = staging.as_ref();
     std::thread::scope(|scope| {
         for _ in 0..plan.jobs.max(1) {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(i, seed)) = work.get(k) else { break };
-                let mut first = run(&scenarios[i], seed, plan.options);
+                let mut first = run_staged(&scenarios[i], seed, plan.options, staging);
                 let deterministic = !plan.check_determinism || {
-                    let second = run(&scenarios[i], seed, plan.options);
+                    let second = run_staged(&scenarios[i], seed, plan.options, staging);
                     render_text(&first.trace) == render_text(&second.trace)
                 };
                 after(&scenarios[i], &mut first);

@@ -174,6 +174,8 @@ pub fn bench(
         "skipped",
         "failed"
     );
+    // Files shared across runs, as a sweep shares them.
+    let staging = crate::lab::content::Staging::new().ok();
     for scenario in scenarios {
         for &tick in ticks {
             let (mut walls, mut sims, mut ratios, mut rates) = (vec![], vec![], vec![], vec![]);
@@ -186,7 +188,7 @@ pub fn bench(
                         skip_idle,
                         keep_datagrams: false,
                     };
-                    let r = crate::run(scenario, seed, options);
+                    let r = crate::run_staged(scenario, seed, options, staging.as_ref());
                     let wall = started.elapsed().as_secs_f64().max(1e-9);
                     let sim = r.record.elapsed.as_secs_f64();
                     failed += usize::from(!r.passed());

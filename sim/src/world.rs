@@ -3,11 +3,12 @@
 //! client over turmoil's UDP, with tftplab's own fault layer on every socket.
 
 use crate::lab::check::{judge_timed, Moment, RunRecord, Verdict};
+use crate::lab::content::{stage, Staging};
 use crate::lab::faults::{Direction, Injector, Outage, Script};
 use crate::lab::net::{FaultyNet, LabClock, SendLater};
 use crate::lab::profile::{run_client, ActionResult};
 use crate::lab::scenario::{resolve, ActionKind, FileContent, Scenario, TimedEventKind};
-use crate::lab::setup::{mix, server_setup, stage};
+use crate::lab::setup::{mix, server_setup};
 use crate::lab::trace::{render_mermaid, render_mermaid_failure, Trace, TraceEvent, TraceFate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -434,11 +435,22 @@ pub struct Placed {
 
 /// Runs `scenario` with `seed` and judges it.
 pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
+    run_staged(scenario, seed, opts, None)
+}
+
+/// [`run`], with the scenario's files linked from `staging`'s copies (a
+/// sweep's runs share them) instead of written for this run alone.
+pub fn run_staged(
+    scenario: &Scenario,
+    seed: u64,
+    opts: SimOptions,
+    staging: Option<&Staging>,
+) -> SimRun {
     let root = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => return failed_setup(seed, format!("temp dir: {e}")),
     };
-    if let Err(e) = stage(scenario, root.path()) {
+    if let Err(e) = stage(scenario, root.path(), staging) {
         return failed_setup(seed, e);
     }
     let trace = if opts.keep_datagrams {
@@ -572,7 +584,8 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     let sim_error = drive(&mut sim, scenario, &watched, &clock, opts);
     let elapsed = sim.elapsed();
     let events = trace.events();
-    let results = results.lock().map(|r| r.clone()).unwrap_or_default();
+    // Taken, not cloned: a download's bytes are the biggest thing a run holds.
+    let results = results.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
     let mut record = RunRecord {
         unfinished: scenario
             .clients

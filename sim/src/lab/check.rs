@@ -1,13 +1,12 @@
 //! Judging a run against its scenario's expectations. Both drivers fill a
 //! [`RunRecord`]; [`judge`] turns it into a [`Verdict`].
 
+use super::content::{file_bytes, shared};
 use super::profile::{ActionResult, Got};
-use super::scenario::{
-    normalize, resolve, ActionKind, ClientSpec, FileContent, FileSpec, Outcome, Profile, Scenario,
-};
+use super::scenario::{normalize, resolve, ActionKind, ClientSpec, Outcome, Profile, Scenario};
 use super::trace::TraceEvent;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything a driver observed.
@@ -110,20 +109,8 @@ impl Verdict {
 /// The expected bytes of a served file, if the scenario defines them: the
 /// entry a request for `name` reaches ([`resolve`], symlinks followed as
 /// the server follows them).
-pub fn served_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
+pub fn served_bytes(scenario: &Scenario, name: &str) -> Option<Arc<[u8]>> {
     file_bytes(scenario, resolve(&scenario.files, name)?)
-}
-
-/// The bytes of one `[[files]]` entry (`None` for a symlink, or a path
-/// that cannot be read).
-pub fn file_bytes(scenario: &Scenario, f: &FileSpec) -> Option<Vec<u8>> {
-    match &f.content {
-        FileContent::Path(p) => {
-            let base = scenario.path.parent().unwrap_or(Path::new("."));
-            std::fs::read(base.join(p)).ok()
-        }
-        other => other.bytes(),
-    }
 }
 
 fn blksize_of(spec: &ClientSpec) -> u64 {
@@ -143,7 +130,7 @@ fn minimum(spec: &ClientSpec, r: &ActionResult, scenario: &Scenario) -> u64 {
     let size = match (&r.action.kind, &r.got) {
         (ActionKind::Get { .. }, Got::Done { bytes }) => bytes.len() as u64,
         (ActionKind::Put { content, .. }, Got::Done { .. }) => {
-            content.bytes().map_or(0, |b| b.len() as u64)
+            shared(content).map_or(0, |b| b.len() as u64)
         }
         (_, Got::Probed) => return 4,
         _ => return 2,
@@ -262,7 +249,7 @@ fn check_action(scenario: &Scenario, r: &ActionResult) -> Result<(), String> {
             (ActionKind::Get { name, .. }, Got::Done { bytes }) => {
                 let expected = served_bytes(scenario, name).or_else(|| put_bytes(scenario, name));
                 match expected {
-                    Some(e) if &e == bytes => Ok(()),
+                    Some(e) if e[..] == bytes[..] => Ok(()),
                     Some(e) => Err(format!(
                         "received {} bytes that differ from the {} served",
                         bytes.len(),
@@ -295,7 +282,7 @@ fn check_action(scenario: &Scenario, r: &ActionResult) -> Result<(), String> {
 }
 
 /// The bytes of an upload of `name` (the same name as the server sees it).
-fn put_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
+fn put_bytes(scenario: &Scenario, name: &str) -> Option<Arc<[u8]>> {
     let name = normalize(name)?;
     scenario
         .clients
@@ -303,7 +290,7 @@ fn put_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
         .flat_map(|c| &c.actions)
         .find_map(|a| match &a.kind {
             ActionKind::Put { name: n, content } if normalize(n).as_ref() == Some(&name) => {
-                content.bytes()
+                shared(content)
             }
             _ => None,
         })
@@ -315,13 +302,13 @@ fn put_bytes(scenario: &Scenario, name: &str) -> Option<Vec<u8>> {
 /// the server knows the last block arrived (RFC 1350 section 6).
 fn check_uploads(scenario: &Scenario, record: &RunRecord, v: &mut Verdict) {
     for (name, final_bytes) in &record.uploaded {
-        let uploads = |landed: fn(&Got) -> bool| -> Vec<Vec<u8>> {
+        let uploads = |landed: fn(&Got) -> bool| -> Vec<Arc<[u8]>> {
             record
                 .results
                 .iter()
                 .filter_map(|r| match &r.action.kind {
                     ActionKind::Put { name: n, content } if n == name && landed(&r.got) => {
-                        content.bytes()
+                        shared(content)
                     }
                     _ => None,
                 })
@@ -340,8 +327,8 @@ fn check_uploads(scenario: &Scenario, record: &RunRecord, v: &mut Verdict) {
             .unwrap_or(record.elapsed);
         let at = Some(Moment::At(last_upload));
         match final_bytes {
-            Some(b) if completed.contains(b) || maybe.contains(b) => {}
-            Some(b) if completed.is_empty() && served.as_ref() == Some(b) => {}
+            Some(b) if completed.iter().chain(&maybe).any(|u| u[..] == b[..]) => {}
+            Some(b) if completed.is_empty() && served.as_ref().is_some_and(|s| s[..] == b[..]) => {}
             Some(b) => v.fail(
                 format!(
                     "{name:?} on the server ({} bytes) is neither the original nor any whole upload",

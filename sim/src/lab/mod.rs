@@ -3,6 +3,7 @@
 //! simulator (`tftplab-sim`, turmoil) and the hardware runner (`tftplab-hw`).
 
 pub mod check;
+pub mod content;
 pub mod faults;
 pub mod firmware;
 pub mod net;

@@ -3,11 +3,9 @@
 //! from a scenario, the seeds of each host's fault injector, and how a
 //! fault's fate shows in the trace.
 
-use super::check::file_bytes;
 use super::faults::{Cause, Fate};
-use super::scenario::{FileContent, Scenario, WriteSpec};
+use super::scenario::{Scenario, WriteSpec};
 use super::trace::TraceFate;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -26,31 +24,6 @@ pub fn mix(seed: u64, salt: &str) -> u64 {
         h = h.wrapping_mul(0x1000_0000_01b3);
     }
     h
-}
-
-/// Writes the scenario's files into `root`: inline and generated content,
-/// files named by path (relative to the scenario file), and symbolic links.
-/// The message names the file that could not be written.
-pub fn stage(scenario: &Scenario, root: &Path) -> Result<(), String> {
-    for f in &scenario.files {
-        let path = root.join(f.name.trim_start_matches('/'));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("staging {}: {e}", f.name))?;
-        }
-        let written = match &f.content {
-            #[cfg(unix)]
-            FileContent::Symlink(target) => std::os::unix::fs::symlink(target, &path),
-            _ => match file_bytes(scenario, f) {
-                Some(bytes) => std::fs::write(&path, bytes),
-                None => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "source file missing",
-                )),
-            },
-        };
-        written.map_err(|e| format!("staging {}: {e}", f.name))?;
-    }
-    Ok(())
 }
 
 /// The server a scenario asks for: its store over `root` and its options,
