@@ -235,20 +235,28 @@ fn run(args: RunArgs) -> Result<bool, String> {
     // Each run's files are written as it ends, on its thread, and its
     // datagrams dropped then unless --pcap wants them after the sweep.
     let written: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::default();
+    let wants_whole_run = one_run_outputs.iter().any(|o| o.is_some());
     let after = |scenario: &Scenario, run: &mut SimRun| {
-        let Some(out) = &args.out else { return };
-        let name = run_name(scenario, run.seed);
-        let dir = out.join(&name);
-        if run.passed() && args.keep == Keep::Failed {
-            clear_artifacts(&dir);
-        } else {
-            let result = write_artifacts(&dir, scenario, run).map(|()| dir);
-            if let Ok(mut w) = written.lock() {
-                w.insert(name, result);
+        if let Some(out) = &args.out {
+            let name = run_name(scenario, run.seed);
+            let dir = out.join(&name);
+            if run.passed() && args.keep == Keep::Failed {
+                clear_artifacts(&dir);
+            } else {
+                let result = write_artifacts(&dir, scenario, run).map(|()| dir);
+                if let Ok(mut w) = written.lock() {
+                    w.insert(name, result);
+                }
             }
         }
         if args.pcap.is_none() {
             run.datagrams = None;
+        }
+        // Only --trace, --json, --mermaid and --pcap read a whole run after
+        // the sweep (and they need exactly one run): the others keep what
+        // the summary and the report need, so a sweep's memory stays flat.
+        if !wants_whole_run {
+            run.lighten(args.report.is_some());
         }
     };
     let started = Instant::now();

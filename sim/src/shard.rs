@@ -92,7 +92,13 @@ impl RunRow {
             failures,
             simulated_s: run.record.elapsed.as_secs_f64(),
             datagrams: run.record.datagrams,
-            trace_fnv64: format!("{:016x}", fnv64(render_text(&run.trace).as_bytes())),
+            trace_fnv64: format!(
+                "{:016x}",
+                run.light
+                    .as_ref()
+                    .and_then(|l| l.trace_fnv64)
+                    .unwrap_or_else(|| fnv64(render_text(&run.trace).as_bytes()))
+            ),
         }
     }
 }

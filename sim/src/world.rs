@@ -6,10 +6,12 @@ use crate::lab::check::{judge_timed, Moment, RunRecord, Verdict};
 use crate::lab::content::{stage, Staging};
 use crate::lab::faults::{Direction, Injector, Outage, Script};
 use crate::lab::net::{FaultyNet, LabClock, SendLater};
-use crate::lab::profile::{run_client, ActionResult};
+use crate::lab::profile::{run_client, ActionResult, Got};
 use crate::lab::scenario::{resolve, ActionKind, FileContent, Scenario, TimedEventKind};
 use crate::lab::setup::{mix, server_setup};
-use crate::lab::trace::{render_mermaid, render_mermaid_failure, Trace, TraceEvent, TraceFate};
+use crate::lab::trace::{
+    render_mermaid, render_mermaid_failure, render_text, Trace, TraceEvent, TraceFate,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
@@ -358,9 +360,47 @@ pub struct SimRun {
     pub sim_error: Option<String>,
     /// Simulated time jumped over instead of stepped through.
     pub skipped: Duration,
+    /// What [`SimRun::lighten`] kept of the trace it dropped.
+    pub light: Option<Light>,
+}
+
+/// What a run keeps of its trace once [`SimRun::lighten`] dropped it: the
+/// figures a sweep's summary and report need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Light {
+    pub retransmissions: u64,
+    /// FNV-1a of the rendered trace, if it was asked for.
+    pub trace_fnv64: Option<u64>,
+    pub failures: Vec<Placed>,
 }
 
 impl SimRun {
+    /// Drops the trace, the datagrams and every received or uploaded
+    /// file's bytes, keeping the verdict, the record's figures and a
+    /// [`Light`] summary (with the trace's digest if `digest`). A sweep of
+    /// 100 000 runs holds each run this way; rpi4-netboot's trace and
+    /// downloads alone are about 13 MB a run.
+    pub fn lighten(&mut self, digest: bool) {
+        if self.light.is_some() {
+            return;
+        }
+        self.light = Some(Light {
+            retransmissions: self.retransmissions(),
+            trace_fnv64: digest.then(|| crate::shard::fnv64(render_text(&self.trace).as_bytes())),
+            failures: self.failures(),
+        });
+        self.trace = Vec::new();
+        self.datagrams = None;
+        for r in &mut self.record.results {
+            if let Got::Done { bytes } = &mut r.got {
+                *bytes = Vec::new();
+            }
+        }
+        for bytes in self.record.uploaded.values_mut() {
+            *bytes = None;
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.verdict.passed() && self.sim_error.is_none()
     }
@@ -369,6 +409,9 @@ impl SimRun {
     /// when it happened and the trace event nearest that, where known. A
     /// simulation error happened when the run stopped.
     pub fn failures(&self) -> Vec<Placed> {
+        if let Some(light) = &self.light {
+            return light.failures.clone();
+        }
         let stopped = self.sim_error.iter().map(|e| {
             (
                 format!("simulation error: {e}"),
@@ -411,6 +454,9 @@ impl SimRun {
     /// resent DATA, re-ACKs, repeated requests. Another transfer's
     /// identical packet (every download has an ACK #1) is not one.
     pub fn retransmissions(&self) -> u64 {
+        if let Some(light) = &self.light {
+            return light.retransmissions;
+        }
         let mut seen = BTreeSet::new();
         let mut repeats = 0;
         for e in &self.trace {
@@ -585,7 +631,10 @@ pub fn run_staged(
     let elapsed = sim.elapsed();
     let events = trace.events();
     // Taken, not cloned: a download's bytes are the biggest thing a run holds.
-    let results = results.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    let results = results
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
     let mut record = RunRecord {
         unfinished: scenario
             .clients
@@ -633,6 +682,7 @@ pub fn run_staged(
         trace: events,
         sim_error,
         skipped: wakes.skipped(),
+        light: None,
     }
 }
 
@@ -645,6 +695,7 @@ fn failed_setup(seed: u64, message: String) -> SimRun {
         datagrams: None,
         sim_error: Some(message),
         skipped: Duration::ZERO,
+        light: None,
     }
 }
 
@@ -931,5 +982,30 @@ mod tests {
         let message = broken.expect("the send inside the jump is reported");
         assert!(message.contains("simulator bug"), "{message}");
         assert!(message.contains("sent at 0.500s"), "{message}");
+    }
+
+    /// A lightened run says what the whole one said: the same failures
+    /// (placed in the trace it no longer holds), retransmissions and
+    /// digest; and it holds neither the trace nor the downloaded bytes.
+    #[test]
+    fn a_lightened_run_keeps_its_failures_and_figures_and_drops_the_rest() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/uboot-kernel-window8.toml");
+        let mut scenario = Scenario::load(&path).expect("loads");
+        scenario.expect.max_packet_ratio = 1.0;
+        let mut r = run(&scenario, 1, SimOptions::default());
+        assert!(!r.passed());
+        let (failures, resent) = (r.failures(), r.retransmissions());
+        let digest = crate::shard::fnv64(render_text(&r.trace).as_bytes());
+        assert!(failures.iter().any(|f| f.event.is_some()), "{failures:?}");
+        r.lighten(true);
+        assert_eq!(r.failures(), failures);
+        assert_eq!(r.retransmissions(), resent);
+        assert_eq!(r.light.as_ref().and_then(|l| l.trace_fnv64), Some(digest));
+        assert!(r.trace.is_empty() && !r.passed());
+        assert!(r.record.results.iter().all(|a| match &a.got {
+            Got::Done { bytes } => bytes.is_empty(),
+            _ => true,
+        }));
     }
 }

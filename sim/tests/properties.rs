@@ -754,6 +754,7 @@ fn upload_whose_final_acks_all_vanish_lands_whole() {
         datagrams: None,
         sim_error: None,
         skipped: Duration::ZERO,
+        light: None,
     };
     // The judge accepts the whole file; only the client's outcome fails...
     assert!(
