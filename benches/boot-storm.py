@@ -76,6 +76,12 @@ the peers as they come):
                 its lo; see benches/compare-peers.py --loss). 0 makes the
                 same namespace without the drop rule. Default 0,1.
   --boards N[,N]    board counts (default 20,100)
+  --runs R          storms per server and condition (default 1), the
+                server order rotating from storm to storm so drift in the
+                machine's load is shared; the table shows each server's
+                median storm (by boards done, then time to the last
+                board; the faster middle one for an even R) and every
+                storm's time to the last board
   --spread-ms MS    boards start evenly over MS milliseconds (default 0:
                 all at once)
   --deadline S      a board still booting S seconds after it started has
@@ -294,26 +300,43 @@ def fmt(v, spec, width):
     return f"{'-':>{width}}" if v is None else f"{v:>{width}{spec}}"
 
 
-def print_table(n, pct, rows, header):
+def median_run(storms, n):
+    """The middle storm when ordered by boards done (more first), then time
+    to the last board."""
+    ordered = sorted(storms, key=lambda r: (-r["done"], r["last"] or 0.0))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def print_table(n, pct, runs, missing, header, repeats):
     where = f"{pct:g} % of UDP datagrams dropped at random" if pct else "no loss"
     print()
-    print(f"== {n} boards at once, {where}")
+    print(f"== {n} boards at once, {where}" +
+          (f"; the median of {repeats} storms per server" if repeats > 1 else ""))
     print(header)
     hdr = (f"{'server':<10} {'done':>8} {'last s':>8} {'p50 s':>7} {'p99 s':>7} "
            f"{'resent':>7} {'dup rx':>7} {'nft drop/seen':>17} {'cpu s':>7} "
            f"{'peak MiB':>8} {'boards cpu s':>12} {'vs best peer':>12}")
+    if repeats > 1:
+        hdr += "  last s of each storm"
     print(hdr)
     print("-" * len(hdr))
-    complete = [r for r in rows if isinstance(r, dict) and r["done"] == n]
-    peers = [r for r in complete if r["server"] != "tftplab"]
+    rows = {}
+    for name, results in runs.items():
+        storms = [r for r in results if isinstance(r, dict)]
+        if storms:
+            rows[name] = median_run(storms, n)
+    peers = [r for name, r in rows.items() if name != "tftplab" and r["done"] == n]
     best = min(peers, key=lambda r: r["last"], default=None)
-    for r in rows:
-        if not isinstance(r, dict):
-            name, why = r
-            print(f"{name:<10} {why}")
+    for name, results in runs.items():
+        if name in missing:
+            print(f"{name:<10} {missing[name]}")
+            continue
+        r = rows.get(name)
+        if not r:
+            print(f"{name:<10} {results[-1] if results else 'not run'}")
             continue
         ratio = ""
-        if r["server"] == "tftplab":
+        if name == "tftplab":
             if r["done"] != n:
                 ratio = "incomplete"
             elif best:
@@ -323,31 +346,38 @@ def print_table(n, pct, rows, header):
         last = "-" if r["last"] is None else \
             f"{r['last']:.2f}" + ("!" if r["done"] != n else "")
         drops = f"{r['dropped']}/{r['seen']}"
-        print(f"{r['server']:<10} {r['done']:>4}/{n:<3} {last:>8} {fmt(r['p50'], '.2f', 7)} "
-              f"{fmt(r['p99'], '.2f', 7)} {r['resent']:>7} {r['dup']:>7} {drops:>17} "
-              f"{r['cpu']:>7.2f} {r['peak_kib'] / 1024:>8.1f} {r['boards_cpu']:>12.2f} "
-              f"{ratio:>12}")
-    for r in rows:
-        if not isinstance(r, dict):
-            continue
+        line = (f"{name:<10} {r['done']:>4}/{n:<3} {last:>8} {fmt(r['p50'], '.2f', 7)} "
+                f"{fmt(r['p99'], '.2f', 7)} {r['resent']:>7} {r['dup']:>7} {drops:>17} "
+                f"{r['cpu']:>7.2f} {r['peak_kib'] / 1024:>8.1f} {r['boards_cpu']:>12.2f} "
+                f"{ratio:>12}")
+        if repeats > 1:
+            each = [("failed" if not isinstance(x, dict) else
+                     f"{x['done']}/{n}" if x["done"] != n else f"{x['last']:.2f}")
+                    for x in results]
+            line += "  " + " ".join(each)
+        print(line)
+    for name, results in runs.items():
         notes = []
-        if r["failures"]:
+        for k, r in enumerate(results):
+            storm_no = f"storm {k + 1}: " if repeats > 1 else ""
+            if not isinstance(r, dict):
+                notes.append(storm_no + r)
+                continue
             counts = {}
             for why in r["failures"]:
                 for b in r["report"]["board"]:
                     why = why.replace(b["serial"], "<serial>")
                 counts[why] = counts.get(why, 0) + 1
             for why, c in sorted(counts.items(), key=lambda kv: -kv[1]):
-                notes.append(f"{c} board(s): {why}")
-        if not r["server_alive"]:
-            notes.append("the server had exited by the end of the storm")
-        for note in notes:
-            print(f"   {r['server']}: {note}")
-    for r in rows:
-        if isinstance(r, dict):
-            argv = [Path(a).name if i == 0 else a for i, a in enumerate(r["argv"])]
-            line = shlex.join(argv).replace(r["report"]["root"], "ROOT")
-            print(f"   {r['server']} ran: {line}")
+                notes.append(f"{storm_no}{c} board(s): {why}")
+            if not r["server_alive"]:
+                notes.append(f"{storm_no}the server had exited by the end of the storm")
+        for note in dict.fromkeys(notes):  # once each, in order
+            print(f"   {name}: {note}")
+    for name, r in rows.items():
+        argv = [Path(a).name if i == 0 else a for i, a in enumerate(r["argv"])]
+        line = shlex.join(argv).replace(r["report"]["root"], "ROOT")
+        print(f"   {name} ran: {line}")
 
 
 def main():
@@ -361,6 +391,9 @@ def main():
                     help="percent of UDP dropped per direction, comma-separated (default 0,1)")
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help=f"servers to run, comma-separated (default {','.join(SERVERS)})")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="storms per server and condition, the server order rotating "
+                         "(default 1; the median storm is shown)")
     ap.add_argument("--spread-ms", type=int, default=0,
                     help="boards start evenly over this many ms (default 0: all at once)")
     ap.add_argument("--deadline", type=int, default=600,
@@ -382,6 +415,8 @@ def main():
         losses = [float(x) for x in args.loss.split(",")]
     except ValueError:
         ap.error("--boards and --loss take comma-separated numbers")
+    if args.runs < 1:
+        ap.error("--runs: at least 1")
     if any(not 1 <= c <= 1000 for c in counts):
         ap.error("--boards: 1 to 1000 boards")
     if any(not 0 <= x < 100 for x in losses):
@@ -441,33 +476,35 @@ def main():
             subprocess.run([boards_bin, "stage", "--root", str(root), "--boards", str(n)],
                            check=True)
             for pct in losses:
-                rows = []
-                for name in names:
-                    if name in missing:
-                        rows.append((name, missing[name]))
-                        continue
-                    argv = server_argv(name, paths, root, n, best, more.get(name, ()))
-                    print(f"== {name}, {n} boards, {pct:g} % loss", flush=True)
-                    try:
-                        r = storm(name, argv, root, tools, pct, boards_bin, n, args)
-                    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
-                        failures += 1
-                        print(f"   FAILED: {e}", flush=True)
-                        rows.append((name, f"FAILED: {e}"))
-                        continue
-                    last = "-" if r["last"] is None else f"{r['last']:.2f} s"
-                    print(f"   {r['done']}/{n} done, last {last}, server cpu "
-                          f"{r['cpu']:.2f} s", flush=True)
-                    rows.append(r)
-                tables.append((n, pct, rows))
+                # name -> its storms (dicts) and failures (strings)
+                runs = {name: [] for name in names}
+                tables.append((n, pct, runs))
+                present = [name for name in names if name not in missing]
+                for run in range(args.runs):
+                    k = run % max(1, len(present))
+                    for name in present[k:] + present[:k]:
+                        argv = server_argv(name, paths, root, n, best, more.get(name, ()))
+                        print(f"== {name}, {n} boards, {pct:g} % loss, run {run + 1}",
+                              flush=True)
+                        try:
+                            r = storm(name, argv, root, tools, pct, boards_bin, n, args)
+                        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+                            failures += 1
+                            print(f"   FAILED: {e}", flush=True)
+                            runs[name].append(f"FAILED: {e}")
+                            continue
+                        last = "-" if r["last"] is None else f"{r['last']:.2f} s"
+                        print(f"   {r['done']}/{n} done, last {last}, server cpu "
+                              f"{r['cpu']:.2f} s", flush=True)
+                        runs[name].append(r)
             shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for n, pct, rows in tables:
-            print_table(n, pct, rows, f"{header}")
+        for n, pct, runs in tables:
+            print_table(n, pct, runs, missing, header, args.runs)
         if args.json:
-            out = [{k: v for k, v in r.items()} for _, _, rows in tables
-                   for r in rows if isinstance(r, dict)]
+            out = [r for _, _, runs in tables for rs in runs.values()
+                   for r in rs if isinstance(r, dict)]
             Path(args.json).write_text(json.dumps(out, indent=1))
     return 1 if failures else 0
 
