@@ -39,7 +39,8 @@ reason is printed). One table per (boards, loss):
   peak MiB      the server's peak resident memory: VmHWM for a server of
                 one process; with several (tftpd-hpa forks one per
                 transfer) the largest sum of VmRSS over its processes,
-                sampled every 0.2 s
+                sampled every 0.2 s (pages they share count once per
+                process)
   boards cpu s  the boards' process's CPU time (they share the machine
                 with the server)
   vs best peer  the time to the last board of the fastest peer that

@@ -3,9 +3,10 @@
 # tftpd-hpa, atftpd and dnsmasq in turn, clean and with loss (see
 # boot-storm.py for what it measures and prints).
 #
-#   sudo benches/boot-storm.sh [--boards 20,100] [--loss 0,1]
+#   sudo benches/boot-storm.sh [--boards 20,100] [--loss 0,1] [--runs 1]
 #       [--servers tftplab,tftpd-hpa,atftpd,dnsmasq] [--spread-ms 0]
-#       [--deadline 600] [--peer-settings best|stock] [--json FILE]
+#       [--deadline 600] [--peer-settings best|stock]
+#       [--server-args NAME=ARGS] [--json FILE]
 #
 # As root it installs the peers first (.ci/install-peers.sh); it builds
 # tftplab and the boards (benches/boot-storm-boards.rs) in release mode.
