@@ -82,7 +82,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -90,206 +89,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port(tcp_too=False):
-    """A port free on 127.0.0.1 for UDP (and TCP, for iperf3's control
-    connection). Inside a fresh namespace every port is free anyway."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            if not tcp_too:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
-class CpuGroup:
-    """A cgroup of its own for one server, so its CPU time counts every
-    process it forks (tftpd-hpa forks one child per transfer and lets the
-    kernel reap it, so the parent's cutime never sees them). cgroup v1
-    cpuacct or v2; None where neither can be made (not root)."""
-
-    def __init__(self, name):
-        self.path = self.usage_file = None
-        for base, usage in [("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),
-                            ("/sys/fs/cgroup", "cpu.stat")]:
-            if not Path(base, usage).exists() and not Path(base, "cgroup.procs").exists():
-                continue
-            path = Path(base) / f"tftplab-compare-{os.getpid()}-{name}"
-            try:
-                path.mkdir()
-            except OSError:
-                continue
-            if (path / usage).exists():
-                self.path, self.usage_file = path, path / usage
-                return
-            path.rmdir()
-
-    def join(self):
-        """In the child before exec: move into the group."""
-        if self.path:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
-
-    def seconds(self):
-        text = self.usage_file.read_text()
-        if self.usage_file.name == "cpuacct.usage":
-            return int(text) / 1e9
-        for line in text.splitlines():
-            if line.startswith("usage_usec"):
-                return int(line.split()[1]) / 1e6
-        return 0.0
-
-    def remove(self):
-        """rmdir, once the group is empty: a transfer child killed with its
-        server can linger a moment as a zombie until init reaps it."""
-        if not self.path:
-            return
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
-        print(f"could not remove cgroup {self.path}", file=sys.stderr)
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process and its reaped children: the fallback
-    where no cgroup can be made."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime + cutime + cstime) / CLK_TCK
-
-
-def which(name, extra=()):
-    for d in extra:
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-
-
-class LossNamespace:
-    """A network namespace of our own with only lo, where nftables drops a
-    share of the UDP datagrams at random (see --loss in the docstring)."""
-
-    TABLE = "tftplab_cmp"
-
-    def __init__(self, pct, ip, nft, ethtool):
-        self.name = f"tftplab-cmp-{os.getpid()}"
-        self.ip, self.nft, self.ethtool = ip, nft, ethtool
-        self.pct = pct
-        self.created = False
-        self.rule = None
-
-    def run(self, argv):
-        p = subprocess.run(argv, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {p.stderr.strip() or p.returncode}")
-        return p.stdout
-
-    def wrap(self):
-        return [self.ip, "netns", "exec", self.name]
-
-    def create(self):
-        self.run([self.ip, "netns", "add", self.name])
-        self.created = True
-        self.run([self.ip, "-n", self.name, "link", "set", "lo", "up"])
-        # glibc's getaddrinfo (AI_ADDRCONFIG) counts every IPv4 address but
-        # 127.0.0.1 as "IPv4 configured"; with none, in.tftpd cannot resolve
-        # its own --address 127.0.0.1 and exits 66. A second loopback address
-        # is enough, and nothing reaches beyond lo.
-        self.run([self.ip, "-n", self.name, "addr", "add", "127.0.0.2/8", "dev", "lo"])
-        ns = self.wrap()
-        self.run(ns + [self.ethtool, "-K", "lo", "tx-udp-segmentation", "off"])
-        feats = self.run(ns + [self.ethtool, "-k", "lo"])
-        for line in feats.splitlines():
-            if line.strip().startswith("tx-udp-segmentation:") and "off" not in line:
-                raise RuntimeError(f"UDP segmentation offload stays on on lo: {line.strip()}")
-        if float(self.pct).is_integer():
-            cond = f"numgen random mod 100 < {int(self.pct)}"
-        else:
-            cond = f"numgen random mod 10000 < {round(self.pct * 100)}"
-        ruleset = f"""table inet {self.TABLE} {{
-  counter udp_seen {{}}
-  counter udp_dropped {{}}
-  chain input {{
-    type filter hook input priority 0; policy accept;
-    meta l4proto udp counter name "udp_seen"
-    meta l4proto udp {cond} counter name "udp_dropped" drop
-  }}
-}}
-"""
-        p = subprocess.run(ns + [self.nft, "-f", "-"], input=ruleset, capture_output=True,
-                           text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"nft -f: {p.stderr.strip()}")
-        listed = self.run(ns + [self.nft, "list", "chain", "inet", self.TABLE, "input"])
-        self.rule = "\n".join(line.strip() for line in listed.splitlines()
-                              if "udp_dropped" in line)
-
-    def counters(self):
-        """(UDP datagrams seen, dropped) since the table was made."""
-        out = self.run(self.wrap() + [self.nft, "-j", "list", "counters", "table", "inet",
-                                      self.TABLE])
-        got = {}
-        for item in json.loads(out)["nftables"]:
-            c = item.get("counter")
-            if c:
-                got[c["name"]] = c["packets"]
-        return got["udp_seen"], got["udp_dropped"]
-
-    def delete(self):
-        if self.created:
-            p = subprocess.run([self.ip, "netns", "delete", self.name],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"could not delete netns {self.name}: {p.stderr.strip()}",
-                      file=sys.stderr)
-            else:
-                self.created = False
-
-
-class Server:
-    def __init__(self, name, argv, port, wrap=()):
-        self.name, self.argv, self.port = name, list(wrap) + argv, port
-        self.proc = None
-        self.group = CpuGroup(name)
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=self.group.join)
-        time.sleep(0.5)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited at once: {' '.join(self.argv)}")
-
-    def cpu(self):
-        if self.group.path:
-            return self.group.seconds()
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        time.sleep(0.2)
-        self.group.remove()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import (REPO, LossNamespace, Server, atftpd_argv, atftpd_path,  # noqa: E402
+                   free_port, tftpd_hpa_argv, which)
 
 
 def udp_ceiling(iperf3, wrap, payload, secs):
@@ -410,8 +212,7 @@ def main():
         size_bytes = (args.size_mib or (1 if loss else 64)) << 20
     timeout = args.timeout or (300.0 if loss else 120.0)
 
-    atftpd = os.environ.get("TFTPLAB_ATFTPD") or which(
-        "atftpd", [REPO / "target/peers/atftpd/usr/sbin"])
+    atftpd = atftpd_path()
     in_tftpd = which("in.tftpd")
     missing = [n for n, p in [("in.tftpd (tftpd-hpa)", in_tftpd), ("atftpd", atftpd)]
                if not p]
@@ -509,15 +310,11 @@ def main():
                                                 "--bind", f"127.0.0.1:{p}"], p, wrap)
         if in_tftpd:
             p = free_port()
-            servers["tftpd-hpa"] = Server("tftpd-hpa", [
-                in_tftpd, "--foreground", "--address", f"127.0.0.1:{p}", "--secure",
-                "--user", "root", str(root)], p, wrap)
+            servers["tftpd-hpa"] = Server("tftpd-hpa", tftpd_hpa_argv(in_tftpd, p, root),
+                                          p, wrap)
         if atftpd:
             p = free_port()
-            servers["atftpd"] = Server("atftpd", [
-                atftpd, "--daemon", "--no-fork", "--port", str(p), "--bind-address",
-                "127.0.0.1", "--logfile", "/dev/null", "--user", "root", "--group", "root",
-                str(root)], p, wrap)
+            servers["atftpd"] = Server("atftpd", atftpd_argv(atftpd, p, root), p, wrap)
         if not all(s.group.path for s in servers.values()):
             print("no cgroup for CPU accounting: server CPU reads /proc (misses "
                   "tftpd-hpa's per-transfer children)")
