@@ -19,13 +19,14 @@
 pub mod harness;
 pub mod lab;
 pub mod memnet;
+pub mod plans;
 pub mod report;
 pub mod shard;
 pub mod world;
 
-pub use world::{run, Placed, SimOptions, SimRun, TurmoilNet};
+pub use world::{Placed, SimOptions, SimRun, TurmoilNet};
 
-use lab::scenario::Scenario;
+use lab::scenario::{Judge, Scenario};
 use lab::trace::render_text;
 use report::ScenarioRuns;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,18 @@ impl Scenario {
     pub fn simulate(&self, seed: u64) -> SimRun {
         run(self, seed, SimOptions::default())
     }
+}
+
+/// Runs `scenario` with `seed` in the simulator ([`world::run`]) and
+/// judges it as the scenario says: by its expectations, or, for
+/// `judge = "random-plan"`, by the random plans' property
+/// ([`plans::verdict`]).
+pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
+    let mut r = world::run(scenario, seed, opts);
+    if scenario.expect.judge == Judge::RandomPlan {
+        r.verdict = plans::verdict(scenario, &r);
+    }
+    r
 }
 
 /// Loads every `.toml` file named or found (non-recursively) in the given
@@ -85,6 +98,19 @@ pub struct RunPlan {
     pub progress: bool,
     /// Only this shard's (scenario, seed) pairs ([`shard::Shard::takes`]).
     pub shard: Option<shard::Shard>,
+    /// A scenario that pins its seeds (`seeds = [...]`) runs those instead
+    /// of `seeds`.
+    pub pinned_seeds: bool,
+}
+
+impl RunPlan {
+    /// The seeds `scenario` runs with under this plan.
+    pub fn seeds_for<'a>(&'a self, scenario: &'a Scenario) -> &'a [u64] {
+        match &scenario.seeds {
+            Some(pinned) if self.pinned_seeds => pinned,
+            _ => &self.seeds,
+        }
+    }
 }
 
 /// Runs every scenario with every seed on `plan.jobs` threads. Results come
@@ -103,7 +129,7 @@ pub fn run_many_with(
     after: &(dyn Fn(&Scenario, &mut SimRun) + Sync),
 ) -> Vec<ScenarioRuns> {
     let work: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|i| plan.seeds.iter().map(move |&s| (i, s)))
+        .flat_map(|i| plan.seeds_for(&scenarios[i]).iter().map(move |&s| (i, s)))
         .filter(|&(i, s)| plan.shard.is_none_or(|sh| sh.takes(&scenarios[i].name, s)))
         .collect();
     let next = AtomicUsize::new(0);

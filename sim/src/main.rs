@@ -60,10 +60,11 @@ struct MergeArgs {
 struct RunArgs {
     /// Scenario files or directories (default: scenarios/).
     paths: Vec<PathBuf>,
-    /// Seeds per scenario (1, 2, ... N).
+    /// Seeds per scenario (1, 2, ... N); a scenario that pins its seeds
+    /// (`seeds = [...]`, as a regression file does) runs those instead.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
-    /// Run only this seed (replays a failure).
+    /// Run only this seed (replays a failure), pinned seeds or not.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
     /// Run everything twice and fail if any trace differs.
@@ -176,9 +177,27 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Some(s) => vec![s],
         None => (1..=args.seeds).collect(),
     };
+    let plan = RunPlan {
+        seeds: seeds.clone(),
+        check_determinism: args.check_determinism,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        options: SimOptions {
+            tick: std::time::Duration::from_millis(
+                args.tick_ms.first().copied().unwrap_or(1).max(1),
+            ),
+            skip_idle: !args.no_skip,
+            // Only a pcap needs the bytes.
+            keep_datagrams: args.out.is_some() || args.pcap.is_some(),
+        },
+        progress: !args.quiet,
+        shard: args.shard,
+        pinned_seeds: args.seed.is_none(),
+    };
     let one_run_outputs = [&args.trace, &args.json, &args.mermaid, &args.pcap];
     if !args.bench && one_run_outputs.iter().any(|o| o.is_some()) {
-        let runs = scenarios.len() * seeds.len();
+        let runs: usize = scenarios.iter().map(|s| plan.seeds_for(s).len()).sum();
         if runs != 1 {
             return Err(format!(
                 "--trace, --json, --mermaid and --pcap write one run, and this is {runs}: name one scenario file and one --seed (a failure line prints that command), or use --out DIR"
@@ -215,23 +234,6 @@ fn run(args: RunArgs) -> Result<bool, String> {
         );
         return Ok(true);
     }
-    let plan = RunPlan {
-        seeds,
-        check_determinism: args.check_determinism,
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        options: SimOptions {
-            tick: std::time::Duration::from_millis(
-                args.tick_ms.first().copied().unwrap_or(1).max(1),
-            ),
-            skip_idle: !args.no_skip,
-            // Only a pcap needs the bytes.
-            keep_datagrams: args.out.is_some() || args.pcap.is_some(),
-        },
-        progress: !args.quiet,
-        shard: args.shard,
-    };
     // Each run's files are written as it ends, on its thread, and its
     // datagrams dropped then unless --pcap wants them after the sweep.
     let written: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::default();

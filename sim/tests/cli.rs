@@ -507,3 +507,42 @@ fn the_union_of_the_shards_is_the_unsharded_run() {
     let out = sim_merge(&[files[0], files[0], files[1], files[2]]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn utf8(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A scenario that pins its seeds runs those instead of --seeds; --seed S
+/// runs S; --shard splits the pinned pairs like any other.
+#[test]
+fn pinned_seeds_replace_the_seed_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pinned.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/legacy-client.toml"),
+    )
+    .expect("scenario")
+    .replace(
+        "name = \"legacy-client\"",
+        "name = \"pinned\"\nseeds = [4, 9, 11]",
+    );
+    std::fs::write(&path, text).expect("written");
+    let report = dir.path().join("r.json");
+    let out = sim(&[utf8(&path), "--seeds", "2", "--report", utf8(&report)]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let seeds: Vec<u64> = rows(&report).iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [4, 9, 11]);
+    let out = sim(&[utf8(&path), "--seed", "2", "--report", utf8(&report)]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let seeds: Vec<u64> = rows(&report).iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [2]);
+    let mut union = Vec::new();
+    for i in 1..=2 {
+        let shard = format!("{i}/2");
+        let out = sim(&[utf8(&path), "--shard", &shard, "--report", utf8(&report)]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        union.extend(rows(&report).iter().map(|r| r.seed));
+    }
+    union.sort_unstable();
+    assert_eq!(union, [4, 9, 11]);
+}
