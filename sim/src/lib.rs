@@ -19,6 +19,7 @@
 pub mod harness;
 pub mod lab;
 pub mod memnet;
+pub mod pin;
 pub mod plans;
 pub mod report;
 pub mod shard;
@@ -61,20 +62,32 @@ pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
     r
 }
 
-/// Loads every `.toml` file named or found (non-recursively) in the given
-/// directories, sorted by path. The first bad file stops with its message.
+/// The subdirectory of a scenario directory whose files are read with it:
+/// regression files (`tftplab-sim pin`), each with its seeds pinned.
+pub const REGRESSIONS: &str = "regressions";
+
+/// Loads every `.toml` file named or found in the given directories, and
+/// in a directory's `regressions/` subdirectory (no other subdirectory,
+/// no deeper), sorted by path. The first bad file stops with its message.
 pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
+    let tomls = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        Ok(found)
+    };
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries =
-                std::fs::read_dir(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            found.sort();
-            files.extend(found);
+            files.extend(tomls(p)?);
+            let regressions = p.join(REGRESSIONS);
+            if regressions.is_dir() {
+                files.extend(tomls(&regressions)?);
+            }
         } else {
             files.push(p.clone());
         }

@@ -27,6 +27,7 @@ use tftplab_sim::{load_scenarios, run_many_with, RunPlan, SimOptions, SimRun};
 ///   tftplab-sim run --seeds 100 --out sim-out    # files for each failing run
 ///   tftplab-sim run --seeds 1000 --shard 3/8 --report shard-3.json
 ///   tftplab-sim merge shard-*.json --junit sweep.xml
+///   tftplab-sim pin scenarios/rpi4-netboot.toml --seed 17   # keep a failure
 #[derive(Debug, Parser)]
 #[command(name = "tftplab-sim", version, verbatim_doc_comment)]
 struct Cli {
@@ -44,6 +45,30 @@ enum Command {
     /// once) into one table, one JUnit file and one exit status: 0 every
     /// run passed, 1 some failed, 2 the reports do not make a sweep.
     Merge(MergeArgs),
+    /// Keep one run as a regression file: run SCENARIO with --seed once
+    /// and write DIR/<name>-seed<S>.toml, the scenario's own text (comments
+    /// kept) with `name = "<name>-seed<S>"`, `seeds = [S]` and a comment on
+    /// top: the date, this command, the run's failures (or that it passed:
+    /// the file is written either way) and the replay command. Relative
+    /// `path`s of [[files]] are rewritten to work from DIR. An existing
+    /// file is kept unless --force. Exit 0 when written, whatever the run
+    /// did; 2 if nothing was written.
+    Pin(PinArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PinArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The seed to pin.
+    #[arg(long)]
+    seed: u64,
+    /// Where to write the regression file.
+    #[arg(long, value_name = "DIR", default_value = tftplab_sim::pin::DEFAULT_DIR)]
+    to: PathBuf,
+    /// Replace an existing file of that name.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +83,8 @@ struct MergeArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Scenario files or directories (default: scenarios/).
+    /// Scenario files or directories (default: scenarios/); a directory's
+    /// regressions/ subdirectory is read too.
     paths: Vec<PathBuf>,
     /// Seeds per scenario (1, 2, ... N); a scenario that pins its seeds
     /// (`seeds = [...]`, as a regression file does) runs those instead.
@@ -155,6 +181,7 @@ fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Merge(args) => merge(args),
+        Command::Pin(args) => pin(args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -276,11 +303,10 @@ fn run(args: RunArgs) -> Result<bool, String> {
             for f in r.failures() {
                 println!("  {}{}", f.text, placement(&f, &trace_file));
             }
-            println!(
-                "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {replay_trace}",
-                sr.scenario.path.display(),
-                r.seed,
-            );
+            let path = sr.scenario.path.display().to_string();
+            for c in shard::failure_commands(&path, r.seed, &replay_trace) {
+                println!("  {c}");
+            }
         }
         for d in &sr.nondeterministic {
             ok = false;
@@ -338,14 +364,74 @@ fn merge(args: MergeArgs) -> Result<bool, String> {
         for f in &r.failures {
             println!("  {f}");
         }
-        println!(
-            "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
-            r.path, r.seed, r.scenario, r.seed
-        );
+        for c in r.commands() {
+            println!("  {c}");
+        }
     }
     if let Some(p) = &args.junit {
         std::fs::write(p, shard::junit(&rows))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(rows.iter().all(|r| r.passed))
+}
+
+fn pin(args: PinArgs) -> Result<bool, String> {
+    use tftplab_sim::pin::{pinned, pinned_name, DEFAULT_DIR};
+    use tftplab_sim::report::today;
+    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
+    let target = args
+        .to
+        .join(format!("{}.toml", pinned_name(&scenario, args.seed)));
+    if target.exists() && !args.force {
+        return Err(format!(
+            "{} exists: pass --force to replace it",
+            target.display()
+        ));
+    }
+    std::fs::create_dir_all(&args.to)
+        .map_err(|e| format!("cannot create {}: {e}", args.to.display()))?;
+    let mut command = format!(
+        "tftplab-sim pin {} --seed {}",
+        args.scenario.display(),
+        args.seed
+    );
+    if args.to != Path::new(DEFAULT_DIR) {
+        command.push_str(&format!(" --to {}", args.to.display()));
+    }
+    let run = tftplab_sim::run(&scenario, args.seed, SimOptions::default());
+    let file = pinned(&scenario, args.seed, &run, &args.to, &command, &today())?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if args.force {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    let write = open.open(&file.path).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(file.text.as_bytes())
+    });
+    write.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            format!("{} exists: pass --force to replace it", file.path.display())
+        }
+        _ => format!("cannot write {}: {e}", file.path.display()),
+    })?;
+    if run.passed() {
+        println!("{} seed {}: passed", scenario.name, args.seed);
+    } else {
+        println!("FAILED {} seed {}:", scenario.name, args.seed);
+        for f in run.failures() {
+            println!("  {}", f.text);
+        }
+    }
+    println!("pinned: {}", file.path.display());
+    println!(
+        "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
+        file.path.display(),
+        args.seed,
+        file.name,
+        args.seed
+    );
+    Ok(true)
 }
