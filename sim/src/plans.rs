@@ -12,9 +12,10 @@
 //! scenario is self-contained: written out ([`Scenario::to_toml`]) it is an
 //! ordinary scenario file that `tftplab-sim run` judges the same way.
 //!
-//! The driver is `sim/tests/properties.rs` (proptest, shrinking a failure
-//! to a minimal plan and writing it into `sim/tests/property-regressions/`);
-//! [`generate`] makes plan I of a sweep from a base seed and its index.
+//! Two drivers: `sim/tests/properties.rs` (proptest, shrinking a failure
+//! to a minimal plan and writing it into `sim/tests/property-regressions/`)
+//! and `tftplab-sim plans` (a sweep of many plans, each generated from a
+//! base seed and its index by [`generate`], sharded like `run`).
 
 use crate::lab::check::{blksize_of, judge, RunRecord, Verdict};
 use crate::lab::faults::{

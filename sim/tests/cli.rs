@@ -772,6 +772,56 @@ fn pinned_seeds_replace_the_seed_count() {
     assert_eq!(union, [4, 9, 11]);
 }
 
+/// `plans` makes plan I of base seed B the same way every time: the same
+/// verdicts and traces twice, the same plan alone (--first I --cases 1) as
+/// in a sweep, and shards that merge into the sweep.
+#[test]
+fn plans_are_deterministic_and_shard_like_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n);
+    let plans = |extra: &[&str], report: &Path| {
+        let mut args = vec![
+            "plans",
+            "--quiet",
+            "--seed-base",
+            "11",
+            "--report",
+            utf8(report),
+        ];
+        args.extend_from_slice(extra);
+        let out = sim_raw(&args);
+        assert!(
+            out.status.code().is_some_and(|c| c < 2),
+            "{}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, rows(report))
+    };
+    let (out, first) = plans(&["--cases", "6"], &d("a.json"));
+    let text = stdout(&out);
+    assert!(text.contains("\n6 plans, "), "{text}");
+    assert!(text.contains(" simulated seconds, "), "{text}");
+    let (_, second) = plans(&["--cases", "6"], &d("b.json"));
+    assert_eq!(first, second, "the same verdicts and trace digests");
+    assert_eq!(
+        first.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    assert!(first.iter().all(|r| r.scenario == "plans-11"));
+    let (_, alone) = plans(&["--first", "4", "--cases", "1"], &d("c.json"));
+    assert_eq!(alone, first[4..5]);
+    let mut shards = Vec::new();
+    for i in 1..=2 {
+        let report = d(&format!("s{i}.json"));
+        let shard = format!("{i}/2");
+        plans(&["--cases", "6", "--shard", &shard], &report);
+        shards.push(report);
+    }
+    let merged = sim_merge(&[utf8(&shards[0]), utf8(&shards[1])]);
+    assert!(stdout(&merged).contains("6 runs, "), "{}", stdout(&merged));
+}
+
 /// `merge` prints under each failure the commands `run` does: the replay
 /// with a trace and the pin.
 #[test]

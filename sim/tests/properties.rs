@@ -17,7 +17,8 @@
 //! file's text is in the failure message.
 //!
 //! `PROPTEST_CASES=N` runs more cases (the default keeps `cargo test`
-//! fast).
+//! fast); `tftplab-sim plans --cases N` runs a large sweep outside
+//! `cargo test`.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};

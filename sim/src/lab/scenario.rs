@@ -307,8 +307,8 @@ pub enum Judge {
     /// failures the plan itself forced on a firmware are excused, the
     /// datagram bound is `max_packets` plus what the run's own losses
     /// cost, and a server transfer may give up only on a client whose
-    /// datagrams were lost. What the property test writes into its
-    /// regression files.
+    /// datagrams were lost. What `tftplab-sim plans` and the property test
+    /// write into their regression files.
     RandomPlan,
 }
 
