@@ -19,13 +19,15 @@
 pub mod harness;
 pub mod lab;
 pub mod memnet;
+pub mod pin;
+pub mod plans;
 pub mod report;
 pub mod shard;
 pub mod world;
 
-pub use world::{run, run_staged, Placed, SimOptions, SimRun, TurmoilNet};
+pub use world::{Placed, SimOptions, SimRun, TurmoilNet};
 
-use lab::scenario::Scenario;
+use lab::scenario::{Judge, Scenario};
 use lab::trace::render_text;
 use report::ScenarioRuns;
 use std::path::{Path, PathBuf};
@@ -48,20 +50,55 @@ impl Scenario {
     }
 }
 
-/// Loads every `.toml` file named or found (non-recursively) in the given
-/// directories, sorted by path. The first bad file stops with its message.
+/// Runs `scenario` with `seed` in the simulator ([`world::run`]) and
+/// judges it as the scenario says: by its expectations, or, for
+/// `judge = "random-plan"`, by the random plans' property
+/// ([`plans::verdict`]).
+pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
+    run_staged(scenario, seed, opts, None)
+}
+
+/// [`run`], with the scenario's files linked from `staging`'s copies (a
+/// sweep's runs share them, see [`lab::content::Staging`]).
+pub fn run_staged(
+    scenario: &Scenario,
+    seed: u64,
+    opts: SimOptions,
+    staging: Option<&lab::content::Staging>,
+) -> SimRun {
+    let mut r = world::run_staged(scenario, seed, opts, staging);
+    if scenario.expect.judge == Judge::RandomPlan {
+        r.verdict = plans::verdict(scenario, &r);
+    }
+    r
+}
+
+/// The subdirectory of a scenario directory whose files are read with it:
+/// regression files (`tftplab-sim pin`), each with its seeds pinned.
+pub const REGRESSIONS: &str = "regressions";
+
+/// Loads every `.toml` file named or found in the given directories, and
+/// in a directory's `regressions/` subdirectory (no other subdirectory,
+/// no deeper), sorted by path. The first bad file stops with its message.
 pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
+    let tomls = |dir: &Path| -> Result<Vec<PathBuf>, String> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        Ok(found)
+    };
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries =
-                std::fs::read_dir(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            found.sort();
-            files.extend(found);
+            files.extend(tomls(p)?);
+            let regressions = p.join(REGRESSIONS);
+            if regressions.is_dir() {
+                files.extend(tomls(&regressions)?);
+            }
         } else {
             files.push(p.clone());
         }
@@ -85,6 +122,19 @@ pub struct RunPlan {
     pub progress: bool,
     /// Only this shard's (scenario, seed) pairs ([`shard::Shard::takes`]).
     pub shard: Option<shard::Shard>,
+    /// A scenario that pins its seeds (`seeds = [...]`) runs those instead
+    /// of `seeds`.
+    pub pinned_seeds: bool,
+}
+
+impl RunPlan {
+    /// The seeds `scenario` runs with under this plan.
+    pub fn seeds_for<'a>(&'a self, scenario: &'a Scenario) -> &'a [u64] {
+        match &scenario.seeds {
+            Some(pinned) if self.pinned_seeds => pinned,
+            _ => &self.seeds,
+        }
+    }
 }
 
 /// Runs every scenario with every seed on `plan.jobs` threads. Results come
@@ -103,7 +153,7 @@ pub fn run_many_with(
     after: &(dyn Fn(&Scenario, &mut SimRun) + Sync),
 ) -> Vec<ScenarioRuns> {
     let work: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|i| plan.seeds.iter().map(move |&s| (i, s)))
+        .flat_map(|i| plan.seeds_for(&scenarios[i]).iter().map(move |&s| (i, s)))
         .filter(|&(i, s)| plan.shard.is_none_or(|sh| sh.takes(&scenarios[i].name, s)))
         .collect();
     let next = AtomicUsize::new(0);

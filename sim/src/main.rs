@@ -27,6 +27,8 @@ use tftplab_sim::{load_scenarios, run_many_with, RunPlan, SimOptions, SimRun};
 ///   tftplab-sim run --seeds 100 --out sim-out    # files for each failing run
 ///   tftplab-sim run --seeds 1000 --shard 3/8 --report shard-3.json
 ///   tftplab-sim merge shard-*.json --junit sweep.xml
+///   tftplab-sim pin scenarios/rpi4-netboot.toml --seed 17   # keep a failure
+///   tftplab-sim plans --cases 2000 --out plan-failures       # random fault plans
 #[derive(Debug, Parser)]
 #[command(name = "tftplab-sim", version, verbatim_doc_comment)]
 struct Cli {
@@ -44,6 +46,69 @@ enum Command {
     /// once) into one table, one JUnit file and one exit status: 0 every
     /// run passed, 1 some failed, 2 the reports do not make a sweep.
     Merge(MergeArgs),
+    /// Keep one run as a regression file: run SCENARIO with --seed once
+    /// and write DIR/<name>-seed<S>.toml, the scenario's own text (comments
+    /// kept) with `name = "<name>-seed<S>"`, `seeds = [S]` and a comment on
+    /// top: the date, this command, the run's failures (or that it passed:
+    /// the file is written either way) and the replay command. Relative
+    /// `path`s of [[files]] are rewritten to work from DIR. An existing
+    /// file is kept unless --force. Exit 0 when written, whatever the run
+    /// did; 2 if nothing was written.
+    Pin(PinArgs),
+    /// Generate random fault plans (the property test's generator: faults
+    /// each way, scripted fates, an outage, one or two clients of random
+    /// profiles, sizes and options) and run each, judged by the random-plan
+    /// property. Plan I is the same for the same --seed-base on every
+    /// machine. Failing plans are written as scenario files into --out
+    /// (ready for sim/tests/property-regressions/). Exit 0 all passed, 1
+    /// some failed, 2 an error.
+    Plans(PlansArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PinArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The seed to pin.
+    #[arg(long)]
+    seed: u64,
+    /// Where to write the regression file.
+    #[arg(long, value_name = "DIR", default_value = tftplab_sim::pin::DEFAULT_DIR)]
+    to: PathBuf,
+    /// Replace an existing file of that name.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlansArgs {
+    /// How many plans: indices --first to --first + N - 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    cases: u64,
+    /// The sweep's base seed: plan I is made from (B, I) alone.
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    seed_base: u64,
+    /// The first plan's index (--first I --cases 1 makes plan I again).
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    first: u64,
+    /// Run only shard I of N: the plans a stable hash of the base seed and
+    /// the index gives it.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Write every plan's verdict as JSON here, for `tftplab-sim merge`
+    /// (its rows are named plans-<B>, and their seed is the plan's index).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write each failing plan here as a scenario file, <plan-name>.toml,
+    /// with its failure in a comment.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Parallel simulations (default: number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,12 +123,14 @@ struct MergeArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Scenario files or directories (default: scenarios/).
+    /// Scenario files or directories (default: scenarios/); a directory's
+    /// regressions/ subdirectory is read too.
     paths: Vec<PathBuf>,
-    /// Seeds per scenario (1, 2, ... N).
+    /// Seeds per scenario (1, 2, ... N); a scenario that pins its seeds
+    /// (`seeds = [...]`, as a regression file does) runs those instead.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
-    /// Run only this seed (replays a failure).
+    /// Run only this seed (replays a failure), pinned seeds or not.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
     /// Run everything twice and fail if any trace differs.
@@ -154,6 +221,8 @@ fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Merge(args) => merge(args),
+        Command::Pin(args) => pin(args),
+        Command::Plans(args) => plans(args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -176,9 +245,27 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Some(s) => vec![s],
         None => (1..=args.seeds).collect(),
     };
+    let plan = RunPlan {
+        seeds: seeds.clone(),
+        check_determinism: args.check_determinism,
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        options: SimOptions {
+            tick: std::time::Duration::from_millis(
+                args.tick_ms.first().copied().unwrap_or(1).max(1),
+            ),
+            skip_idle: !args.no_skip,
+            // Only a pcap needs the bytes.
+            keep_datagrams: args.out.is_some() || args.pcap.is_some(),
+        },
+        progress: !args.quiet,
+        shard: args.shard,
+        pinned_seeds: args.seed.is_none(),
+    };
     let one_run_outputs = [&args.trace, &args.json, &args.mermaid, &args.pcap];
     if !args.bench && one_run_outputs.iter().any(|o| o.is_some()) {
-        let runs = scenarios.len() * seeds.len();
+        let runs: usize = scenarios.iter().map(|s| plan.seeds_for(s).len()).sum();
         if runs != 1 {
             return Err(format!(
                 "--trace, --json, --mermaid and --pcap write one run, and this is {runs}: name one scenario file and one --seed (a failure line prints that command), or use --out DIR"
@@ -215,23 +302,6 @@ fn run(args: RunArgs) -> Result<bool, String> {
         );
         return Ok(true);
     }
-    let plan = RunPlan {
-        seeds,
-        check_determinism: args.check_determinism,
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        options: SimOptions {
-            tick: std::time::Duration::from_millis(
-                args.tick_ms.first().copied().unwrap_or(1).max(1),
-            ),
-            skip_idle: !args.no_skip,
-            // Only a pcap needs the bytes.
-            keep_datagrams: args.out.is_some() || args.pcap.is_some(),
-        },
-        progress: !args.quiet,
-        shard: args.shard,
-    };
     // Each run's files are written as it ends, on its thread, and its
     // datagrams dropped then unless --pcap wants them after the sweep.
     let written: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::default();
@@ -282,11 +352,10 @@ fn run(args: RunArgs) -> Result<bool, String> {
             for f in r.failures() {
                 println!("  {}{}", f.text, placement(&f, &trace_file));
             }
-            println!(
-                "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {replay_trace}",
-                sr.scenario.path.display(),
-                r.seed,
-            );
+            let path = sr.scenario.path.display().to_string();
+            for c in shard::failure_commands(&path, r.seed, &replay_trace) {
+                println!("  {c}");
+            }
         }
         for d in &sr.nondeterministic {
             ok = false;
@@ -344,14 +413,227 @@ fn merge(args: MergeArgs) -> Result<bool, String> {
         for f in &r.failures {
             println!("  {f}");
         }
-        println!(
-            "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
-            r.path, r.seed, r.scenario, r.seed
-        );
+        for c in r.commands() {
+            println!("  {c}");
+        }
     }
     if let Some(p) = &args.junit {
         std::fs::write(p, shard::junit(&rows))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(rows.iter().all(|r| r.passed))
+}
+
+fn pin(args: PinArgs) -> Result<bool, String> {
+    use tftplab_sim::pin::{pinned, pinned_name, DEFAULT_DIR};
+    use tftplab_sim::report::today;
+    let scenario = Scenario::load(&args.scenario).map_err(|e| e.to_string())?;
+    let target = args
+        .to
+        .join(format!("{}.toml", pinned_name(&scenario, args.seed)));
+    if target.exists() && !args.force {
+        return Err(format!(
+            "{} exists: pass --force to replace it",
+            target.display()
+        ));
+    }
+    std::fs::create_dir_all(&args.to)
+        .map_err(|e| format!("cannot create {}: {e}", args.to.display()))?;
+    let mut command = format!(
+        "tftplab-sim pin {} --seed {}",
+        args.scenario.display(),
+        args.seed
+    );
+    if args.to != Path::new(DEFAULT_DIR) {
+        command.push_str(&format!(" --to {}", args.to.display()));
+    }
+    let run = tftplab_sim::run(&scenario, args.seed, SimOptions::default());
+    let file = pinned(&scenario, args.seed, &run, &args.to, &command, &today())?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if args.force {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    let write = open.open(&file.path).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(file.text.as_bytes())
+    });
+    write.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            format!("{} exists: pass --force to replace it", file.path.display())
+        }
+        _ => format!("cannot write {}: {e}", file.path.display()),
+    })?;
+    if run.passed() {
+        println!("{} seed {}: passed", scenario.name, args.seed);
+    } else {
+        println!("FAILED {} seed {}:", scenario.name, args.seed);
+        for f in run.failures() {
+            println!("  {}", f.text);
+        }
+    }
+    println!("pinned: {}", file.path.display());
+    println!(
+        "  replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}-{}.trace",
+        file.path.display(),
+        args.seed,
+        file.name,
+        args.seed
+    );
+    Ok(true)
+}
+
+/// One plan of a `plans` sweep, as it ended.
+struct PlanOutcome {
+    index: u64,
+    row: RunRow,
+    /// The plan's scenario file, if --out asked for failing ones.
+    written: Option<Result<PathBuf, String>>,
+}
+
+fn plans(args: PlansArgs) -> Result<bool, String> {
+    use tftplab_sim::plans;
+    let last = args
+        .first
+        .checked_add(args.cases)
+        .ok_or("--first + --cases is past the last index")?;
+    let sweep = format!("plans-{}", args.seed_base);
+    let indices: Vec<u64> = (args.first..last)
+        .filter(|&i| args.shard.is_none_or(|s| s.takes(&sweep, i)))
+        .collect();
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let regenerate = |i: u64| {
+        format!(
+            "tftplab-sim plans --seed-base {} --first {i} --cases 1",
+            args.seed_base
+        )
+    };
+    let one = |i: u64| -> Result<PlanOutcome, String> {
+        let case = plans::generate(args.seed_base, i)?;
+        let scenario = plans::scenario(&case);
+        let run = tftplab_sim::run(&scenario, case.seed, SimOptions::default());
+        let mut row = RunRow::of(&scenario, &run);
+        row.scenario.clone_from(&sweep);
+        row.seed = i;
+        row.path = String::new();
+        let mut written = None;
+        if !run.passed() {
+            row.commands.push(format!(
+                "make it again: cargo run -p tftplab-sim --release -- {} --out DIR",
+                regenerate(i)
+            ));
+            if let Some(dir) = &args.out {
+                let path = dir.join(format!("{}.toml", scenario.name));
+                let failure = plans::check(&scenario, &run).err().unwrap_or_default();
+                let found_by = format!(
+                    "{} (plan {i} of seed base {})",
+                    regenerate(i),
+                    args.seed_base
+                );
+                let result = plans::regression_file(&scenario, &path, &found_by, &failure)
+                    .and_then(|text| {
+                        std::fs::write(&path, text)
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                    })
+                    .map(|()| path.clone());
+                if result.is_ok() {
+                    row.path = path.display().to_string();
+                    row.commands.push(format!(
+                        "replay: cargo run -p tftplab-sim --release -- run {} --seed {} --trace {}.trace",
+                        path.display(),
+                        case.seed,
+                        scenario.name
+                    ));
+                }
+                written = Some(result);
+            }
+        }
+        Ok(PlanOutcome {
+            index: i,
+            row,
+            written,
+        })
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<PlanOutcome, String>>>> =
+        indices.iter().map(|_| Mutex::new(None)).collect();
+    let bar = tftplab_sim::report::progress_bar(!args.quiet, indices.len() as u64);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = indices.get(k) else { break };
+                let outcome = one(i);
+                if let Ok(mut slot) = slots[k].lock() {
+                    *slot = Some(outcome);
+                }
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            });
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let wall = started.elapsed();
+    let mut outcomes = Vec::new();
+    for slot in slots {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(o)) => outcomes.push(o),
+            Some(Err(e)) => return Err(e),
+            None => return Err("a plan's thread stopped without a result".into()),
+        }
+    }
+    let passed = outcomes.iter().filter(|o| o.row.passed).count();
+    let simulated: f64 = outcomes.iter().map(|o| o.row.simulated_s).sum();
+    for o in outcomes.iter().filter(|o| !o.row.passed) {
+        println!("\nFAILED plan {} of seed base {}:", o.index, args.seed_base);
+        for f in &o.row.failures {
+            println!("  {f}");
+        }
+        match &o.written {
+            Some(Ok(path)) => println!("  written: {}", path.display()),
+            Some(Err(e)) => println!("  not written: {e}"),
+            None => {}
+        }
+        for c in &o.row.commands {
+            println!("  {c}");
+        }
+    }
+    let shard = args
+        .shard
+        .map_or(String::new(), |s| format!(" (shard {s})"));
+    println!(
+        "\n{} plans{shard}, {passed} passed, {} failed in {:.1}s wall ({simulated:.0} simulated seconds, {:.0} per wall second)",
+        outcomes.len(),
+        outcomes.len() - passed,
+        wall.as_secs_f64(),
+        simulated / wall.as_secs_f64().max(1e-9)
+    );
+    if let Some(p) = &args.report {
+        let report = Report {
+            shard: args.shard.map(|s| s.to_string()),
+            runs: outcomes.iter().map(|o| o.row.clone()).collect(),
+        };
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(e) = outcomes
+        .iter()
+        .find_map(|o| o.written.as_ref().and_then(|w| w.as_ref().err()))
+    {
+        return Err(e.clone());
+    }
+    Ok(passed == outcomes.len())
 }

@@ -78,9 +78,34 @@ pub struct RunRow {
     pub datagrams: u64,
     /// FNV-1a of the run's rendered trace, in hex.
     pub trace_fnv64: String,
+    /// What `merge` prints under a failure, if not the usual replay and
+    /// pin commands of `path` and `seed` (a `plans` sweep's rows, whose
+    /// seed is the plan's index, say how to make the plan again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+}
+
+/// The commands printed under a failure of `path` with `seed`: the replay
+/// with a trace of the run, and the `pin` that keeps it as a regression
+/// file.
+pub fn failure_commands(path: &str, seed: u64, trace: &str) -> Vec<String> {
+    vec![
+        format!("replay: cargo run -p tftplab-sim --release -- run {path} --seed {seed} --trace {trace}"),
+        format!("pin:    cargo run -p tftplab-sim --release -- pin {path} --seed {seed}"),
+    ]
 }
 
 impl RunRow {
+    /// What `merge` prints under this row's failure.
+    pub fn commands(&self) -> Vec<String> {
+        if self.commands.is_empty() {
+            let trace = format!("{}-{}.trace", self.scenario, self.seed);
+            failure_commands(&self.path, self.seed, &trace)
+        } else {
+            self.commands.clone()
+        }
+    }
+
     pub fn of(scenario: &Scenario, run: &SimRun) -> RunRow {
         let mut failures = run.verdict.failures.clone();
         failures.extend(run.sim_error.clone());
@@ -99,6 +124,7 @@ impl RunRow {
                     .and_then(|l| l.trace_fnv64)
                     .unwrap_or_else(|| fnv64(render_text(&run.trace).as_bytes()))
             ),
+            commands: Vec::new(),
         }
     }
 }

@@ -507,3 +507,344 @@ fn the_union_of_the_shards_is_the_unsharded_run() {
     let out = sim_merge(&[files[0], files[0], files[1], files[2]]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `tftplab-sim ARGS...` from the repository root.
+fn sim_raw(args: &[&str]) -> Output {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Command::new(env!("CARGO_BIN_EXE_tftplab-sim"))
+        .current_dir(repo)
+        .args(args)
+        .output()
+        .expect("run tftplab-sim")
+}
+
+fn utf8(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A copy of scenarios/legacy-client.toml that fails every run (a packet
+/// bound of 0), with a comment of its own and a file read from a path
+/// beside it, in `dir/scen/`.
+fn failing_copy(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(repo.join("scenarios/legacy-client.toml")).expect("copy");
+    let text = text.replace(
+        "max_packet_ratio = 1.2",
+        "max_packet_ratio = 0.0   # impossible: every run fails",
+    );
+    let text = format!(
+        "# A comment the pinned file keeps.\n{text}\n[[files]]\nname = \"boot.bin\"\npath = \"img/boot.bin\"\n"
+    );
+    let scen = dir.join("scen");
+    std::fs::create_dir_all(scen.join("img")).expect("dirs");
+    std::fs::write(scen.join("img/boot.bin"), b"a file read from a path").expect("file");
+    let path = scen.join("legacy-client.toml");
+    std::fs::write(&path, text).expect("written");
+    path
+}
+
+/// The failure lines under a FAILED header of `run` or `pin` output.
+fn failure_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("FAILED "))
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.trim_start().starts_with("replay:"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn pin_keeps_a_failing_run_as_a_regression_file_that_replays_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = failing_copy(dir.path());
+    let to = dir.path().join("regressions");
+    let pin = sim_raw(&["pin", utf8(&original), "--seed", "3", "--to", utf8(&to)]);
+    let text = stdout(&pin);
+    assert_eq!(
+        pin.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&pin.stderr)
+    );
+    let file = to.join("legacy-client-seed3.toml");
+    assert!(
+        text.contains(&format!("pinned: {}", file.display())),
+        "{text}"
+    );
+    assert!(text.starts_with("FAILED legacy-client seed 3:"), "{text}");
+    let pinned = std::fs::read_to_string(&file).expect("the regression file");
+    // The comment on top: what, when, how, the failure, the replay.
+    assert!(
+        pinned.starts_with(&format!(
+            "# Regression file: scenario \"legacy-client\" ({}) with seed 3 pinned,\n# made on ",
+            original.display()
+        )),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains(&format!(
+            "#   tftplab-sim pin {} --seed 3 --to {}\n",
+            original.display(),
+            to.display()
+        )),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains("# When pinned, the run failed:\n#   "),
+        "{pinned}"
+    );
+    let failure = pinned
+        .lines()
+        .find(|l| l.contains("datagrams sent; the bound is 10 "))
+        .expect("the failure in the comment");
+    assert!(
+        failure.contains("(at ") && failure.contains(", trace line 11)"),
+        "{failure}"
+    );
+    assert!(
+        pinned.contains(&format!(
+            "# Replay: cargo run -p tftplab-sim --release -- run {} --seed 3 --trace legacy-client-seed3-3.trace\n",
+            file.display()
+        )),
+        "{pinned}"
+    );
+    // The original's text, comments kept, with the name and seed set and
+    // the path made to work from the new directory.
+    assert!(
+        pinned.contains("# A comment the pinned file keeps.\n"),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains("max_packet_ratio = 0.0   # impossible: every run fails\n"),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains("name = \"legacy-client-seed3\"\nseeds = [3]\ndescription = "),
+        "{pinned}"
+    );
+    assert!(
+        pinned.contains("path = \"../scen/img/boot.bin\"\n"),
+        "{pinned}"
+    );
+    let loaded = tftplab_sim::lab::Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.seeds, Some(vec![3]));
+    assert_eq!(loaded.name, "legacy-client-seed3");
+
+    // `run` on it runs its pinned seed only, and fails the same way.
+    let replay = sim_raw(&["run", "--quiet", utf8(&file), "--seeds", "5"]);
+    let replayed = stdout(&replay);
+    assert_eq!(replay.status.code(), Some(1), "{replayed}");
+    assert!(
+        replayed.contains("1 runs, 0 passed, 1 failed"),
+        "{replayed}"
+    );
+    assert!(
+        replayed.contains("FAILED legacy-client-seed3 seed 3:"),
+        "{replayed}"
+    );
+    let strip = |lines: Vec<String>| -> Vec<String> {
+        // The trace file each names differs; the failures do not.
+        lines
+            .into_iter()
+            .map(|l| l.split(" [at ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let first = strip(failure_lines(&text));
+    assert!(!first.is_empty(), "{text}");
+    assert_eq!(strip(failure_lines(&replayed)), first);
+    // Its failure line says how to pin it (as every failure line does).
+    assert!(
+        replayed.contains(&format!(
+            "  pin:    cargo run -p tftplab-sim --release -- pin {} --seed 3\n",
+            file.display()
+        )),
+        "{replayed}"
+    );
+
+    // An existing file is kept, unless --force.
+    let again = sim_raw(&["pin", utf8(&original), "--seed", "3", "--to", utf8(&to)]);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr).trim(),
+        format!(
+            "tftplab-sim: {} exists: pass --force to replace it",
+            file.display()
+        )
+    );
+    assert!(stdout(&again).is_empty(), "refused before running");
+    assert_eq!(std::fs::read_to_string(&file).expect("kept"), pinned);
+    let forced = sim_raw(&[
+        "pin",
+        utf8(&original),
+        "--seed",
+        "3",
+        "--to",
+        utf8(&to),
+        "--force",
+    ]);
+    assert_eq!(forced.status.code(), Some(0), "{}", stdout(&forced));
+}
+
+#[test]
+fn pin_writes_a_passing_run_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin = sim_raw(&[
+        "pin",
+        "scenarios/lost-oack.toml",
+        "--seed",
+        "2",
+        "--to",
+        utf8(dir.path()),
+    ]);
+    assert_eq!(pin.status.code(), Some(0), "{}", stdout(&pin));
+    assert!(
+        stdout(&pin).starts_with("lost-oack seed 2: passed\n"),
+        "{}",
+        stdout(&pin)
+    );
+    let file = dir.path().join("lost-oack-seed2.toml");
+    let text = std::fs::read_to_string(&file).expect("written");
+    assert!(
+        text.contains("# When pinned, the run passed: this file keeps it passing.\n"),
+        "{text}"
+    );
+    // Pinned again, it keeps its name.
+    let again = sim_raw(&[
+        "pin",
+        utf8(&file),
+        "--seed",
+        "2",
+        "--to",
+        utf8(dir.path()),
+        "--force",
+    ]);
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+    let s = tftplab_sim::lab::Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.name, "lost-oack-seed2");
+    // A bad scenario is one line and exit 2.
+    let bad = dir.path().join("bad.toml");
+    let legacy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/legacy-client.toml"),
+    )
+    .expect("scenario");
+    std::fs::write(&bad, format!("seeds = []\n{legacy}")).expect("bad");
+    let out = sim_raw(&["pin", utf8(&bad), "--seed", "1", "--to", utf8(dir.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("tftplab-sim: {}:1: seeds = []", bad.display())),
+        "{err}"
+    );
+}
+
+/// A scenario that pins its seeds runs those instead of --seeds; --seed S
+/// runs S; --shard splits the pinned pairs like any other.
+#[test]
+fn pinned_seeds_replace_the_seed_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pinned.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/legacy-client.toml"),
+    )
+    .expect("scenario")
+    .replace(
+        "name = \"legacy-client\"",
+        "name = \"pinned\"\nseeds = [4, 9, 11]",
+    );
+    std::fs::write(&path, text).expect("written");
+    let report = dir.path().join("r.json");
+    let out = sim(&[utf8(&path), "--seeds", "2", "--report", utf8(&report)]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let seeds: Vec<u64> = rows(&report).iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [4, 9, 11]);
+    let out = sim(&[utf8(&path), "--seed", "2", "--report", utf8(&report)]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let seeds: Vec<u64> = rows(&report).iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [2]);
+    let mut union = Vec::new();
+    for i in 1..=2 {
+        let shard = format!("{i}/2");
+        let out = sim(&[utf8(&path), "--shard", &shard, "--report", utf8(&report)]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        union.extend(rows(&report).iter().map(|r| r.seed));
+    }
+    union.sort_unstable();
+    assert_eq!(union, [4, 9, 11]);
+}
+
+/// `plans` makes plan I of base seed B the same way every time: the same
+/// verdicts and traces twice, the same plan alone (--first I --cases 1) as
+/// in a sweep, and shards that merge into the sweep.
+#[test]
+fn plans_are_deterministic_and_shard_like_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n);
+    let plans = |extra: &[&str], report: &Path| {
+        let mut args = vec![
+            "plans",
+            "--quiet",
+            "--seed-base",
+            "11",
+            "--report",
+            utf8(report),
+        ];
+        args.extend_from_slice(extra);
+        let out = sim_raw(&args);
+        assert!(
+            out.status.code().is_some_and(|c| c < 2),
+            "{}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, rows(report))
+    };
+    let (out, first) = plans(&["--cases", "6"], &d("a.json"));
+    let text = stdout(&out);
+    assert!(text.contains("\n6 plans, "), "{text}");
+    assert!(text.contains(" simulated seconds, "), "{text}");
+    let (_, second) = plans(&["--cases", "6"], &d("b.json"));
+    assert_eq!(first, second, "the same verdicts and trace digests");
+    assert_eq!(
+        first.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    assert!(first.iter().all(|r| r.scenario == "plans-11"));
+    let (_, alone) = plans(&["--first", "4", "--cases", "1"], &d("c.json"));
+    assert_eq!(alone, first[4..5]);
+    let mut shards = Vec::new();
+    for i in 1..=2 {
+        let report = d(&format!("s{i}.json"));
+        let shard = format!("{i}/2");
+        plans(&["--cases", "6", "--shard", &shard], &report);
+        shards.push(report);
+    }
+    let merged = sim_merge(&[utf8(&shards[0]), utf8(&shards[1])]);
+    assert!(stdout(&merged).contains("6 runs, "), "{}", stdout(&merged));
+}
+
+/// `merge` prints under each failure the commands `run` does: the replay
+/// with a trace and the pin.
+#[test]
+fn merge_prints_the_pin_command_of_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = failing(dir.path());
+    let report = dir.path().join("r.json");
+    let run = sim(&[utf8(&bad), "--seed", "2", "--report", utf8(&report)]);
+    assert_eq!(run.status.code(), Some(1));
+    let merged = sim_merge(&[utf8(&report)]);
+    let text = stdout(&merged);
+    assert_eq!(merged.status.code(), Some(1), "{text}");
+    for line in [
+        format!(
+            "  replay: cargo run -p tftplab-sim --release -- run {} --seed 2 --trace served-not-missing-2.trace\n",
+            bad.display()
+        ),
+        format!(
+            "  pin:    cargo run -p tftplab-sim --release -- pin {} --seed 2\n",
+            bad.display()
+        ),
+    ] {
+        assert!(text.contains(&line), "{line}\n{text}");
+        assert!(stdout(&run).contains(&line), "{line}\n{}", stdout(&run));
+    }
+}

@@ -181,6 +181,10 @@ fn every_value_of_a_closed_set_is_documented() {
             "### `[[faults.script]]`",
             accepted(&format!("{BASE}{script}direction = \"{PROBE}\"\n")),
         ),
+        (
+            "## `[expect]`",
+            accepted(&format!("{BASE}[expect]\njudge = \"{PROBE}\"\n")),
+        ),
     ];
     // The profile names are the loader's own message, not serde's.
     let message = load_error(&BASE.replace("\"legacy\"", &format!("\"{PROBE}\"")));

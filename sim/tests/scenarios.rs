@@ -1,4 +1,5 @@
-//! Every scenario in `scenarios/` under a fixed set of seeds, the
+//! Every scenario in `scenarios/` under a fixed set of seeds, every
+//! regression file in `scenarios/regressions/` with its pinned seeds, the
 //! determinism check, and golden traces of a few scenario+seed pairs.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,14 @@ use tftplab_sim::{run, SimOptions};
 const SEEDS: [u64; 2] = [1, 2];
 
 fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
+}
+
+fn regression_files() -> Vec<PathBuf> {
+    toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/regressions"))
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -46,6 +54,57 @@ fn every_scenario_passes_for_the_fixed_seeds() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Regression files (`tftplab-sim pin`) run with the seeds they pin, as
+/// the main job runs them.
+#[test]
+fn every_regression_file_passes_with_its_pinned_seeds() {
+    let files = regression_files();
+    assert!(!files.is_empty(), "scenarios/regressions/ has no files");
+    let mut failures = Vec::new();
+    for path in files {
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let seeds = scenario
+            .seeds
+            .clone()
+            .unwrap_or_else(|| panic!("{}: a regression file pins its seeds", path.display()));
+        for seed in seeds {
+            let r = run(&scenario, seed, SimOptions::default());
+            if !r.passed() {
+                failures.push(format!(
+                    "{} seed {seed}: {:?} {:?}\n  replay: cargo run -p tftplab-sim --release -- run {} --seed {seed} --trace t.trace",
+                    scenario.name,
+                    r.sim_error,
+                    r.verdict.failures,
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The main job reads `scenarios/` and its `regressions/`, and no other
+/// subdirectory (`examples/` is the reference's walk-through).
+#[test]
+fn the_main_job_reads_the_regressions_but_not_the_examples() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let loaded = tftplab_sim::load_scenarios(&[dir]).expect("loads");
+    let paths: Vec<String> = loaded
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
+    assert_eq!(
+        loaded.len(),
+        scenario_files().len() + regression_files().len(),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.contains("/regressions/")),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("/examples/")), "{paths:?}");
 }
 
 #[test]
@@ -309,5 +368,31 @@ fn an_action_failure_says_when_the_action_ended() {
         line.contains("client rpi4 action 1:")
             && line.ends_with(&format!("(ended at {ended:.3}s)")),
         "{line}"
+    );
+}
+
+/// The first regression file keeps a seed for what it shows: U-Boot's
+/// only final ACK lost, the server resending its last block until it gives
+/// up unconfirmed, and the run passing. If the seed stops showing it, the
+/// file no longer tests it: pin another seed.
+#[test]
+fn the_pinned_lost_final_ack_still_happens() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/regressions/uboot-kernel-lockstep-seed37.toml");
+    let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scenario.seeds, Some(vec![37]));
+    let r = run(&scenario, 37, SimOptions::default());
+    assert!(r.passed(), "{:?}", r.verdict.failures);
+    assert_eq!(r.record.server_unconfirmed, 1, "{:?}", r.record);
+    let last_ack = r
+        .trace
+        .iter()
+        .rev()
+        .find(|e| e.from == "uboot" && e.packet.starts_with("ACK #"))
+        .expect("an ACK");
+    assert!(
+        matches!(last_ack.fate, TraceFate::Dropped { .. }),
+        "{}",
+        render_text(&r.trace)
     );
 }

@@ -100,7 +100,8 @@ impl Verdict {
             .map(|(i, f)| (f.as_str(), self.moments.get(i).copied().flatten()))
     }
 
-    fn fail(&mut self, failure: String, at: Option<Moment>) {
+    /// Adds a failure, with when it happened if known.
+    pub fn fail(&mut self, failure: String, at: Option<Moment>) {
         self.failures.push(failure);
         self.moments.push(at);
     }
@@ -113,7 +114,8 @@ pub fn served_bytes(scenario: &Scenario, name: &str) -> Option<Arc<[u8]>> {
     file_bytes(scenario, resolve(&scenario.files, name)?)
 }
 
-fn blksize_of(spec: &ClientSpec) -> u64 {
+/// The block size a client's transfers use: its profile's, or its option.
+pub fn blksize_of(spec: &ClientSpec) -> u64 {
     let o = spec.options;
     match spec.profile {
         Profile::Rpi4Bootloader => 1024,
@@ -238,6 +240,17 @@ pub fn judge_timed(
             ),
             Some(Moment::Datagram(allowed)),
         );
+    }
+    if let Some(most) = scenario.expect.max_packets {
+        if record.datagrams > most {
+            v.fail(
+                format!(
+                    "{} datagrams sent; the bound is max_packets = {most}",
+                    record.datagrams
+                ),
+                Some(Moment::Datagram(most)),
+            );
+        }
     }
     v
 }

@@ -28,6 +28,10 @@ pub struct Scenario {
     pub faults: FaultPlan,
     pub events: Vec<TimedEvent>,
     pub expect: Expectations,
+    /// The seeds it runs with when a run names none (`seeds = [17, 42]`):
+    /// a regression file pins the seed that found its failure. `None`:
+    /// whatever seeds the runner picks.
+    pub seeds: Option<Vec<u64>>,
     /// The text it was parsed from, kept so [`Scenario::set_board_ids`]
     /// can expand `{serial}` and `{mac}` again for a real board; `None`
     /// for a scenario built in code.
@@ -269,6 +273,14 @@ pub struct Expectations {
     /// let the server finish too (its final ACK arrived).
     #[serde(default)]
     pub server_timeouts: u64,
+    /// Datagrams on the wire may be at most this many, whatever the
+    /// transfers need (a bound computed for the plan, as a generated plan
+    /// has one).
+    #[serde(default)]
+    pub max_packets: Option<u64>,
+    /// How the run is judged.
+    #[serde(default)]
+    pub judge: Judge,
 }
 
 impl Default for Expectations {
@@ -278,6 +290,33 @@ impl Default for Expectations {
             max_packet_ratio: defaults::max_packet_ratio(),
             server_idle: true,
             server_timeouts: 0,
+            max_packets: None,
+            judge: Judge::Scenario,
+        }
+    }
+}
+
+/// Which judge a scenario's runs get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Judge {
+    /// The scenario's expectations as written ([`crate::lab::check::judge`]).
+    #[default]
+    Scenario,
+    /// The random fault plans' property ([`crate::plans::verdict`]): the
+    /// failures the plan itself forced on a firmware are excused, the
+    /// datagram bound is `max_packets` plus what the run's own losses
+    /// cost, and a server transfer may give up only on a client whose
+    /// datagrams were lost. What `tftplab-sim plans` and the property test
+    /// write into their regression files.
+    RandomPlan,
+}
+
+impl Judge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Judge::Scenario => "scenario",
+            Judge::RandomPlan => "random-plan",
         }
     }
 }
@@ -413,6 +452,7 @@ struct RawScenario {
     events: Vec<Spanned<RawEvent>>,
     #[serde(default)]
     expect: Expectations,
+    seeds: Option<Spanned<Vec<Spanned<toml::Value>>>>,
 }
 
 #[derive(Deserialize)]
@@ -668,6 +708,19 @@ impl Scenario {
             line: faults_line(text, &m),
             message: format!("[faults]: {m}"),
         })?;
+        let seeds = raw
+            .seeds
+            .as_ref()
+            .map(|s| pinned_seeds(s).map_err(|(o, m)| err(Some(o), m)))
+            .transpose()?;
+        if raw.expect.judge == Judge::RandomPlan && raw.expect.max_packets.is_none() {
+            return Err(ScenarioError {
+                path: path.to_path_buf(),
+                line: header_line(text, "[expect]"),
+                message: "judge = \"random-plan\" needs max_packets, the plan's own datagram bound"
+                    .into(),
+            });
+        }
         Ok(Scenario {
             name: raw.name.unwrap_or(default_name),
             description: raw.description,
@@ -678,6 +731,7 @@ impl Scenario {
             faults: raw.faults,
             events,
             expect: raw.expect,
+            seeds,
             source: Some(Arc::from(text)),
         })
     }
@@ -700,6 +754,53 @@ fn faults_line(text: &str, message: &str) -> Option<usize> {
         .or_else(|| lines().find(|(_, l)| l.starts_with("[faults")))
         .or_else(|| lines().find(|(_, l)| l.starts_with("faults")))
         .map(|(i, _)| i + 1)
+}
+
+/// The line of a table's header (`[expect]`), if the text has one.
+fn header_line(text: &str, header: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(header))
+        .map(|i| i + 1)
+}
+
+/// The largest seed TOML can write as an integer; larger ones are strings.
+pub const MAX_INTEGER_SEED: u64 = i64::MAX as u64;
+
+/// `seeds = [17, 42]`: at least one, none twice. TOML's integers stop at
+/// 2^63 - 1, so a larger seed (any u64 is one) is written as a string.
+fn pinned_seeds(raw: &Spanned<Vec<Spanned<toml::Value>>>) -> Result<Vec<u64>, (usize, String)> {
+    if raw.get_ref().is_empty() {
+        return Err((
+            raw.span().start,
+            "seeds = []: pin at least one seed, or leave `seeds` out (the runner's --seeds then decide)"
+                .into(),
+        ));
+    }
+    let mut seeds = Vec::new();
+    for v in raw.get_ref() {
+        let seed = match v.get_ref() {
+            toml::Value::Integer(n) => u64::try_from(*n).ok(),
+            toml::Value::String(s) => s.parse::<u64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            (
+                v.span().start,
+                format!(
+                    "seeds: {} is not a seed: a whole number from 0 to {} (above {MAX_INTEGER_SEED}, \
+                     TOML's largest integer, in quotes: \"{}\")",
+                    v.get_ref(),
+                    u64::MAX,
+                    u64::MAX
+                ),
+            )
+        })?;
+        if seeds.contains(&seed) {
+            return Err((v.span().start, format!("seeds: {seed} is pinned twice")));
+        }
+        seeds.push(seed);
+    }
+    Ok(seeds)
 }
 
 /// 1-based line of a byte offset.
@@ -1120,6 +1221,8 @@ fn event_kind(
         _ => Err("an event needs exactly one of partition, heal, crash, restart".into()),
     }
 }
+
+mod write;
 
 #[cfg(test)]
 mod tests;

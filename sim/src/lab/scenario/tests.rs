@@ -535,3 +535,176 @@ fn a_real_board_gets_its_own_serial_and_mac() {
         "scenarios/t.toml: set_board_ids: no client named \"ghost\""
     );
 }
+
+#[test]
+fn pinned_seeds_load_and_mistakes_name_their_line() {
+    let s = parse(&format!(
+        "seeds = [17, 42, \"13135712601593035124\"]\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(s.seeds, Some(vec![17, 42, 13135712601593035124]));
+    assert_eq!(parse(MINIMAL).unwrap().seeds, None);
+    let cases = [
+        (
+            "seeds = []",
+            "scenarios/t.toml:1: seeds = []: pin at least one seed",
+        ),
+        (
+            "seeds = [3, 3]",
+            "scenarios/t.toml:1: seeds: 3 is pinned twice",
+        ),
+        (
+            "seeds = [-1]",
+            "scenarios/t.toml:1: seeds: -1 is not a seed",
+        ),
+        (
+            "seeds = [\"x\"]",
+            "scenarios/t.toml:1: seeds: \"x\" is not a seed",
+        ),
+        (
+            "seeds = [1.5]",
+            "scenarios/t.toml:1: seeds: 1.5 is not a seed",
+        ),
+    ];
+    for (line, expected) in cases {
+        let e = error(&format!("{line}\n{MINIMAL}"));
+        assert!(e.starts_with(expected), "{line}: {e}");
+    }
+    // On its own line, further down.
+    let e = error(&format!(
+        "name = \"x\"\nseeds = [\n  1,\n  1,\n]\n{MINIMAL}"
+    ));
+    assert!(
+        e.starts_with("scenarios/t.toml:4: seeds: 1 is pinned twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_absolute_packet_bound_and_the_random_plan_judge() {
+    let s = parse(&format!("{MINIMAL}[expect]\nmax_packets = 40\n")).unwrap();
+    assert_eq!(s.expect.max_packets, Some(40));
+    assert_eq!(s.expect.judge, Judge::Scenario);
+    let s = parse(&format!(
+        "{MINIMAL}[expect]\nmax_packets = 40\njudge = \"random-plan\"\n"
+    ))
+    .unwrap();
+    assert_eq!(s.expect.judge, Judge::RandomPlan);
+    let e = error(&format!("{MINIMAL}[expect]\njudge = \"random-plan\"\n"));
+    assert_eq!(
+        e,
+        "scenarios/t.toml:6: judge = \"random-plan\" needs max_packets, the plan's own datagram bound"
+    );
+    let e = error(&format!("{MINIMAL}[expect]\njudge = \"strict\"\n"));
+    assert!(
+        e.starts_with("scenarios/t.toml:7: unknown variant `strict`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_scenario_written_out_loads_back_the_same() {
+    let text = r#"
+name = "written"
+description = "every kind of key"
+seeds = [1, "18446744073709551615"]
+[server]
+write = "overwrite"
+timeout = "300ms"
+min_rto = "1s"
+max_upload = 100000
+create_dirs = true
+[[files]]
+name = "a/b.bin"
+size = 100
+seed = 3
+[[files]]
+name = "inline.txt"
+content = "hi\n\"quoted\"\n"
+[[files]]
+name = "link"
+symlink = "a/b.bin"
+[[clients]]
+name = "board"
+profile = "u-boot"
+count = 2
+options = { blksize = 1024, windowsize = 4, timeout = 2, tsize = true }
+retry_every = "1500us"
+start = "2.5ms"
+actions = [
+  { get = "link" },
+  { sleep = "1.000001s" },
+  { put = "up-{serial}", size = 9, seed = 2, expect = "intact-or-6" },
+  { put = "up2", content = "x", expect = "fails" },
+  { get = "nope", expect = 1 },
+]
+[[clients]]
+name = "pi"
+profile = "rpi4-bootloader"
+actions = [{ get = "inline.txt", probe = true }, { get = "inline.txt" }]
+[faults.client_to_server]
+loss = 0.1
+burst = { enter = 0.01, lasts = ["1ms", "5ms"], loss = 0.5 }
+copies = 2
+duplicate = 0.3
+[faults.server_to_client]
+reorder = { fraction = 0.02, delay = ["1ms", "10ms"] }
+latency = ["100us", "500us"]
+[[faults.script]]
+direction = "server_to_client"
+packet = "DATA #3 "
+nth = 2
+fate = { outage = "2s" }
+[[faults.script]]
+direction = "client_to_server"
+packet = "ACK"
+fate = { delay = "5ms" }
+[[events]]
+at = "300ms"
+partition = ["pi"]
+[[events]]
+at = "1s"
+crash = "server"
+[[events]]
+at = "2s"
+restart = "server"
+[[events]]
+at = "3s"
+heal = []
+[expect]
+within = "60s"
+max_packet_ratio = 1.5
+server_idle = false
+server_timeouts = 2
+max_packets = 1000
+"#;
+    let normal = |mut s: Scenario| {
+        s.path = PathBuf::new();
+        s.source = None;
+        for c in &mut s.clients {
+            for a in &mut c.actions {
+                a.line = 0;
+            }
+        }
+        format!("{s:?}")
+    };
+    let s = parse(text).unwrap();
+    let written = s.to_toml().unwrap();
+    let back = parse(&written).unwrap_or_else(|e| panic!("{e}\n{written}"));
+    assert_eq!(normal(back), normal(s), "{written}");
+}
+
+#[test]
+fn durations_are_written_exactly() {
+    for d in [
+        Duration::ZERO,
+        Duration::from_secs(3),
+        Duration::from_millis(3103),
+        Duration::from_micros(250),
+        Duration::from_nanos(1_500),
+        Duration::from_nanos(7_000_000_001),
+    ] {
+        let text = write::duration(d);
+        assert_eq!(parse_duration(&text), Some(d), "{text}");
+    }
+}
