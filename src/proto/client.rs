@@ -112,6 +112,7 @@ impl<K: Sink> ClientGet<K> {
                 .committing_after_ack(),
             ack0: Ack0::Ack,
             default_rto: config.timeout,
+            dally_floor: Duration::ZERO,
         }))
     }
 }

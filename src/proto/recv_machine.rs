@@ -66,6 +66,10 @@ pub(crate) struct RecvMachine<K: Sink> {
     pub ack0: Ack0,
     /// The configured timeout, used when no `timeout` option is negotiated.
     pub default_rto: Duration,
+    /// The shortest dally after the final ACK (a server taking an upload
+    /// from a client that did not say its timer, see
+    /// [`super::server::CLASSIC_CLIENT_TIMER`]); zero for a client.
+    pub dally_floor: Duration,
 }
 
 impl<K: Sink> RecvMachine<K> {
@@ -158,7 +162,7 @@ impl<K: Sink> RecvMachine<K> {
     fn report_success(&mut self, now: Instant) {
         // Long enough for the sender to time out and resend the last block
         // at least once after losing our final ACK.
-        let until = now + 2 * self.rto();
+        let until = now + (2 * self.rto()).max(self.dally_floor);
         self.phase = RecvPhase::Dallying { until };
         let summary = Summary {
             bytes: self.window.bytes(),

@@ -40,6 +40,19 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
+/// The retransmission timer of clients that negotiate none (RFC 2349):
+/// 5 s in BSD tftp and tftp-hpa (`rexmtval`, tftp/main.c) and in U-Boot
+/// (`TIMEOUT`, net/tftp.c). A server taking an upload from such a client
+/// dallies twice this plus its own timeout after the final ACK, so that
+/// when the final ACK is lost the client's resent last block still finds
+/// the transfer and is ACKed again, twice over (RFC 1350 section 6):
+/// otherwise the upload lands whole while the client reports a timeout,
+/// and a retry in `create` mode gets ERROR 6. A 100 000-run sweep found
+/// that in 1 % of runs of a legacy client's upload at 1 % loss, when the
+/// dally was twice the server's own 1 s timeout. The transfer's slot is
+/// held while it dallies (11 s by default).
+pub const CLASSIC_CLIENT_TIMER: Duration = Duration::from_secs(5);
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -244,6 +257,12 @@ impl<K: Sink> ServerWrite<K> {
                 Ack0::Ack
             },
             default_rto: config.timeout,
+            // Twice the sender's timer, as for one that named its own (2 x
+            // the RTO): the classic one when it named none.
+            dally_floor: match negotiated.timeout {
+                Some(_) => Duration::ZERO,
+                None => 2 * CLASSIC_CLIENT_TIMER + config.timeout,
+            },
         };
         machine.settle(negotiated);
         machine.window.owe_ack();
