@@ -527,9 +527,10 @@ fn plans(args: PlansArgs) -> Result<bool, String> {
         row.path = String::new();
         let mut written = None;
         if !run.passed() {
+            let again = regenerate(i);
+            let again = again.strip_prefix("tftplab-sim ").unwrap_or(&again);
             row.commands.push(format!(
-                "make it again: cargo run -p tftplab-sim --release -- {} --out DIR",
-                regenerate(i)
+                "make it again: cargo run -p tftplab-sim --release -- {again} --out DIR"
             ));
             if let Some(dir) = &args.out {
                 let path = dir.join(format!("{}.toml", scenario.name));
