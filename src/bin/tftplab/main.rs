@@ -1,6 +1,18 @@
 //! `tftplab`: serve a directory over TFTP, fetch and send files, manage the
 //! served files. `tftplab --help` is the manual.
 
+/// `eprintln!`, but the line goes out in one `write`: Rust's stderr is
+/// unbuffered and `eprintln!` writes it piece by piece, so a server's log
+/// sharing the stream (a script, a test) could land in the middle of it.
+/// A stderr that cannot be written is ignored rather than a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 mod args;
 mod config;
 mod events;
@@ -142,7 +154,7 @@ fn json_log(cli: &Cli) -> bool {
 }
 
 fn fail(failure: Failure) -> ExitCode {
-    eprintln!("tftplab: {}", failure.message);
+    say!("tftplab: {}", failure.message);
     ExitCode::from(failure.exit as u8)
 }
 
@@ -243,7 +255,7 @@ async fn run_serve(
             if a.log_format == LogFormat::Json {
                 tracing::warn!(%root, write = %policy, error = %e, "root not writable");
             } else {
-                eprintln!(
+                say!(
                     "tftplab: warning: --write {policy}, but {root} is not writable here ({e}); \
                      every upload will be refused until it is"
                 );
@@ -264,14 +276,14 @@ async fn run_serve(
     if a.log_format == LogFormat::Json {
         tracing::info!(%root, %addr, write = %policy, options = %policy_line, "serving");
     } else {
-        eprintln!("tftplab: serving {root} on {addr} (write: {policy}); Ctrl-C to stop");
-        eprintln!("tftplab: options: {policy_line}");
+        say!("tftplab: serving {root} on {addr} (write: {policy}); Ctrl-C to stop");
+        say!("tftplab: options: {policy_line}");
     }
     for line in resolver.iter().flat_map(|r| r.describe()) {
         if a.log_format == LogFormat::Json {
             tracing::info!(rule = %line, "resolve");
         } else {
-            eprintln!("tftplab: {line}");
+            say!("tftplab: {line}");
         }
     }
     if let Some(addr) = a.metrics {
@@ -279,7 +291,7 @@ async fn run_serve(
         if a.log_format == LogFormat::Json {
             tracing::info!(%addr, "metrics");
         } else {
-            eprintln!("tftplab: metrics on http://{addr}/metrics");
+            say!("tftplab: metrics on http://{addr}/metrics");
         }
     }
     system::notify_ready(&format!("serving {root} on {addr}"));
@@ -307,19 +319,19 @@ async fn run_serve(
     if json {
         tracing::info!(running, lingering, grace_s = a.grace, "stopping");
     } else if running > 0 {
-        eprintln!(
+        say!(
             "tftplab: stopping: letting {running} running transfer(s) finish for up to {} s; \
              Ctrl-C again stops at once",
             a.grace
         );
     } else if lingering > 0 {
-        eprintln!(
+        say!(
             "tftplab: stopping: {lingering} finished transfer(s) stay a moment to re-answer a \
              lost last packet (at most {} s); Ctrl-C again stops at once",
             a.grace
         );
     } else {
-        eprintln!("tftplab: stopping");
+        say!("tftplab: stopping");
     }
     let stopping = server.stop(Duration::from_secs_f64(a.grace));
     tokio::pin!(stopping);
@@ -329,13 +341,13 @@ async fn run_serve(
             if json {
                 tracing::warn!("stopped at once; running transfers were cut off");
             } else {
-                eprintln!("tftplab: stopped at once; running transfers were cut off");
+                say!("tftplab: stopped at once; running transfers were cut off");
             }
             std::process::exit(130);
         }
     };
     if report.aborted > 0 && !json {
-        eprintln!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
+        say!("tftplab: stopped; {} transfer(s) aborted", report.aborted);
     }
     if let Some(printer) = printer {
         // The channel closes once the server and its transfers are gone;
@@ -582,7 +594,7 @@ where
                 && bytes.get() == 0 =>
         {
             if !t.quiet {
-                eprintln!(
+                say!(
                     "tftplab: {server} refused the options (ERROR 8: {message}); \
                      asking again without them"
                 );
@@ -697,7 +709,7 @@ fn report(verb: &str, name: &str, s: &Summary, quiet: bool) {
     } else {
         0.0
     };
-    eprintln!(
+    say!(
         "{verb} {name}: {} bytes in {secs:.3} s ({rate:.1} MB/s), blksize {}, window {}, {} retransmission(s)",
         s.bytes, s.negotiated.blksize, s.negotiated.windowsize, s.retransmissions
     );
