@@ -271,6 +271,46 @@ fn an_uploads_re_acks_back_off_past_the_timeout_so_a_patient_sender_can_resend()
     ));
 }
 
+/// The final ACK of an upload is lost. A client that named no timer
+/// (tftp-hpa's, U-Boot's: 5 s) resends its last DATA 5 s later, and again
+/// 5 s after that: the server is still dallying both times and re-ACKs, so
+/// the client learns the upload landed. With a dally of twice the server's
+/// own 1 s timeout it had closed, and the client reported a timeout for an
+/// upload that was whole (the 100 000-run sweep's upload failures).
+#[test]
+fn an_upload_dallies_long_enough_for_a_classic_5_s_client_to_resend_twice() {
+    let now = t0();
+    let client = addr(CLIENT);
+    let sink = crate::data::SharedSink::new();
+    let config = ServerConfig::default(); // timeout 1 s
+    let mut m = ServerWrite::new(now, client, &request(&[]), sink.clone(), &config).unwrap();
+    assert_eq!(sent(&mut m, now), vec![(client, ack(0))]);
+    m.handle_datagram(now, client, &data(1, b"last"));
+    assert_eq!(sent(&mut m, now), vec![(client, ack(1))]); // lost
+    for resend in [5, 10].map(|s| now + Duration::from_secs(s)) {
+        while let Some(d) = m.poll_timeout().filter(|&d| d <= resend) {
+            m.handle_timeout(d);
+            assert!(sent(&mut m, d).is_empty(), "nothing is owed while dallying");
+        }
+        assert!(
+            !m.is_closed(),
+            "closed before the client's resend at {resend:?}"
+        );
+        m.handle_datagram(resend, client, &data(1, b"last"));
+        assert_eq!(sent(&mut m, resend), vec![(client, ack(1))]);
+    }
+    assert!(sink.snapshot().committed);
+    assert_eq!(sink.snapshot().data, b"last");
+    // The dally ends after that: 2 x 5 s + the server's timeout.
+    while let Some(d) = m.poll_timeout() {
+        m.handle_timeout(d);
+        if m.is_closed() {
+            break;
+        }
+    }
+    assert!(m.is_closed());
+}
+
 /// The backoff past the timeout is for a transfer under way: a download's
 /// request that meets silence is resent at the timeout's pace, so a
 /// client asking a server that is not there gives up as soon as before.
