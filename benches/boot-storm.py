@@ -109,7 +109,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import (REPO, LossNamespace, Server, atftpd_argv, atftpd_path,  # noqa: E402
-                   tftpd_hpa_argv, which)
+                   dnsmasq_argv, tftpd_hpa_argv, which)
 
 SERVERS = ["tftplab", "tftpd-hpa", "atftpd", "dnsmasq"]
 PORT = 69
@@ -171,13 +171,8 @@ def server_argv(name, paths, root, boards, best, more=()):
             if best else []
         return atftpd_argv(paths[name], PORT, root, extra + more)
     if name == "dnsmasq":
-        argv = [paths[name], "--no-daemon", "--conf-file=/dev/null", "--port=0",
-                "--enable-tftp", f"--tftp-root={root}", "--listen-address=127.0.0.1",
-                "--bind-interfaces", "--user=root", "--group=root", "--pid-file",
-                "--log-facility=-"]
-        if best:
-            argv += [f"--tftp-max={4 * boards + 50}", "--quiet-tftp"]
-        return argv + more
+        extra = [f"--tftp-max={4 * boards + 50}", "--quiet-tftp"] if best else []
+        return dnsmasq_argv(paths[name], root, extra + more)
     raise ValueError(name)
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side download throughput: tftplab against tftpd-hpa and atftpd.
+"""Side-by-side download throughput: tftplab against tftpd-hpa, atftpd and dnsmasq.
 
 Run through benches/compare-peers.sh (it installs the peers and iperf3 and
-builds tftplab first). In one invocation this starts the three servers on
-loopback high ports over the same root, downloads the same file with the
+builds tftplab first). In one invocation this starts the servers on
+loopback over the same root (dnsmasq serves TFTP only on port 69, so as
+root everything runs in a network namespace of ours, below), downloads the same file with the
 same client and options from each server in turn (the server order rotates
 run by run, so drift in machine load is shared), checks the SHA-256 of every
 download, and prints per (client, options, server): median MB/s (10^6 B/s),
@@ -11,9 +12,23 @@ min-max, median server CPU seconds per run and per MiB, and the ratio of
 tftplab to the best peer server (the speed-up over it). Only ratios from one
 run mean anything on a noisy machine.
 
-A server that does not take part in a configuration (tftpd-hpa has no
-windowsize; it would silently fall back to lock-step) is left out of it.
-A missing peer is reported and skipped, never faked.
+A server that does not take part in a configuration (tftpd-hpa and dnsmasq
+have no windowsize; they would silently fall back to lock-step) is left out
+of it. A missing peer is reported and skipped, never faked.
+
+dnsmasq runs as a TFTP server only (dnsmasq --port=0 --enable-tftp
+--listen-address=127.0.0.1 --bind-interfaces; see peers.py), on port 69,
+which only a namespace of our own makes free: as root, the whole comparison
+(servers, clients, ceiling) then runs in a fresh network namespace
+tftplab-cmp-<pid> with only its lo (127.0.0.1, 127.0.0.2), no drop rule and
+lo's offloads as they come. Not root, or --no-dnsmasq, and it runs on the
+host's loopback without dnsmasq.
+
+  --baseline PATH   also measure this tftplab binary, as server "baseline"
+                    in the same rotation (say, a build of main against your
+                    change): a before/after in one run, on one machine
+                    load. It is not a peer; its row gets its own ratio to
+                    the best peer.
 
   --only SUBSTRING  keep only the configurations whose label (as printed,
                     e.g. "curl blksize 1468", "tftplab blksize 8192
@@ -91,7 +106,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import (REPO, LossNamespace, Server, atftpd_argv, atftpd_path,  # noqa: E402
-                   free_port, tftpd_hpa_argv, which)
+                   dnsmasq_argv, free_port, tftpd_hpa_argv, which)
 
 
 def udp_ceiling(iperf3, wrap, payload, secs):
@@ -202,6 +217,10 @@ def main():
                     help="length of one iperf3 measurement (default 3)")
     ap.add_argument("--loss", type=float, metavar="PCT",
                     help="run everything in a fresh netns dropping PCT %% of UDP datagrams")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="also measure this tftplab binary, as server 'baseline'")
+    ap.add_argument("--dnsmasq", action=argparse.BooleanOptionalAction, default=True,
+                    help="compare dnsmasq too (as root; default on)")
     args = ap.parse_args()
     loss = args.loss is not None
     if loss and not 0 < args.loss < 100:
@@ -214,8 +233,15 @@ def main():
 
     atftpd = atftpd_path()
     in_tftpd = which("in.tftpd")
+    dnsmasq = which("dnsmasq") if args.dnsmasq else None
     missing = [n for n, p in [("in.tftpd (tftpd-hpa)", in_tftpd), ("atftpd", atftpd)]
                if not p]
+    if args.dnsmasq and not dnsmasq:
+        missing.append("dnsmasq")
+    if dnsmasq and os.geteuid() != 0:
+        print("MISSING: root, for dnsmasq (it serves only port 69, so it runs in a "
+              "network namespace); its rows are skipped")
+        dnsmasq = None
     clients = {c: which(c) for c in ["curl", "atftp", "busybox"]}
     missing += [c for c, p in clients.items() if not p]
     for m in missing:
@@ -226,22 +252,30 @@ def main():
               "the loopback UDP ceiling is skipped")
 
     ns = None
-    if loss:
+    if loss or dnsmasq:
         tools = {t: which(t) for t in ["ip", "nft", "ethtool"]}
         absent = [t for t, p in tools.items() if not p]
-        if absent or os.geteuid() != 0:
+        if loss and (absent or os.geteuid() != 0):
             for t in absent:
                 print(f"MISSING: {t} (run .ci/install-peers.sh as root); --loss needs it")
             if os.geteuid() != 0:
                 print("MISSING: root; --loss makes a network namespace and nftables rules")
             return 2
-        ns = LossNamespace(args.loss, tools["ip"], tools["nft"], tools["ethtool"])
+        if absent:
+            print(f"MISSING: {', '.join(absent)} (run .ci/install-peers.sh as root); "
+                  "dnsmasq's rows are skipped")
+            dnsmasq = None
+        else:
+            ns = LossNamespace(args.loss or 0, tools["ip"], tools["nft"], tools["ethtool"],
+                               offload_off=loss)
     wrap = ns.wrap() if ns else []
 
     # (client, blksize, windowsize, servers taking part, runs without --only)
-    peers = [n for n, path in [("tftpd-hpa", in_tftpd), ("atftpd", atftpd)] if path]
-    every = ["tftplab"] + peers
-    windowed = ["tftplab"] + [s for s in peers if s == "atftpd"]
+    peers = [n for n, path in [("tftpd-hpa", in_tftpd), ("atftpd", atftpd),
+                               ("dnsmasq", dnsmasq)] if path]
+    ours = ["tftplab"] + (["baseline"] if args.baseline else [])
+    every = ours + peers
+    windowed = ours + [s for s in peers if s == "atftpd"]
     if loss:
         configs = [
             ("curl", 1468, 1, every, True),
@@ -265,7 +299,7 @@ def main():
         ]
         for blk in (8192, 65464):
             for win in (16, 64):
-                configs.append(("tftplab", blk, win, ["tftplab"], True))
+                configs.append(("tftplab", blk, win, ours, True))
         for blk in (8192, 65464):
             for win in (16, 64):
                 configs.append(("atftp", blk, win, windowed, False))
@@ -290,11 +324,15 @@ def main():
     failures = 0
     servers = {}
     try:
-        if ns:
+        if ns and loss:
             ns.create()
             print(f"netns {ns.name}: lo up (127.0.0.1, 127.0.0.2), UDP segmentation "
                   f"offload off, dropping {args.loss:g} % of UDP datagrams:")
             print(f"   nft (inet {ns.TABLE}, input hook): {ns.rule}")
+        elif ns:
+            ns.create()
+            print(f"netns {ns.name}: lo up (127.0.0.1, 127.0.0.2), nothing dropped "
+                  "(dnsmasq needs port 69)")
         root = work / "root"
         root.mkdir()
         os.chmod(work, 0o755)
@@ -308,6 +346,11 @@ def main():
         p = free_port()
         servers["tftplab"] = Server("tftplab", [args.tftplab, "serve", "--root", str(root),
                                                 "--bind", f"127.0.0.1:{p}"], p, wrap)
+        if args.baseline:
+            p = free_port()
+            servers["baseline"] = Server("baseline", [args.baseline, "serve", "--root",
+                                                      str(root), "--bind", f"127.0.0.1:{p}"],
+                                         p, wrap)
         if in_tftpd:
             p = free_port()
             servers["tftpd-hpa"] = Server("tftpd-hpa", tftpd_hpa_argv(in_tftpd, p, root),
@@ -315,6 +358,9 @@ def main():
         if atftpd:
             p = free_port()
             servers["atftpd"] = Server("atftpd", atftpd_argv(atftpd, p, root), p, wrap)
+        if dnsmasq:
+            servers["dnsmasq"] = Server("dnsmasq", dnsmasq_argv(dnsmasq, root, ["--quiet-tftp"]),
+                                        69, wrap)
         if not all(s.group.path for s in servers.values()):
             print("no cgroup for CPU accounting: server CPU reads /proc (misses "
                   "tftpd-hpa's per-transfer children)")
@@ -348,7 +394,7 @@ def main():
                     out.unlink(missing_ok=True)
                     argv = wrap + client_argv(client, args.tftplab, srv.port, str(out),
                                               blk, win)
-                    seen0, drop0 = ns.counters() if ns else (0, 0)
+                    seen0, drop0 = ns.counters() if loss else (0, 0)
                     cpu0 = srv.cpu()
                     t0 = time.perf_counter()
                     try:
@@ -365,7 +411,7 @@ def main():
                     key = (label, name)
                     r = results.setdefault(key, {"mbps": [], "cpu": [], "bad": 0,
                                                  "secs": [], "seen": 0, "dropped": 0})
-                    if ns:
+                    if loss:
                         seen1, drop1 = ns.counters()
                         r["seen"] += seen1 - seen0
                         r["dropped"] += drop1 - drop0
@@ -373,14 +419,14 @@ def main():
                         r["mbps"].append(size_mb / secs)
                         r["cpu"].append(cpu)
                         r["secs"].append(secs)
-                        if ns:
+                        if loss:
                             print(f"   {name}: {secs:.2f} s, nft dropped {drop1 - drop0} of "
                                   f"{seen1 - seen0} UDP datagrams", flush=True)
                     else:
                         r["bad"] += 1
                         failures += 1
                         drops = f", nft dropped {drop1 - drop0} of {seen1 - seen0}" \
-                            if ns else ""
+                            if loss else ""
                         what = "no file" if not out.exists() else \
                             "sha256 mismatch" if rc == 0 else "partial file"
                         print(f"   {name}: run {run + 1} FAILED ({rc}; {what}; "
@@ -394,13 +440,13 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    where = "over loopback"
-    if ns:
+    where = "over loopback" if not ns else f"over lo in netns {ns.name}"
+    if loss:
         where = (f"over lo in netns {ns.name}, {args.loss:g} % of UDP datagrams dropped "
                  f"at random (nft, input hook)")
     print(f"{size_text(size_bytes)} {where}, {args.runs} runs each, servers rotated; "
           "MB/s = 10^6 B/s")
-    if ns:
+    if loss:
         print(f"drop rule: {ns.rule}")
     mib = size_bytes / (1 << 20)
     lw = max([34] + [len(label_of(*c[:3])) for c in configs])
@@ -408,7 +454,7 @@ def main():
     # time of a lossy run (its own column, not under "median").
     hdr = f"{'client, options':<{lw}} {'server':<10} {'MB/s med':>8} {'MB/s min-max':>15} " \
           f"{'cpu s':>6} {'cpu ms/MiB':>10} {'vs best peer':>12}"
-    if ns:
+    if loss:
         hdr += f" {'time s':>8} {'nft dropped/seen':>22}"
     print(hdr)
     print("-" * len(hdr))
@@ -419,27 +465,27 @@ def main():
             r = results.get((label, name))
             if r and r["mbps"]:
                 med[name] = statistics.median(r["mbps"])
-        best_peer = max((v for n, v in med.items() if n != "tftplab"), default=None)
+        best_peer = max((v for n, v in med.items() if n not in ours), default=None)
         for name in names:
             r = results.get((label, name))
             if not r:
                 continue  # interrupted before this row
             drops = ""
-            if ns and r["seen"]:
+            if loss and r["seen"]:
                 pct = 100 * r["dropped"] / r["seen"]
                 drops = f" {r['dropped']:>7}/{r['seen']:<7} {pct:>5.2f}%"
             if not r["mbps"]:
                 line = f"{label:<{lw}} {name:<10} {'failed':>8}"
-                if ns:  # blank up to the dropped/seen column
+                if loss:  # blank up to the dropped/seen column
                     line += " " * (len(hdr) - len(line) - 23) + drops
                 print(line + f"  ({r['bad']} failed)")
                 continue
             cpu = statistics.median(r["cpu"])
             ratio = ""
-            if name == "tftplab" and best_peer:
-                ratio = f"{med['tftplab'] / best_peer:.2f}x"
+            if name in ours and best_peer:
+                ratio = f"{med[name] / best_peer:.2f}x"
             bad = f"  ({r['bad']} failed)" if r["bad"] else ""
-            secs = f" {statistics.median(r['secs']):>8.2f}" if ns else ""
+            secs = f" {statistics.median(r['secs']):>8.2f}" if loss else ""
             lo, hi = mbps_text(min(r["mbps"])), mbps_text(max(r["mbps"]))
             print(f"{label:<{lw}} {name:<10} {mbps_text(med[name]):>8} {lo:>7}-{hi:<7} "
                   f"{cpu:>6.2f} {1000 * cpu / mib:>10.2f} {ratio:>12}{secs}{drops}{bad}")
@@ -447,7 +493,7 @@ def main():
     if ceiling:
         print()
         print("Loopback UDP ceiling (iperf3, unpaced, one flow)")
-        over = "lo in the namespace, with the drop rule" if ns else "127.0.0.1"
+        over = "lo in the namespace, with the drop rule" if loss else "127.0.0.1"
         print(f"receiver side over {over}; "
               f"{args.ceiling_secs} s before and after the downloads; MB/s = 10^6 B/s of UDP "
               "payload;\nfile MB/s = mean x blksize / (blksize + 4), the file data that "

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Side-by-side throughput of tftplab, tftpd-hpa and atftpd on loopback, same
-# client and options, in one run (see compare-peers.py for what it prints).
+# Side-by-side throughput of tftplab, tftpd-hpa, atftpd and dnsmasq on
+# loopback, same client and options, in one run (see compare-peers.py for
+# what it prints; as root it all runs in a network namespace of its own,
+# since dnsmasq serves only port 69).
 #
 #   benches/compare-peers.sh [--size-mib 64 | --size-kib N] [--runs 5]
 #       [--only SUBSTRING ...] [--no-ceiling] [--ceiling-secs 3]
-#       [--loss PCT] [--timeout S]
+#       [--loss PCT] [--timeout S] [--baseline PATH] [--no-dnsmasq]
 #
+#   --baseline PATH         also measure another tftplab binary (a build of
+#                           main, say) in the same rotation: before/after
+#                           a change in one run
 #   --only "blksize 1468"   only the configurations whose label contains it
 #                           (repeatable)
 #   --no-ceiling            skip the loopback UDP ceiling (iperf3, unpaced,

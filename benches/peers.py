@@ -147,10 +147,13 @@ class LossNamespace:
 
     TABLE = "tftplab_cmp"
 
-    def __init__(self, pct, ip, nft, ethtool, prefix="tftplab-cmp"):
+    def __init__(self, pct, ip, nft, ethtool, prefix="tftplab-cmp", offload_off=True):
         self.name = f"{prefix}-{os.getpid()}"
         self.ip, self.nft, self.ethtool = ip, nft, ethtool
         self.pct = pct
+        # See compare-peers.py --loss: off, so the drop rule sees every
+        # datagram of a segmented send. Without a drop rule it can stay on.
+        self.offload_off = offload_off
         self.created = False
         self.rule = None
 
@@ -173,11 +176,13 @@ class LossNamespace:
         # is enough, and nothing reaches beyond lo.
         self.run([self.ip, "-n", self.name, "addr", "add", "127.0.0.2/8", "dev", "lo"])
         ns = self.wrap()
-        self.run(ns + [self.ethtool, "-K", "lo", "tx-udp-segmentation", "off"])
-        feats = self.run(ns + [self.ethtool, "-k", "lo"])
-        for line in feats.splitlines():
-            if line.strip().startswith("tx-udp-segmentation:") and "off" not in line:
-                raise RuntimeError(f"UDP segmentation offload stays on on lo: {line.strip()}")
+        if self.offload_off:
+            self.run(ns + [self.ethtool, "-K", "lo", "tx-udp-segmentation", "off"])
+            feats = self.run(ns + [self.ethtool, "-k", "lo"])
+            for line in feats.splitlines():
+                if line.strip().startswith("tx-udp-segmentation:") and "off" not in line:
+                    raise RuntimeError(
+                        f"UDP segmentation offload stays on on lo: {line.strip()}")
         if float(self.pct).is_integer():
             cond = f"numgen random mod 100 < {int(self.pct)}"
         else:
@@ -221,6 +226,15 @@ class LossNamespace:
                       file=sys.stderr)
             else:
                 self.created = False
+
+
+def dnsmasq_argv(dnsmasq, root, extra=()):
+    """dnsmasq as a TFTP server only, in the foreground on 127.0.0.1:69 as
+    root: port 0 (no DNS), no DHCP range (no DHCP), logging to stderr. Its
+    TFTP port is always 69, so it runs in a network namespace of ours."""
+    return [dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--enable-tftp",
+            f"--tftp-root={root}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--user=root", "--group=root", "--pid-file", "--log-facility=-", *extra]
 
 
 class Server:

@@ -4,13 +4,19 @@
 //!
 //! ```sh
 //! cargo build --release --bin tftplab && cargo bench --bench scale
-//! cargo bench --bench scale -- --clients 200 --mib 2
+//! cargo bench --bench scale -- --clients 200 --mib 2 --blksize 1024 --windowsize 64
 //! ```
 //!
 //! The server is the real `tftplab serve` binary (target/release/tftplab)
 //! in its own process, so its memory is its own; the clients are tasks of
 //! this process, each with its own socket, lock-step at blksize 1468 unless
-//! `--windowsize` says otherwise.
+//! `--blksize` and `--windowsize` say otherwise.
+//!
+//! Memory, from the server's `/proc/PID/status`: `idle RSS` before the
+//! downloads, `server peak` (VmHWM) during them, `KiB/xfer` the peak above
+//! idle per transfer (every transfer is live at once at the peak), and
+//! `rest RSS` two seconds after the last download (the blocking threads
+//! that open files linger for one).
 
 use std::io;
 use std::net::SocketAddr;
@@ -71,6 +77,7 @@ fn main() {
     let mut counts = vec![200usize, 1000];
     let mut mib = 2u64;
     let mut windowsize = 1u16;
+    let mut blksize = 1468u16;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().and_then(|v| v.parse().ok());
@@ -78,6 +85,7 @@ fn main() {
             "--clients" => counts = vec![value().unwrap_or(200)],
             "--mib" => mib = value().unwrap_or(2) as u64,
             "--windowsize" => windowsize = value().unwrap_or(1) as u16,
+            "--blksize" => blksize = value().unwrap_or(1468) as u16,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -99,8 +107,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    println!("blksize {blksize}, windowsize {windowsize}");
     println!(
-        "{:>7} {:>8} {:>8} {:>10} {:>8} {:>12} {:>11} {:>9}",
+        "{:>7} {:>8} {:>8} {:>10} {:>8} {:>12} {:>11} {:>9} {:>11}",
         "clients",
         "MiB each",
         "wall s",
@@ -108,7 +117,8 @@ fn main() {
         "intact",
         "server peak",
         "idle RSS",
-        "KiB/xfer"
+        "KiB/xfer",
+        "rest RSS"
     );
     for &n in &counts {
         let port = {
@@ -138,7 +148,7 @@ fn main() {
                 TokioNet,
                 ClientConfig {
                     options: OptionRequest {
-                        blksize: Some(1468),
+                        blksize: Some(blksize),
                         windowsize: Some(windowsize),
                         ..OptionRequest::default()
                     },
@@ -164,12 +174,13 @@ fn main() {
             ok
         });
         let wall = start.elapsed().as_secs_f64();
-        let (_, peak) = rss_kib(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        let (rest, peak) = rss_kib(pid);
         let _ = server.kill();
         let _ = server.wait();
         let per = peak.saturating_sub(idle) as f64 / n as f64;
         println!(
-            "{:>7} {:>8} {:>8.2} {:>10.1} {:>4}/{:<4} {:>8} KiB {:>7} KiB {:>9.1}",
+            "{:>7} {:>8} {:>8.2} {:>10.1} {:>4}/{:<4} {:>8} KiB {:>7} KiB {:>9.1} {:>7} KiB",
             n,
             mib,
             wall,
@@ -178,7 +189,8 @@ fn main() {
             n,
             peak,
             idle,
-            per
+            per,
+            rest
         );
         if intact != n {
             eprintln!(
