@@ -219,6 +219,11 @@ impl<S: Source> ServerRead<S> {
         machine.settle(negotiated);
         Ok(ServerRead(machine))
     }
+
+    /// The settings the download runs with (what the OACK grants).
+    pub fn negotiated(&self) -> Negotiated {
+        self.0.negotiated
+    }
 }
 
 delegate_transfer!(ServerRead<S: Source>);

@@ -197,6 +197,212 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     ended
 }
 
+/// [`drive`] for a transfer that is a task of its own (a server's): where
+/// the socket is a host socket, the runtime has worker threads and few
+/// transfers hold a thread already ([`ParkTurn`]), it waits on the socket
+/// from this thread ([`tokio::task::block_in_place`], [`drive_parked`])
+/// instead of through the runtime's poller. Same machine, same rules: only
+/// the waiting differs.
+pub(crate) async fn drive_own_task<T: Transfer, S: DatagramSocket>(
+    machine: &mut T,
+    socket: &S,
+    cancel: &mut watch::Receiver<Cancel>,
+    until: Until,
+    lifetime: Option<Instant>,
+    on_event: impl FnMut(Event) -> Control,
+    on_progress: impl FnMut(u64) -> Control,
+) -> Option<std::io::Error> {
+    #[cfg(target_os = "linux")]
+    if let Some(parked) = socket.parked() {
+        if let Some(_turn) = ParkTurn::take() {
+            return tokio::task::block_in_place(|| {
+                drive_parked(
+                    machine,
+                    &parked,
+                    cancel,
+                    until,
+                    lifetime,
+                    on_event,
+                    on_progress,
+                )
+            });
+        }
+    }
+    drive(
+        machine,
+        socket,
+        cancel,
+        until,
+        lifetime,
+        on_event,
+        on_progress,
+    )
+    .await
+}
+
+/// A turn at holding a thread for one transfer's waits. In lock-step a
+/// block costs a wait, a receive and a send; through the async runtime
+/// it also costs its poller's wake-up, a failed receive and the task's
+/// scheduling. At most half the cores' worth of transfers (at least one)
+/// hold a thread at once: each takes one from the runtime's blocking pool
+/// for as long as it lasts, and a busy server is better off letting its
+/// poller batch the wake-ups of many.
+#[cfg(target_os = "linux")]
+struct ParkTurn;
+
+#[cfg(target_os = "linux")]
+static PARKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(target_os = "linux")]
+impl ParkTurn {
+    fn take() -> Option<ParkTurn> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        // block_in_place needs worker threads to hand the others' tasks to.
+        let threaded =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if !threaded {
+            return None;
+        }
+        let limit = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        PARKED
+            .fetch_update(AcqRel, Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| ParkTurn)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ParkTurn {
+    fn drop(&mut self) {
+        PARKED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// [`drive_loop`] on a thread that waits on the socket itself: the same
+/// steps, with `ppoll` in place of the runtime's select. It looks at
+/// `cancel` at least every [`PARKED_LOOK`].
+#[cfg(target_os = "linux")]
+fn drive_parked<T: Transfer>(
+    machine: &mut T,
+    socket: &super::socket::Parked<'_>,
+    cancel: &mut watch::Receiver<Cancel>,
+    until: Until,
+    lifetime_at: Option<Instant>,
+    mut on_event: impl FnMut(Event) -> Control,
+    mut on_progress: impl FnMut(u64) -> Control,
+) -> Option<std::io::Error> {
+    let mut batch = Batch::new();
+    let mut rx = Vec::new();
+    let mut lifetime_live = lifetime_at.is_some();
+    let mut finished = false;
+    let mut cancel_live = true;
+    let mut aborting = false;
+    let mut recv_errors = 0u32;
+    loop {
+        let mut hook_aborted = false;
+        let mut deliver_events = |machine: &mut T, finished: &mut bool| {
+            while let Some(event) = machine.poll_event() {
+                *finished |= matches!(event, Event::Finished(_));
+                if let Control::Abort(code, message) = on_event(event) {
+                    machine.abort(code, message);
+                    hook_aborted = true;
+                }
+            }
+        };
+        deliver_events(machine, &mut finished);
+        let t = now();
+        let max = machine.max_datagram();
+        while let Some(out) = machine.poll_transmit(t, batch.room(max)) {
+            if let Some(full) = batch.push(out.dest, out.len) {
+                send_parked(socket, full);
+                batch.flushed();
+            }
+        }
+        if let Some(rest) = batch.take() {
+            send_parked(socket, rest);
+            batch.flushed();
+        }
+        deliver_events(machine, &mut finished);
+        if hook_aborted {
+            continue;
+        }
+        if aborting || machine.is_closed() || (finished && until == Until::Finished) {
+            return None;
+        }
+        if cancel_live {
+            match cancel.has_changed() {
+                Ok(true) => {
+                    if *cancel.borrow_and_update() == Cancel::Abort {
+                        machine.abort(ErrorCode::UNDEFINED, "server shutting down");
+                        aborting = true;
+                        continue;
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => cancel_live = false,
+            }
+        }
+        let t = now();
+        if lifetime_live && lifetime_at.is_some_and(|l| l <= t) {
+            lifetime_live = false;
+            machine.abort(ErrorCode::UNDEFINED, "transfer took too long");
+            aborting = true;
+            continue;
+        }
+        let deadline = machine.poll_timeout();
+        let mut wake = t + PARKED_LOOK;
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        if let Some(l) = lifetime_at.filter(|_| lifetime_live) {
+            wake = wake.min(l);
+        }
+        rx.resize(receive_room(machine.max_datagram(), socket.coalesces()), 0);
+        match socket.recv_until(&mut rx, wake) {
+            Ok(Some((len, from, segment))) => {
+                recv_errors = 0;
+                let t = now();
+                for datagram in rx[..len].chunks(segment.max(1)) {
+                    machine.handle_datagram(t, from, datagram);
+                }
+                if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
+                    machine.abort(code, message);
+                }
+            }
+            Ok(None) => {
+                let t = now();
+                if deadline.is_some_and(|d| d <= t) {
+                    machine.handle_timeout(t);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && !finished => {
+                return Some(e);
+            }
+            Err(e) => {
+                recv_errors += 1;
+                tracing::debug!(error = %e, "receive failed");
+                if recv_errors > 100 {
+                    machine.abort(ErrorCode::UNDEFINED, "socket failed");
+                    aborting = true;
+                }
+            }
+        }
+    }
+}
+
+/// The longest a parked driver waits without looking at its `cancel`.
+#[cfg(target_os = "linux")]
+const PARKED_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`send`] from a parked driver.
+#[cfg(target_os = "linux")]
+fn send_parked(socket: &super::socket::Parked<'_>, out: Outgoing<'_>) {
+    if let Err(e) = socket.send_segments(out.bytes, out.segment, out.dest) {
+        tracing::debug!(dest = %out.dest, error = %e, "send failed");
+    }
+}
+
 async fn drive_loop<T: Transfer, S: DatagramSocket>(
     machine: &mut T,
     socket: &S,

@@ -24,6 +24,8 @@ pub use server::{
     serve, serve_on, Resolve, Resolved, ServerEvent, ServerHandle, ServerOptions, StatsSnapshot,
     StopReport, OPEN_WORKERS,
 };
+#[cfg(target_os = "linux")]
+pub use socket::Parked;
 pub use socket::{DatagramSocket, HostSocket, Network, TokioNet};
 
 #[cfg(test)]

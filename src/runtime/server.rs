@@ -1,7 +1,7 @@
 //! The TFTP server: a listener on the well-known address that starts one
 //! task per transfer, each on its own socket (its own TID).
 
-use super::driver::{drive, now, Cancel, Control, Until};
+use super::driver::{drive, drive_own_task, now, Cancel, Control, Until};
 use super::socket::{DatagramSocket, Network};
 use crate::data::FileSource;
 use crate::options::Direction;
@@ -658,7 +658,7 @@ impl Admitted {
         let ip = listener
             .local_addr()
             .map_or(shared.options.bind.ip(), |a| a.ip());
-        let (machine, coalesce) = match self.start(&net).await {
+        let (machine, coalesce, lock_step) = match self.start(&net).await {
             Ok(started) => started,
             Err((refusal, why)) => {
                 let name = Some(self.filename);
@@ -668,7 +668,7 @@ impl Admitted {
         };
         if shared.options.single_port {
             let socket = routes.open(listener, self.peer);
-            self.serve(machine, socket, cancel).await;
+            self.serve(machine, socket, cancel, lock_step).await;
             return;
         }
         let socket = match bind_transfer_socket(&net, &shared, ip, coalesce).await {
@@ -689,7 +689,7 @@ impl Admitted {
                 return;
             }
         };
-        self.serve(machine, socket, cancel).await;
+        self.serve(machine, socket, cancel, lock_step).await;
     }
 
     /// Runs the transfer on `socket`, its own or the listener's.
@@ -698,6 +698,7 @@ impl Admitted {
         machine: Box<dyn Transfer + Send>,
         socket: S,
         cancel: watch::Receiver<Cancel>,
+        lock_step: bool,
     ) {
         let shared = self.slot.shared.clone();
         shared.stats.started.fetch_add(1, Ordering::Relaxed);
@@ -715,17 +716,19 @@ impl Admitted {
             direction: self.direction,
             machine,
             socket,
+            lock_step,
             slot: self.slot,
         };
         task.run(cancel).await;
     }
 
-    /// Opens the file and builds the machine; `true` when its socket
-    /// should take a window of DATA per read (receive offload).
+    /// Opens the file and builds the machine; then whether its socket
+    /// should take a window of DATA per read (receive offload), and whether
+    /// it runs lock-step (windowsize 1).
     async fn start<N: Network>(
         &self,
         net: &N,
-    ) -> Result<(Box<dyn Transfer + Send>, bool), (Refusal, Option<String>)> {
+    ) -> Result<(Box<dyn Transfer + Send>, bool, bool), (Refusal, Option<String>)> {
         let shared = &self.slot.shared;
         let opened = open_file(net, shared, self.peer, self.direction, &self.filename).await?;
         let Ok(Some((_, request))) = parse_request(&self.request) else {
@@ -736,18 +739,19 @@ impl Admitted {
         let t = now();
         // Receive offload only where the machine granted windows of DATA to
         // arrive: a socket that coalesces needs a 64 KiB buffer for every read.
-        let (machine, coalesce): (Box<dyn Transfer + Send>, bool) = match opened {
+        let (machine, coalesce, lock_step): (Box<dyn Transfer + Send>, bool, bool) = match opened {
             Opened::Read(src) => {
                 let m = ServerRead::new(t, self.peer, &request, src, config)?;
-                (Box::new(m), false)
+                let lock_step = m.negotiated().windowsize == 1;
+                (Box::new(m), false, lock_step)
             }
             Opened::Write(sink) => {
                 let m = ServerWrite::new(t, self.peer, &request, sink, config)?;
                 let windowed = m.negotiated().windowsize > 1;
-                (Box::new(m), windowed)
+                (Box::new(m), windowed, !windowed)
             }
         };
-        Ok((machine, coalesce))
+        Ok((machine, coalesce, lock_step))
     }
 }
 
@@ -890,6 +894,8 @@ struct TransferTask<S: DatagramSocket> {
     direction: Direction,
     machine: Box<dyn Transfer + Send>,
     socket: S,
+    /// Windowsize 1: it may wait from a thread of its own.
+    lock_step: bool,
     slot: Slot,
 }
 
@@ -916,16 +922,32 @@ impl<S: DatagramSocket> TransferTask<S> {
             Control::Continue
         };
         let (machine, socket) = (&mut self.machine, &self.socket);
-        drive(
-            machine,
-            socket,
-            &mut cancel,
-            Until::Finished,
-            Some(lifetime),
-            on_event,
-            |_| Control::Continue,
-        )
-        .await;
+        // Its own task: in lock-step it may hold a thread while it
+        // transfers (a window already costs one wake-up for many blocks).
+        // Not while it dallies (an upload's lasts 11 s with nothing to do).
+        if self.lock_step {
+            drive_own_task(
+                machine,
+                socket,
+                &mut cancel,
+                Until::Finished,
+                Some(lifetime),
+                on_event,
+                |_| Control::Continue,
+            )
+            .await;
+        } else {
+            drive(
+                machine,
+                socket,
+                &mut cancel,
+                Until::Finished,
+                Some(lifetime),
+                on_event,
+                |_| Control::Continue,
+            )
+            .await;
+        }
         let counters = self.machine.counters();
         let result = result.unwrap_or(Err(TransferError::Local {
             code: ErrorCode::UNDEFINED,

@@ -74,6 +74,14 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// skips idle time learns here exactly when a host can next act on its
     /// own; a real network ignores it (the default).
     fn next_wake(&self, _at: Option<Instant>) {}
+
+    /// This socket for a driver that waits on it from a thread of its own
+    /// ([`Parked`]); `None` (the default) where the socket has no host
+    /// descriptor to wait on: the simulator's, a raw link.
+    #[cfg(target_os = "linux")]
+    fn parked(&self) -> Option<Parked<'_>> {
+        None
+    }
 }
 
 /// The most bytes [`DatagramSocket::send_segments`] is handed at once, and
@@ -155,10 +163,17 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// poller for nothing: in lock-step that doubled the `epoll_wait` calls per
 /// block. Sends are tried directly; the rare one that finds the send buffer
 /// full (4 MiB) waits a moment and tries again.
+///
+/// The registration waits for the first async receive: a transfer whose
+/// driver waits on the socket from a thread of its own ([`Parked`]) never
+/// registers it, so the runtime's poller is not woken by its datagrams.
 #[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub struct HostSocket {
-    fd: tokio::io::unix::AsyncFd<std::net::UdpSocket>,
+    /// Declared before `socket`, so it is dropped (and deregistered) while
+    /// the descriptor it names is still open.
+    registered: std::sync::OnceLock<io::Result<tokio::io::unix::AsyncFd<std::os::fd::RawFd>>>,
+    socket: std::net::UdpSocket,
     /// Receive offload is on: one read may hold a window of datagrams.
     gro: bool,
     /// What a read waits for: readable, and for a client socket with
@@ -170,7 +185,7 @@ pub struct HostSocket {
 #[cfg(target_os = "linux")]
 impl HostSocket {
     /// A socket bound already (handed over by systemd, say), made
-    /// non-blocking and registered with tokio; for [`super::serve_on`].
+    /// non-blocking; for [`super::serve_on`].
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         Self::new(socket, false)
@@ -185,12 +200,27 @@ impl HostSocket {
         gro: bool,
         interest: tokio::io::Interest,
     ) -> io::Result<Self> {
-        use tokio::io::unix::AsyncFd;
-        // SAFETY: the std socket owns its descriptor and keeps it open, and
-        // the same, until the AsyncFd that owns the socket is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(socket, interest) }
-            .map_err(io::Error::from)?;
-        Ok(HostSocket { fd, gro, interest })
+        Ok(HostSocket {
+            registered: std::sync::OnceLock::new(),
+            socket,
+            gro,
+            interest,
+        })
+    }
+
+    /// The socket's registration with tokio, made on first use.
+    fn registered(&self) -> io::Result<&tokio::io::unix::AsyncFd<std::os::fd::RawFd>> {
+        use std::os::fd::AsRawFd;
+        let registered = self.registered.get_or_init(|| {
+            let fd = self.socket.as_raw_fd();
+            // SAFETY: `socket` keeps the descriptor open, and the same,
+            // until after the AsyncFd is dropped (field order above).
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, self.interest) }
+                .map_err(io::Error::from)
+        });
+        registered
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
     }
 
     /// Runs a non-blocking read until it finds a datagram.
@@ -198,9 +228,10 @@ impl HostSocket {
         &self,
         mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>,
     ) -> io::Result<T> {
+        let fd = self.registered()?;
         loop {
-            let mut ready = self.fd.ready(self.interest).await?;
-            match ready.try_io(|fd| op(fd.get_ref())) {
+            let mut ready = fd.ready(self.interest).await?;
+            match ready.try_io(|_| op(&self.socket)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
@@ -215,7 +246,7 @@ impl HostSocket {
     ) -> io::Result<T> {
         let mut pause = std::time::Duration::from_micros(200);
         loop {
-            match op(self.fd.get_ref()) {
+            match op(&self.socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && pause.as_millis() < 512 => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -226,10 +257,98 @@ impl HostSocket {
     }
 }
 
+/// A host socket driven from a thread that waits on it itself, with
+/// `ppoll(2)`, rather than through the async runtime: what a server
+/// transfer's driver uses when it may hold a thread (see the driver's
+/// parked mode). In lock-step this is one wait, one receive and one send
+/// per block, the thread woken by the kernel directly.
+#[cfg(target_os = "linux")]
+pub struct Parked<'a>(&'a HostSocket);
+
+#[cfg(target_os = "linux")]
+impl Parked<'_> {
+    /// One datagram, or a window of them in one segmented send.
+    pub fn send_segments(&self, buf: &[u8], segment: usize, target: SocketAddr) -> io::Result<()> {
+        if buf.len() > segment && gso::available() {
+            match self.write(|s| gso::send(s, buf, segment, target)) {
+                Err(e) if gso::unsupported(&e) => gso::disable(),
+                other => return other,
+            }
+        }
+        for datagram in buf.chunks(segment.max(1)) {
+            self.write(|s| s.send_to(datagram, target))?;
+        }
+        Ok(())
+    }
+
+    /// Receive offload is on (see [`DatagramSocket::coalesces`]).
+    pub fn coalesces(&self) -> bool {
+        self.0.gro
+    }
+
+    /// Like [`HostSocket::write`], sleeping this thread.
+    fn write<T>(&self, mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>) -> io::Result<T> {
+        let mut pause = std::time::Duration::from_micros(200);
+        loop {
+            match op(&self.0.socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && pause.as_millis() < 512 => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until a datagram (or a window, see
+    /// [`DatagramSocket::recv_segments`]) arrives or `until` passes:
+    /// `Ok(None)` then.
+    pub fn recv_until(
+        &self,
+        buf: &mut [u8],
+        until: Instant,
+    ) -> io::Result<Option<(usize, SocketAddr, usize)>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let timeout = libc::timespec {
+                tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            };
+            let mut wait = libc::pollfd {
+                fd: self.0.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+            let ready = unsafe { libc::ppoll(&mut wait, 1, &timeout, std::ptr::null()) };
+            if ready < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if ready == 0 {
+                return Ok(None);
+            }
+            // Readable, or an error queued: the receive says which.
+            match gro::recv(&self.0.socket, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other.map(Some),
+            }
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 impl DatagramSocket for HostSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd.get_ref().local_addr()
+        self.socket.local_addr()
+    }
+
+    fn parked(&self) -> Option<Parked<'_>> {
+        Some(Parked(self))
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {

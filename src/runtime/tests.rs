@@ -307,6 +307,18 @@ async fn requests_beyond_the_cap_get_server_busy() {
 
 #[tokio::test]
 async fn stop_aborts_stalled_transfers_after_the_grace_period() {
+    stop_aborts_a_stalled_transfer().await;
+}
+
+/// The same on a runtime with worker threads, where a lock-step transfer
+/// waits from a thread of its own (the driver's parked mode) and must
+/// still hear the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_aborts_a_stalled_transfer_waiting_on_its_own_thread() {
+    stop_aborts_a_stalled_transfer().await;
+}
+
+async fn stop_aborts_a_stalled_transfer() {
     let lab = lab(|c| c.remove_created_on_close(true), fast_server()).await;
     let store = lab.server.store().clone();
     store.put_bytes("staged.bin", &pattern(9000, 0)).unwrap();
@@ -413,6 +425,54 @@ async fn ipv6_loopback_works() {
 
 /// An embedding program can spawn client transfers on a multi-thread
 /// runtime: the futures are Send.
+/// Lock-step downloads and uploads with a server on worker threads, where
+/// its transfers may wait from threads of their own, several at once so
+/// some do and some go through the runtime: every byte arrives, and a
+/// lost ACK is recovered by the parked side's timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_step_transfers_on_worker_threads_arrive_whole() {
+    let lab = lab(|c| c.write(WritePolicy::Create), fast_server()).await;
+    let store = lab.server.store().clone();
+    let addr = lab.server.local_addr();
+    let mut tasks = Vec::new();
+    for i in 0..4u8 {
+        let content = pattern(300_000 + usize::from(i), i);
+        store.put_bytes(&format!("d{i}.bin"), &content).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let options = OptionRequest {
+                blksize: Some(1024),
+                ..OptionRequest::default()
+            };
+            let dir = TempDir::new().unwrap();
+            let local = dir.path().join("d.bin");
+            let c = client(options);
+            c.get_file(addr, &format!("d{i}.bin"), &local, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&local).unwrap(), content);
+            let up = pattern(200_000, i ^ 0x55);
+            c.put_bytes(addr, &format!("u{i}.bin"), up.clone())
+                .await
+                .unwrap();
+            up
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let up = task.await.unwrap();
+        let landed = std::fs::read(store.root().join(format!("u{i}.bin"))).unwrap();
+        assert!(landed == up, "u{i}.bin differs");
+    }
+    // A lost ACK: the parked (or not) server resends DATA 1 on its timer.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"\x00\x01d0.bin\x00octet\x00", addr)
+        .await
+        .unwrap();
+    let (first, tid) = recv(&sock).await;
+    let (again, _) = recv(&sock).await; // no ACK sent: the timer's resend
+    assert_eq!(first, again);
+    sock.send_to(b"\x00\x05\x00\x00done", tid).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_futures_can_be_spawned() {
     let lab = lab(|c| c, fast_server()).await;
@@ -436,6 +496,16 @@ async fn client_futures_can_be_spawned() {
 /// slot only for `max_transfer_time`: then the server ends it with ERROR 0.
 #[tokio::test]
 async fn a_transfer_that_outlives_its_time_limit_is_aborted() {
+    outliving_its_time_limit_aborts().await;
+}
+
+/// The same from a thread of its own (see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_waiting_on_its_own_thread_is_aborted_at_its_time_limit() {
+    outliving_its_time_limit_aborts().await;
+}
+
+async fn outliving_its_time_limit_aborts() {
     let options = ServerOptions {
         max_transfer_time: Duration::from_millis(300),
         ..fast_server()
