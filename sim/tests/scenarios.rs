@@ -40,20 +40,28 @@ fn every_scenario_passes_for_the_fixed_seeds() {
     let mut failures = Vec::new();
     for path in scenario_files() {
         let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        for seed in SEEDS {
-            let r = run(&scenario, seed, SimOptions::default());
-            if !r.passed() {
-                failures.push(format!(
-                    "{} seed {seed}: {:?} {:?}\n  replay: cargo run -p tftplab-sim --release -- run {} --seed {seed} --trace t.trace",
-                    scenario.name,
-                    r.sim_error,
-                    r.verdict.failures,
-                    path.display()
-                ));
-            }
-        }
+        failures.extend(failing(&scenario, &path, SEEDS));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs `scenario` (read from `path`) with each seed; a line per failing
+/// run, with its replay command.
+fn failing(scenario: &Scenario, path: &Path, seeds: impl IntoIterator<Item = u64>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let r = run(scenario, seed, SimOptions::default());
+        if !r.passed() {
+            failures.push(format!(
+                "{} seed {seed}: {:?} {:?}\n  replay: cargo run -p tftplab-sim --release -- run {} --seed {seed} --trace t.trace",
+                scenario.name,
+                r.sim_error,
+                r.verdict.failures,
+                path.display()
+            ));
+        }
+    }
+    failures
 }
 
 /// Regression files (`tftplab-sim pin`) run with the seeds they pin, as
@@ -69,18 +77,7 @@ fn every_regression_file_passes_with_its_pinned_seeds() {
             .seeds
             .clone()
             .unwrap_or_else(|| panic!("{}: a regression file pins its seeds", path.display()));
-        for seed in seeds {
-            let r = run(&scenario, seed, SimOptions::default());
-            if !r.passed() {
-                failures.push(format!(
-                    "{} seed {seed}: {:?} {:?}\n  replay: cargo run -p tftplab-sim --release -- run {} --seed {seed} --trace t.trace",
-                    scenario.name,
-                    r.sim_error,
-                    r.verdict.failures,
-                    path.display()
-                ));
-            }
-        }
+        failures.extend(failing(&scenario, &path, seeds));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -197,13 +197,15 @@ pub(crate) async fn drive<T: Transfer, S: DatagramSocket>(
     ended
 }
 
-/// [`drive`] for a transfer that is a task of its own (a server's): where
-/// the socket is a host socket, the runtime has worker threads and few
+/// [`drive`] for a transfer that is a task of its own (a server's): if
+/// `may_park` and the socket is a host socket, the runtime has worker threads and few
 /// transfers hold a thread already ([`ParkTurn`]), it waits on the socket
 /// from this thread ([`tokio::task::block_in_place`], [`drive_parked`])
 /// instead of through the runtime's poller. Same machine, same rules: only
 /// the waiting differs.
+#[allow(clippy::too_many_arguments)] // drive's, and whether it may park
 pub(crate) async fn drive_own_task<T: Transfer, S: DatagramSocket>(
+    may_park: bool,
     machine: &mut T,
     socket: &S,
     cancel: &mut watch::Receiver<Cancel>,
@@ -213,7 +215,7 @@ pub(crate) async fn drive_own_task<T: Transfer, S: DatagramSocket>(
     on_progress: impl FnMut(u64) -> Control,
 ) -> Option<std::io::Error> {
     #[cfg(target_os = "linux")]
-    if let Some(parked) = socket.parked() {
+    if let Some(parked) = socket.parked().filter(|_| may_park) {
         if let Some(_turn) = ParkTurn::take() {
             return tokio::task::block_in_place(|| {
                 drive_parked(
@@ -300,17 +302,7 @@ fn drive_parked<T: Transfer>(
     let mut aborting = false;
     let mut recv_errors = 0u32;
     loop {
-        let mut hook_aborted = false;
-        let mut deliver_events = |machine: &mut T, finished: &mut bool| {
-            while let Some(event) = machine.poll_event() {
-                *finished |= matches!(event, Event::Finished(_));
-                if let Control::Abort(code, message) = on_event(event) {
-                    machine.abort(code, message);
-                    hook_aborted = true;
-                }
-            }
-        };
-        deliver_events(machine, &mut finished);
+        let mut hook_aborted = deliver_events(machine, &mut on_event, &mut finished);
         let t = now();
         let max = machine.max_datagram();
         while let Some(out) = machine.poll_transmit(t, batch.room(max)) {
@@ -323,7 +315,7 @@ fn drive_parked<T: Transfer>(
             send_parked(socket, rest);
             batch.flushed();
         }
-        deliver_events(machine, &mut finished);
+        hook_aborted |= deliver_events(machine, &mut on_event, &mut finished);
         if hook_aborted {
             continue;
         }
@@ -362,13 +354,7 @@ fn drive_parked<T: Transfer>(
         match socket.recv_until(&mut rx, wake) {
             Ok(Some((len, from, segment))) => {
                 recv_errors = 0;
-                let t = now();
-                for datagram in rx[..len].chunks(segment.max(1)) {
-                    machine.handle_datagram(t, from, datagram);
-                }
-                if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
-                    machine.abort(code, message);
-                }
+                take_received(machine, &rx[..len], segment, from, &mut on_progress);
             }
             Ok(None) => {
                 let t = now();
@@ -436,17 +422,7 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
         // Events before transmits: a hook that aborts on an event (UEFI's
         // tsize probe answers the OACK with ERROR 8) must do so before the
         // machine's own answer (ACK 0) goes out.
-        let mut hook_aborted = false;
-        let mut deliver_events = |machine: &mut T, finished: &mut bool| {
-            while let Some(event) = machine.poll_event() {
-                *finished |= matches!(event, Event::Finished(_));
-                if let Control::Abort(code, message) = on_event(event) {
-                    machine.abort(code, message);
-                    hook_aborted = true;
-                }
-            }
-        };
-        deliver_events(machine, &mut finished);
+        let mut hook_aborted = deliver_events(machine, &mut on_event, &mut finished);
         let t = now();
         let max = machine.max_datagram();
         while let Some(out) = machine.poll_transmit(t, batch.room(max)) {
@@ -460,7 +436,7 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
             batch.flushed();
         }
         // Sending can end a transfer too (a read error becomes an ERROR).
-        deliver_events(machine, &mut finished);
+        hook_aborted |= deliver_events(machine, &mut on_event, &mut finished);
         if hook_aborted {
             continue; // collect the outcome of the abort first
         }
@@ -487,13 +463,7 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
             received = socket.recv_segments(&mut rx) => match received {
                 Ok((len, from, segment)) => {
                     recv_errors = 0;
-                    let t = now();
-                    for datagram in rx[..len].chunks(segment.max(1)) {
-                        machine.handle_datagram(t, from, datagram);
-                    }
-                    if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
-                        machine.abort(code, message);
-                    }
+                    take_received(machine, &rx[..len], segment, from, &mut on_progress);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && !finished => {
                     return Some(e);
@@ -525,6 +495,42 @@ async fn drive_loop<T: Transfer, S: DatagramSocket>(
                 }
             }
         }
+    }
+}
+
+/// Hands the machine's events to `on_event` (noting in `finished` when it
+/// ended); true when the hook aborted the transfer.
+fn deliver_events<T: Transfer>(
+    machine: &mut T,
+    on_event: &mut impl FnMut(Event) -> Control,
+    finished: &mut bool,
+) -> bool {
+    let mut aborted = false;
+    while let Some(event) = machine.poll_event() {
+        *finished |= matches!(event, Event::Finished(_));
+        if let Control::Abort(code, message) = on_event(event) {
+            machine.abort(code, message);
+            aborted = true;
+        }
+    }
+    aborted
+}
+
+/// What one receive brought (`segment`-sized datagrams from `from`), to
+/// the machine, then the progress hook.
+fn take_received<T: Transfer>(
+    machine: &mut T,
+    received: &[u8],
+    segment: usize,
+    from: SocketAddr,
+    on_progress: &mut impl FnMut(u64) -> Control,
+) {
+    let t = now();
+    for datagram in received.chunks(segment.max(1)) {
+        machine.handle_datagram(t, from, datagram);
+    }
+    if let Control::Abort(code, message) = on_progress(machine.bytes_transferred()) {
+        machine.abort(code, message);
     }
 }
 

@@ -925,29 +925,17 @@ impl<S: DatagramSocket> TransferTask<S> {
         // Its own task: in lock-step it may hold a thread while it
         // transfers (a window already costs one wake-up for many blocks).
         // Not while it dallies (an upload's lasts 11 s with nothing to do).
-        if self.lock_step {
-            drive_own_task(
-                machine,
-                socket,
-                &mut cancel,
-                Until::Finished,
-                Some(lifetime),
-                on_event,
-                |_| Control::Continue,
-            )
-            .await;
-        } else {
-            drive(
-                machine,
-                socket,
-                &mut cancel,
-                Until::Finished,
-                Some(lifetime),
-                on_event,
-                |_| Control::Continue,
-            )
-            .await;
-        }
+        drive_own_task(
+            self.lock_step,
+            machine,
+            socket,
+            &mut cancel,
+            Until::Finished,
+            Some(lifetime),
+            on_event,
+            |_| Control::Continue,
+        )
+        .await;
         let counters = self.machine.counters();
         let result = result.unwrap_or(Err(TransferError::Local {
             code: ErrorCode::UNDEFINED,
