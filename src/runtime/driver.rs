@@ -332,7 +332,15 @@ fn drive_parked<T: Transfer>(
                     }
                 }
                 Ok(false) => {}
-                Err(_) => cancel_live = false,
+                // The server is gone without a stop (its handle dropped):
+                // its other transfers' tasks are dropped with it, and this
+                // one, which cannot be, tells its client.
+                Err(_) => {
+                    cancel_live = false;
+                    machine.abort(ErrorCode::UNDEFINED, "server shutting down");
+                    aborting = true;
+                    continue;
+                }
             }
         }
         let t = now();
