@@ -10,7 +10,7 @@
 //!   with two front-ends: the fuzz targets' bodies ([`harness::fuzz`],
 //!   replayed from their saved inputs by a plain `cargo test`) and the
 //!   proptest adversarial properties (tests only).
-//! - [`world`]: the deterministic simulator. [`world::run`] builds a turmoil
+//! - [`world`]: the deterministic simulator. [`run`] builds a turmoil
 //!   world for one scenario and seed and judges it; [`run_many`] runs a set
 //!   of scenarios over many seeds in parallel (each simulation is
 //!   single-threaded and deterministic on its own).
@@ -50,7 +50,7 @@ impl Scenario {
     }
 }
 
-/// Runs `scenario` with `seed` in the simulator ([`world::run`]) and
+/// Runs `scenario` with `seed` in the simulator ([`world::run_staged`]) and
 /// judges it as the scenario says: by its expectations, or, for
 /// `judge = "random-plan"`, by the random plans' property
 /// ([`plans::verdict`]).

@@ -24,7 +24,7 @@ use tftplab::proto::TransferError;
 use tftplab::runtime::{now, serve, DatagramSocket, Network, ServerEvent, ServerHandle};
 use tftplab::store::Store;
 
-/// turmoil's UDP as a tftplab [`Network`]. Inside [`run`] every socket it
+/// turmoil's UDP as a tftplab [`Network`]. Inside [`run_staged`] every socket it
 /// binds publishes its wake-ups in the run's [`Wakes`].
 #[derive(Clone, Default)]
 pub struct TurmoilNet {
@@ -479,13 +479,10 @@ pub struct Placed {
     pub event: Option<usize>,
 }
 
-/// Runs `scenario` with `seed` and judges it.
-pub fn run(scenario: &Scenario, seed: u64, opts: SimOptions) -> SimRun {
-    run_staged(scenario, seed, opts, None)
-}
-
-/// [`run`], with the scenario's files linked from `staging`'s copies (a
-/// sweep's runs share them) instead of written for this run alone.
+/// Runs `scenario` with `seed` and judges it by its expectations (the crate's
+/// [`crate::run`] adds the random plans' judge), with the scenario's files
+/// linked from `staging`'s copies if given (a sweep's runs share them)
+/// instead of written for this run alone.
 pub fn run_staged(
     scenario: &Scenario,
     seed: u64,
@@ -993,7 +990,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/uboot-kernel-window8.toml");
         let mut scenario = Scenario::load(&path).expect("loads");
         scenario.expect.max_packet_ratio = 1.0;
-        let mut r = run(&scenario, 1, SimOptions::default());
+        let mut r = run_staged(&scenario, 1, SimOptions::default(), None);
         assert!(!r.passed());
         let (failures, resent) = (r.failures(), r.retransmissions());
         let digest = crate::shard::fnv64(render_text(&r.trace).as_bytes());
