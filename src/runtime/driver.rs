@@ -266,7 +266,11 @@ impl ParkTurn {
         if !threaded {
             return None;
         }
-        let limit = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        // Asked once: on Linux it reads the cgroup's CPU quota from files.
+        static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let limit = *LIMIT.get_or_init(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        });
         PARKED
             .fetch_update(AcqRel, Acquire, |n| (n < limit).then_some(n + 1))
             .ok()
