@@ -27,6 +27,9 @@
 //!   sent before: an RRQ resent after 2 s of silence, an ACK resent after
 //!   2 s, or re-sent because the same DATA came again (the firmware
 //!   acknowledges a block it already has, rpi-eeprom 2021-02-16);
+//! - `requests_resent`: of those, the RRQs: the board heard nothing for
+//!   2 s after asking (its RRQ or the server's first answer, an OACK or
+//!   an ERROR, was lost), a wait no server can shorten;
 //! - `received`: datagrams the board's sockets received;
 //! - `dup_received`: of those, a DATA whose block that socket had received
 //!   already, or a second OACK: the server's retransmissions (or spurious
@@ -146,6 +149,7 @@ fn stage(root: &Path, scenario: &Scenario) -> Result<(), String> {
 struct Tally {
     sent: AtomicU64,
     resent: AtomicU64,
+    requests_resent: AtomicU64,
     received: AtomicU64,
     dup_received: AtomicU64,
 }
@@ -184,6 +188,9 @@ impl CountedSocket {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if !seen.sent.insert(datagram.to_vec()) {
             self.tally.resent.fetch_add(1, Ordering::Relaxed);
+            if datagram.starts_with(&[0, 1]) {
+                self.tally.requests_resent.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -289,6 +296,7 @@ struct BoardReport {
     bytes_checked: u64,
     sent: u64,
     resent: u64,
+    requests_resent: u64,
     received: u64,
     dup_received: u64,
 }
@@ -407,6 +415,7 @@ async fn boot(
         bytes_checked,
         sent: tally.sent.load(Ordering::Relaxed),
         resent: tally.resent.load(Ordering::Relaxed),
+        requests_resent: tally.requests_resent.load(Ordering::Relaxed),
         received: tally.received.load(Ordering::Relaxed),
         dup_received: tally.dup_received.load(Ordering::Relaxed),
     }

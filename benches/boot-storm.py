@@ -27,6 +27,11 @@ reason is printed). One table per (boards, loss):
   resent        datagrams the boards sent again (RRQ or ACK identical to
                 one the socket sent before: after 2 s of silence, or to
                 re-acknowledge a DATA that came twice)
+  req resent    of those, RRQs: a board heard nothing for 2 s after asking
+                (its request or the server's first answer was lost); no
+                server can shorten that wait
+  last ok s     the last board done among those that resent no request:
+                the tail the server decides
   dup rx        DATA (or OACK) that reached a board a second time: the
                 server's retransmissions as the boards saw them. A peer's
                 own count is not visible from outside, so this is what is
@@ -53,7 +58,8 @@ TFTPLAB_REQUIRE_PEERS=1 makes that an error.
 Servers, each as it does best in a storm (--peer-settings stock runs
 the peers as they come):
   tftplab     tftplab serve --root ROOT --bind 127.0.0.1:69 (its defaults:
-              adaptive retransmission timer, 20 ms floor)
+              adaptive retransmission timer, 2 ms floor, raised for a
+              client that answers a resend twice, up to 20 ms)
   tftpd-hpa   in.tftpd --foreground --address 127.0.0.1:69 --secure
               --user root --retransmit 10000 ROOT: its shortest first
               retransmission (10 ms; default 1 s, doubled per retry)
@@ -280,6 +286,9 @@ def storm(name, argv, root, tools, pct, boards_bin, n, args):
         "done": len(done), "last": max((b["ended_s"] for b in done), default=None),
         "p50": percentile(secs, 50), "p99": percentile(secs, 99),
         "resent": sum(b["resent"] for b in boards),
+        "requests_resent": sum(b.get("requests_resent", 0) for b in boards),
+        "last_asked_once": max((b["ended_s"] for b in done
+                                if b.get("requests_resent", 0) == 0), default=None),
         "sent": sum(b["sent"] for b in boards),
         "dup": sum(b["dup_received"] for b in boards),
         "received": sum(b["received"] for b in boards),
@@ -310,7 +319,7 @@ def print_table(n, pct, runs, missing, header, repeats):
           (f"; the median of {repeats} storms per server" if repeats > 1 else ""))
     print(header)
     hdr = (f"{'server':<10} {'done':>8} {'last s':>8} {'p50 s':>7} {'p99 s':>7} "
-           f"{'resent':>7} {'dup rx':>7} {'nft drop/seen':>17} {'cpu s':>7} "
+           f"{'resent':>7} {'req resent':>10} {'last ok s':>9} {'dup rx':>7} {'nft drop/seen':>17} {'cpu s':>7} "
            f"{'peak MiB':>8} {'boards cpu s':>12} {'vs best peer':>12}")
     if repeats > 1:
         hdr += "  last s of each storm"
@@ -343,7 +352,8 @@ def print_table(n, pct, runs, missing, header, repeats):
             f"{r['last']:.2f}" + ("!" if r["done"] != n else "")
         drops = f"{r['dropped']}/{r['seen']}"
         line = (f"{name:<10} {r['done']:>4}/{n:<3} {last:>8} {fmt(r['p50'], '.2f', 7)} "
-                f"{fmt(r['p99'], '.2f', 7)} {r['resent']:>7} {r['dup']:>7} {drops:>17} "
+                f"{fmt(r['p99'], '.2f', 7)} {r['resent']:>7} {r['requests_resent']:>10} "
+                f"{fmt(r['last_asked_once'], '.2f', 9)} {r['dup']:>7} {drops:>17} "
                 f"{r['cpu']:>7.2f} {r['peak_kib'] / 1024:>8.1f} {r['boards_cpu']:>12.2f} "
                 f"{ratio:>12}")
         if repeats > 1:
