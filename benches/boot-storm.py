@@ -58,8 +58,9 @@ TFTPLAB_REQUIRE_PEERS=1 makes that an error.
 Servers, each as it does best in a storm (--peer-settings stock runs
 the peers as they come):
   tftplab     tftplab serve --root ROOT --bind 127.0.0.1:69 (its defaults:
-              adaptive retransmission timer, 2 ms floor, raised for a
-              client that answers a resend twice, up to 20 ms)
+              adaptive retransmission timer, 20 ms floor; pass
+              --server-args "tftplab=--min-rto 0.002" for a 2 ms one
+              that learns upwards, see README)
   tftpd-hpa   in.tftpd --foreground --address 127.0.0.1:69 --secure
               --user root --retransmit 10000 ROOT: its shortest first
               retransmission (10 ms; default 1 s, doubled per retry)

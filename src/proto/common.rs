@@ -138,6 +138,10 @@ pub struct Counters {
     /// Datagrams that did not parse, or did not fit the transfer's state.
     pub ignored: u64,
     pub timeouts: u64,
+    /// Timeout resends the peer showed were not needed: it acknowledged
+    /// the block twice, the original and the resend (lock-step only). Each
+    /// one raises the transfer's timer floor (see `Timer::spurious`).
+    pub spurious_resends: u64,
 }
 
 /// The driver-facing API shared by every machine. See the module docs for

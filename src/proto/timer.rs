@@ -33,6 +33,9 @@ pub(crate) struct Timer {
     rttvar: Duration,
     /// Consecutive timeouts since the last fresh sample.
     backoff: u32,
+    /// A block's own round trip has been measured (not only the
+    /// handshake's): the floor no longer starts at `CAUTIOUS_FLOOR`.
+    data_sampled: bool,
     /// How many estimated timeouts the timer waits (1, or 2 for a
     /// receiver: see [`Timer::patient`]).
     patience: u32,
@@ -65,6 +68,15 @@ impl Timer {
     /// The longest wait a receiver's backoff reaches past a shorter
     /// ceiling: more than the longest sender timer seen (tftp-hpa's 5 s).
     pub const RECEIVER_SILENCE: Duration = Duration::from_secs(8);
+    /// The floor until a block's own round trip has been measured, and the
+    /// highest [`Timer::spurious`] raises a floor to: the default floor,
+    /// so both matter only for a floor configured lower. A client's first DATA
+    /// can take far longer than its answer to the OACK: U-Boot 2023.01 in
+    /// QEMU answered the OACK in 0.5 ms, then took 8.3 ms over DATA #1 and
+    /// 4.7 ms over DATA #2 before settling at 0.2 ms a block, and a 2 ms
+    /// floor from the handshake's sample resent both (`hw-tests`
+    /// conformance run).
+    pub const CAUTIOUS_FLOOR: Duration = Duration::from_millis(20);
     /// Clock granularity term of RFC 6298's timeout formula.
     const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -75,6 +87,7 @@ impl Timer {
             srtt: None,
             rttvar: Duration::ZERO,
             backoff: 0,
+            data_sampled: false,
             patience: 1,
             armed_with: ceiling,
             handshake_sent: None,
@@ -98,6 +111,33 @@ impl Timer {
         self
     }
 
+    /// A resend after a timeout turned out not to be needed: the peer
+    /// answered both the original and the resend, so it was slower than
+    /// the timer, not lost. `stall` is how long the original took to be
+    /// answered, when known. The floor rises to a quarter above the stall
+    /// (twice itself when the stall is unknown), up to
+    /// [`Timer::CAUTIOUS_FLOOR`]; it never falls, and a floor configured
+    /// higher stays as it is. A peer that pauses longer than the floor now
+    /// and then is sent a few duplicates, however long the transfer, while
+    /// a lost DATA or ACK to a peer that answers at once costs a few
+    /// milliseconds. A network that duplicates datagrams looks the same (an
+    /// ACK twice after a resend): the cap keeps that from raising the floor
+    /// past what a stall is worth.
+    pub fn spurious(&mut self, stall: Option<Duration>) {
+        let cap = Self::CAUTIOUS_FLOOR.max(self.floor).min(self.ceiling);
+        let wanted = match stall {
+            Some(stall) => stall.saturating_add(stall / 4),
+            None => self.floor.saturating_mul(2),
+        };
+        self.floor = wanted.min(cap).max(self.floor);
+    }
+
+    /// The floor the timer runs with now (raised by [`Timer::spurious`]).
+    #[cfg(test)]
+    pub fn floor(&self) -> Duration {
+        self.floor
+    }
+
     /// Sets the ceiling (the negotiated or configured timeout).
     pub fn set_ceiling(&mut self, ceiling: Duration) {
         self.ceiling = ceiling;
@@ -119,7 +159,12 @@ impl Timer {
             .checked_shl(self.backoff)
             .unwrap_or(u32::MAX)
             .saturating_mul(self.patience);
-        base.max(self.floor).saturating_mul(factor)
+        let floor = if self.data_sampled {
+            self.floor
+        } else {
+            self.floor.max(Self::CAUTIOUS_FLOOR)
+        };
+        base.max(floor).saturating_mul(factor)
     }
 
     /// The longest wait the backoff can reach: the ceiling, or for a
@@ -166,8 +211,16 @@ impl Timer {
         }
     }
 
-    /// A round trip measured on a datagram that was sent once (Karn).
+    /// A round trip of a DATA block (or of the ACK a receiver sent), sent
+    /// once (Karn). From the first one on, the floor is the configured (or
+    /// learnt) one, no longer [`Timer::CAUTIOUS_FLOOR`].
     pub fn sample(&mut self, rtt: Duration) {
+        self.update_estimate(rtt);
+        self.data_sampled = true;
+    }
+
+    /// RFC 6298's estimator, fed one round trip.
+    fn update_estimate(&mut self, rtt: Duration) {
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -194,7 +247,7 @@ impl Timer {
     pub fn handshake_answered(&mut self, now: Instant) {
         self.handshaking = false;
         if let Some(sent) = self.handshake_sent.take() {
-            self.sample(now.saturating_duration_since(sent));
+            self.update_estimate(now.saturating_duration_since(sent));
         }
     }
 
@@ -428,5 +481,57 @@ mod tests {
         assert_eq!(r.rto(), Timer::RECEIVER_SILENCE);
         r.progress();
         assert_eq!(r.rto(), ms(1000), "back under the ceiling in one step");
+    }
+
+    #[test]
+    fn a_spurious_resend_raises_the_floor_past_the_stall_up_to_20_ms() {
+        let ms = Duration::from_millis;
+        let mut t = Timer::new(ms(1000), ms(2), 5);
+        let floors: Vec<_> = [
+            Some(ms(4)),
+            Some(ms(3)),
+            None,
+            Some(ms(12)),
+            None,
+            Some(ms(90)),
+        ]
+        .into_iter()
+        .map(|stall| {
+            t.spurious(stall);
+            t.floor()
+        })
+        .collect();
+        // A quarter above the stall, never lower, twice itself without one.
+        assert_eq!(floors, [ms(5), ms(5), ms(10), ms(15), ms(20), ms(20)]);
+        // A floor configured above the cap, or a fixed timer, stays.
+        let mut high = Timer::new(ms(1000), ms(50), 5);
+        high.spurious(Some(ms(100)));
+        assert_eq!(high.floor(), ms(50));
+        let mut fixed = Timer::new(ms(5000), ms(5000), 5);
+        fixed.spurious(None);
+        assert_eq!(fixed.floor(), ms(5000));
+        // Nor past a ceiling below the cap.
+        let mut short = Timer::new(ms(10), ms(8), 5);
+        short.spurious(None);
+        assert_eq!(short.floor(), ms(10));
+    }
+
+    #[test]
+    fn the_first_block_waits_the_cautious_floor_whatever_the_handshake_measured() {
+        let (ms, us) = (Duration::from_millis, Duration::from_micros);
+        let t0 = Instant::now();
+        let mut t = Timer::new(ms(1000), ms(2), 5);
+        t.handshake_sent(t0, true);
+        t.handshake_answered(t0 + us(500));
+        // The OACK's 0.5 ms says little about DATA #1 (U-Boot in QEMU:
+        // 8.3 ms): 20 ms until a block's own round trip is measured.
+        assert_eq!(t.rto(), ms(20));
+        t.sample(ms(8));
+        // srtt 0.5 -> 1.4375 ms, rttvar 0.25 -> 2.0625 ms: 9.6875 ms.
+        assert_eq!(t.rto(), Duration::from_nanos(9_687_500));
+        for _ in 0..40 {
+            t.sample(us(200));
+        }
+        assert_eq!(t.rto(), ms(2), "then the configured floor");
     }
 }

@@ -93,6 +93,16 @@ pub(crate) enum AckOutcome {
     Ignored,
 }
 
+/// A block resent on a timeout, to tell from its ACKs whether it had to be.
+#[derive(Debug, Clone, Copy)]
+struct Resent {
+    block: u64,
+    /// When it first went out, if it was timed then.
+    first_sent: Option<Instant>,
+    /// When its first ACK came.
+    answered: Option<Instant>,
+}
+
 pub(crate) struct WindowTx<S: Source> {
     source: WireSource<S>,
     blksize: usize,
@@ -119,6 +129,9 @@ pub(crate) struct WindowTx<S: Source> {
     probed: Option<u64>,
     /// The probe's last block, sent right after its first.
     probe_tail: Option<u64>,
+    /// The block last resent because the timer fired (lock-step), until a
+    /// second ACK of it shows the resend was not needed.
+    resent_on_timeout: Option<Resent>,
     /// The machine's retransmission timer, the handshake's included: only
     /// the window arms and disarms it.
     timer: Timer,
@@ -141,6 +154,7 @@ impl<S: Source> WindowTx<S> {
             deferred_gap: None,
             probed: None,
             probe_tail: None,
+            resent_on_timeout: None,
             timer,
         }
     }
@@ -241,6 +255,7 @@ impl<S: Source> WindowTx<S> {
         let d = u64::from(block.wrapping_sub(wire_block(acked_before)));
         if d == 0 {
             counters.duplicate_acks += 1;
+            self.spurious_if_resent(acked_before, counters);
             return AckOutcome::Ignored;
         }
         if acked_before + d > self.sent_max {
@@ -257,6 +272,9 @@ impl<S: Source> WindowTx<S> {
                 self.timer.sample(now.saturating_duration_since(sent));
             }
             self.timing = None;
+        }
+        if let Some(r) = self.resent_on_timeout.as_mut().filter(|r| r.block == acked) {
+            r.answered.get_or_insert(now);
         }
         self.base = acked + 1;
         if acked < self.sent_max {
@@ -283,6 +301,26 @@ impl<S: Source> WindowTx<S> {
             return AckOutcome::Complete;
         }
         AckOutcome::Progress
+    }
+
+    /// A second ACK of `acked`: in lock-step, when `acked` went out again
+    /// on a timeout, the receiver got both copies and answered each, so
+    /// the original was slow, not lost: the timer's floor rises above the
+    /// time the original took ([`Timer::spurious`]). A windowed receiver
+    /// repeats an ACK to point at a gap, which says nothing about the timer.
+    fn spurious_if_resent(&mut self, acked: u64, counters: &mut Counters) {
+        let Some(resent) = self.resent_on_timeout.filter(|r| r.block == acked) else {
+            return;
+        };
+        if self.window == 1 {
+            self.resent_on_timeout = None;
+            counters.spurious_resends += 1;
+            let stall = resent
+                .first_sent
+                .zip(resent.answered)
+                .map(|(sent, answered)| answered.saturating_duration_since(sent));
+            self.timer.spurious(stall);
+        }
     }
 
     /// Resends from the window's first unacknowledged block. A block being
@@ -325,6 +363,15 @@ impl<S: Source> WindowTx<S> {
         match self.timer.expire(now, counters) {
             Expiry::Waiting => true,
             Expiry::Resend => {
+                let first_sent = match self.resent_on_timeout {
+                    Some(r) if r.block == self.base => r.first_sent,
+                    _ => self.timing.filter(|&(b, _)| b == self.base).map(|(_, t)| t),
+                };
+                self.resent_on_timeout = Some(Resent {
+                    block: self.base,
+                    first_sent,
+                    answered: None,
+                });
                 self.timing = None;
                 if self.sent_max > self.base && self.probed != Some(self.base) {
                     // The probe: no rewind recorded, so the gap ACK it
@@ -490,21 +537,90 @@ mod tests {
         assert_eq!(send(&mut s, third, &mut c), vec![5, 8]);
     }
 
+    /// Sends the first window, takes ACK 4, sends the second and lets it
+    /// time out: the probe (5 and 8) goes out. Returns when.
+    fn second_window_probed(s: &mut WindowTx<Mem>, t: Instant, c: &mut Counters) -> Instant {
+        send(s, t, c);
+        s.handle_ack(t + MS, 4, c);
+        assert_eq!(send(s, t + MS, c), vec![5, 6, 7, 8]);
+        let due = s.deadline().unwrap();
+        assert!(s.handle_timeout(due, c));
+        assert_eq!(send(s, due, c), vec![5, 8]);
+        due
+    }
+
     #[test]
     fn a_gap_ack_answering_the_probe_rewinds_at_once() {
         let (t, mut c) = (Instant::now(), Counters::default());
         let mut s = sender();
-        send(&mut s, t, &mut c);
-        s.handle_ack(t + MS, 4, &mut c);
         // 6 lost and the receiver's gap ACK too (or the tail, 7 and 8).
-        assert_eq!(send(&mut s, t + MS, &mut c), vec![5, 6, 7, 8]);
-        let due = s.deadline().unwrap();
-        assert!(s.handle_timeout(due, &mut c));
-        assert_eq!(send(&mut s, due, &mut c), vec![5, 8]);
+        let due = second_window_probed(&mut s, t, &mut c);
         // The receiver had 5 and said so (ACK 5, lost with the gap it saw
         // at 7); block 5 again draws ACK 5: resend from 6 now, not a round
         // trip later as after a rewind.
         assert_eq!(s.handle_ack(due + MS, 5, &mut c), AckOutcome::Progress);
         assert_eq!(send(&mut s, due + MS, &mut c), vec![6, 7, 8, 9]);
+    }
+
+    /// A lock-step sender of 20 blocks with a 2 ms floor.
+    fn lock_step() -> WindowTx<Mem> {
+        let source = WireSource::new(MemSource::new(vec![7u8; 512 * 20]), Mode::Octet);
+        let mut s = WindowTx::new(source, Timer::new(1000 * MS, 2 * MS, 5));
+        s.configure(512, 1, 1000 * MS);
+        s
+    }
+
+    #[test]
+    fn a_timeout_resend_the_receiver_answers_twice_raises_the_floor_past_the_stall() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let us = Duration::from_micros;
+        let mut s = lock_step();
+        assert_eq!(send(&mut s, t, &mut c), vec![1]);
+        s.handle_ack(t + us(100), 1, &mut c);
+        assert_eq!(send(&mut s, t + us(100), &mut c), vec![2]);
+        // The receiver stalls past the 2 ms floor: block 2 goes out again
+        // 2 ms after it first did, then ACK 2 answers the original (3 ms
+        // after it went out) and a second ACK 2 the resend.
+        let due = s.deadline().unwrap();
+        assert_eq!(due, t + us(2100));
+        assert!(s.handle_timeout(due, &mut c));
+        assert_eq!(send(&mut s, due, &mut c), vec![2]);
+        assert_eq!(s.handle_ack(due + MS, 2, &mut c), AckOutcome::Progress);
+        assert_eq!(send(&mut s, due + MS, &mut c), vec![3]);
+        assert_eq!(s.handle_ack(due + MS, 2, &mut c), AckOutcome::Ignored);
+        assert_eq!((c.spurious_resends, s.timer.floor()), (1, us(3750)));
+        // A third copy of the ACK (the network's) counts no further.
+        s.handle_ack(due + MS, 2, &mut c);
+        assert_eq!((c.spurious_resends, s.timer.floor()), (1, us(3750)));
+        // Block 3 went out before the second ACK 2; block 4 waits the new floor.
+        s.handle_ack(due + 2 * MS, 3, &mut c);
+        assert_eq!(send(&mut s, due + 2 * MS, &mut c), vec![4]);
+        assert_eq!(s.deadline(), Some(due + 2 * MS + us(3750)));
+    }
+
+    #[test]
+    fn a_resend_that_recovered_a_loss_leaves_the_floor_alone() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = lock_step();
+        assert_eq!(send(&mut s, t, &mut c), vec![1]);
+        // Block 1 or its ACK was lost: one ACK answers the resend.
+        let due = s.deadline().unwrap();
+        assert!(s.handle_timeout(due, &mut c));
+        assert_eq!(send(&mut s, due, &mut c), vec![1]);
+        s.handle_ack(due + MS / 10, 1, &mut c);
+        assert_eq!(send(&mut s, due + MS / 10, &mut c), vec![2]);
+        s.handle_ack(due + MS / 5, 2, &mut c);
+        // A repeated ACK of a block sent once (a duplicated datagram).
+        s.handle_ack(due + MS / 5, 2, &mut c);
+        assert_eq!((c.spurious_resends, s.timer.floor()), (0, 2 * MS));
+    }
+
+    #[test]
+    fn a_windowed_receivers_repeated_ack_after_a_timeout_is_a_gap_not_a_slow_path() {
+        let (t, mut c) = (Instant::now(), Counters::default());
+        let mut s = sender();
+        let due = second_window_probed(&mut s, t, &mut c);
+        s.handle_ack(due + MS, 4, &mut c);
+        assert_eq!((c.spurious_resends, s.timer.floor()), (0, 20 * MS));
     }
 }

@@ -979,7 +979,7 @@ impl<S: DatagramSocket> TransferTask<S> {
                     bytes = s.bytes, secs = format_args!("{secs:.3}"), mb_per_s = format_args!("{mbps:.1}"),
                     blksize = n.blksize, windowsize = n.windowsize, tsize = n.tsize,
                     retransmissions = s.retransmissions, timeouts = counters.timeouts,
-                    "transfer complete"
+                    spurious = counters.spurious_resends, "transfer complete"
                 );
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use tftplab::proto::DEFAULT_MIN_RTO;
 
 /// A TFTP server and client for netbooting lab boards (RFC 1350, 2347, 2348,
 /// 2349, 7440).
@@ -118,10 +119,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
     pub timeout: f64,
     /// Shortest retransmission timeout in seconds: below the timeout the
-    /// timer follows the measured round trip, never below this. Set it to
-    /// the timeout for a fixed timer when sending (a receiving transfer's
-    /// resends still back off past the timeout, up to 8 s).
-    #[arg(long, value_name = "S", default_value_t = 0.02, value_parser = parse_seconds)]
+    /// timer follows the measured round trip, never below this. Below 0.02
+    /// (down to 0.002 for a storm of fast boards on a lossy LAN) a transfer
+    /// whose client ACKs a resent block twice (it was slow, not lost)
+    /// raises its own floor past that stall, up to 0.02, and its first
+    /// block waits 0.02 whatever the floor. Set it to the timeout for a
+    /// fixed timer when sending (a receiving transfer's resends still back
+    /// off past the timeout, up to 8 s).
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_MIN_RTO.as_secs_f64(), value_parser = parse_seconds)]
     pub min_rto: f64,
     /// Retransmissions of one packet at the full timeout before a transfer
     /// is abandoned.
@@ -252,7 +257,7 @@ pub struct TransferArgs {
     pub mode: ModeArg,
     /// Shortest retransmission timeout in seconds (the timer adapts to the
     /// round trip above it, up to the timeout).
-    #[arg(long, value_name = "S", default_value_t = 0.02, value_parser = parse_seconds)]
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_MIN_RTO.as_secs_f64(), value_parser = parse_seconds)]
     pub min_rto: f64,
     /// Retransmissions of one packet at the full timeout before giving up.
     #[arg(long, value_name = "N", default_value_t = 5)]
