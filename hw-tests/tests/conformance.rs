@@ -11,7 +11,14 @@
 //! row). Each row's board trace and `sim-trace.txt` sit side by side under
 //! `target/tmp/hw-runs/conformance/<row>-<attempt>/`. A row whose server
 //! parted from the simulated server's first (it acted on time, which QEMU
-//! and the simulator's ticks do not share) runs again, up to three times.
+//! and the simulator's ticks do not share) runs again, up to three times;
+//! so does a row that differs when its held datagram was not overtaken on
+//! the board (the server's next DATA left after the hold was over: with a
+//! window's datagrams 50-220 us apart on this link a 200 us hold often
+//! reorders nothing there, while the simulator sends a window in one tick;
+//! seen on OVMF w4 and U-Boot w8). Such a row that still differs after
+//! three runs is printed as not compared: the fault it is about did not
+//! happen on the board.
 
 mod common;
 
@@ -35,6 +42,7 @@ fn table_rows(
     scenario: &str,
     window: u16,
     out: &Path,
+    unreproduced: &mut Vec<String>,
 ) -> Vec<Row> {
     let s = load(scenario);
     let mut rows = Vec::new();
@@ -68,10 +76,30 @@ fn table_rows(
             );
             let board_datagrams = datagrams(&trace);
             let cell = compare(&board_datagrams, &sim_datagrams);
-            if !matches!(cell, Cell::ServerFirst { .. }) || attempt == 3 {
+            // A hold that reordered nothing on the board makes a row about
+            // something that did not happen there: a cell that differs then
+            // says nothing about the client either.
+            let not_held = hold_overtaken(&trace) == Some(false) && cell != Cell::Same;
+            let timing = matches!(cell, Cell::ServerFirst { .. });
+            if !(timing || not_held) || attempt == 3 {
+                if not_held {
+                    println!(
+                        "{firmware} / {}: NOT COMPARED: the held datagram was never overtaken \
+                         on the board in {attempt} runs",
+                        p.name
+                    );
+                    unreproduced.push(format!("{firmware} / {}", p.name));
+                }
                 break (run, board_datagrams, cell);
             }
-            println!("{firmware} / {}: {cell}; running it again", p.name);
+            if not_held {
+                println!(
+                    "{firmware} / {}: {cell}, and the hold reordered nothing; running it again",
+                    p.name
+                );
+            } else {
+                println!("{firmware} / {}: {cell}; running it again", p.name);
+            }
         };
         let clients =
             |d: &[tftplab_hw::conform::Datagram]| d.iter().filter(|d| d.from_client).count();
@@ -102,6 +130,31 @@ fn table_rows(
     rows
 }
 
+/// In a board's trace, whether the datagram the pattern held (`[delayed
+/// X ms]`) was overtaken: the server's next datagram left before the hold
+/// was over. `None` when nothing was held.
+fn hold_overtaken(trace: &str) -> Option<bool> {
+    let at = |line: &str| -> Option<f64> {
+        line.split_whitespace()
+            .next()?
+            .strip_suffix("ms")?
+            .parse()
+            .ok()
+    };
+    let lines: Vec<&str> = trace.lines().collect();
+    let i = lines.iter().position(|l| l.contains("[delayed "))?;
+    let delay: f64 = lines[i]
+        .split("[delayed ")
+        .nth(1)?
+        .split("ms]")
+        .next()?
+        .parse()
+        .ok()?;
+    let held_at = at(lines[i])?;
+    let next = lines[i + 1..].iter().find(|l| l.contains(" server -> "))?;
+    Some(at(next)? < held_at + delay)
+}
+
 fn select(boards: &Path, labels: &str) -> Board {
     Inventory::load(boards)
         .expect("inventory")
@@ -118,6 +171,7 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
     let out = common::run_outputs("conformance");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rows = Vec::new();
+    let mut unreproduced = Vec::new();
     {
         require(Firmware::UBoot);
         let lab = QemuLab::new();
@@ -128,7 +182,15 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
         ] {
             let board = select(&boards, &format!("board=qemu-uboot,window={window}"));
             let firmware = format!("u-boot w{window}");
-            rows.extend(table_rows(&rt, &firmware, &board, scenario, window, &out));
+            rows.extend(table_rows(
+                &rt,
+                &firmware,
+                &board,
+                scenario,
+                window,
+                &out,
+                &mut unreproduced,
+            ));
         }
     }
     {
@@ -138,7 +200,15 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
         let boards = ovmf_inventory(&lab, "qemu-ovmf");
         let board = select(&boards, "board=qemu-ovmf");
         let scenario = "hw-tests/scenarios/ovmf-pxe-boot.toml";
-        rows.extend(table_rows(&rt, "ovmf (w4)", &board, scenario, 4, &out));
+        rows.extend(table_rows(
+            &rt,
+            "ovmf (w4)",
+            &board,
+            scenario,
+            4,
+            &out,
+            &mut unreproduced,
+        ));
     }
     {
         require(Firmware::Ipxe);
@@ -147,7 +217,15 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
         let boards = ipxe_inventory(&lab, "qemu-ipxe");
         let board = select(&boards, "board=qemu-ipxe");
         let scenario = "hw-tests/scenarios/ipxe-boot.toml";
-        rows.extend(table_rows(&rt, "ipxe", &board, scenario, 1, &out));
+        rows.extend(table_rows(
+            &rt,
+            "ipxe",
+            &board,
+            scenario,
+            1,
+            &out,
+            &mut unreproduced,
+        ));
     }
     let table = render_table(&rows);
     println!("\n{table}");
@@ -158,6 +236,9 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
             "{} / {}: the board and the simulator disagree on the verdict",
             r.firmware, r.pattern
         );
+        if unreproduced.contains(&format!("{} / {}", r.firmware, r.pattern)) {
+            continue;
+        }
         assert_eq!(
             r.cell,
             Cell::Same,
@@ -167,4 +248,20 @@ fn firmware_send_what_their_profiles_send_under_every_pattern() {
             r.cell
         );
     }
+}
+
+#[test]
+fn a_hold_counts_only_when_the_next_datagram_overtook_it() {
+    // OVMF w4 in CI: DATA #4 left 218 us after DATA #3, past its 200 us hold.
+    let late = "   12558.616ms server -> qemu-ovmf DATA #2 (1468 B)
+   12558.671ms server -> qemu-ovmf DATA #3 (1468 B) [delayed 0.2ms]
+   12558.889ms server -> qemu-ovmf DATA #4 (1468 B)
+   12559.738ms qemu-ovmf -> server ACK #4";
+    assert_eq!(hold_overtaken(late), Some(false));
+    let overtaken = late.replace("12558.889ms", "12558.700ms");
+    assert_eq!(hold_overtaken(&overtaken), Some(true));
+    assert_eq!(
+        hold_overtaken("    1.000ms server -> b DATA #1 (512 B)"),
+        None
+    );
 }
