@@ -303,24 +303,20 @@ impl<S: Source> WindowTx<S> {
         AckOutcome::Progress
     }
 
-    /// A second ACK of `acked`: in lock-step, when `acked` went out again
-    /// on a timeout, the receiver got both copies and answered each, so
+    /// A second ACK of `acked`: when `acked` went out again on a timeout
+    /// in lock-step, the receiver got both copies and answered each, so
     /// the original was slow, not lost: the timer's floor rises above the
-    /// time the original took ([`Timer::spurious`]). A windowed receiver
-    /// repeats an ACK to point at a gap, which says nothing about the timer.
+    /// time the original took ([`Timer::spurious`]).
     fn spurious_if_resent(&mut self, acked: u64, counters: &mut Counters) {
-        let Some(resent) = self.resent_on_timeout.filter(|r| r.block == acked) else {
+        let Some(resent) = self.resent_on_timeout.take_if(|r| r.block == acked) else {
             return;
         };
-        if self.window == 1 {
-            self.resent_on_timeout = None;
-            counters.spurious_resends += 1;
-            let stall = resent
-                .first_sent
-                .zip(resent.answered)
-                .map(|(sent, answered)| answered.saturating_duration_since(sent));
-            self.timer.spurious(stall);
-        }
+        counters.spurious_resends += 1;
+        let stall = resent
+            .first_sent
+            .zip(resent.answered)
+            .map(|(sent, answered)| answered.saturating_duration_since(sent));
+        self.timer.spurious(stall);
     }
 
     /// Resends from the window's first unacknowledged block. A block being
@@ -363,15 +359,19 @@ impl<S: Source> WindowTx<S> {
         match self.timer.expire(now, counters) {
             Expiry::Waiting => true,
             Expiry::Resend => {
-                let first_sent = match self.resent_on_timeout {
-                    Some(r) if r.block == self.base => r.first_sent,
-                    _ => self.timing.filter(|&(b, _)| b == self.base).map(|(_, t)| t),
-                };
-                self.resent_on_timeout = Some(Resent {
-                    block: self.base,
-                    first_sent,
-                    answered: None,
-                });
+                // Only lock-step: a windowed receiver repeats an ACK to
+                // point at a gap, which says nothing about the timer.
+                if self.window == 1 {
+                    let first_sent = match self.resent_on_timeout {
+                        Some(r) if r.block == self.base => r.first_sent,
+                        _ => self.timing.filter(|&(b, _)| b == self.base).map(|(_, t)| t),
+                    };
+                    self.resent_on_timeout = Some(Resent {
+                        block: self.base,
+                        first_sent,
+                        answered: None,
+                    });
+                }
                 self.timing = None;
                 if self.sent_max > self.base && self.probed != Some(self.base) {
                     // The probe: no rewind recorded, so the gap ACK it
